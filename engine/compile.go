@@ -1,0 +1,5 @@
+package engine
+
+type paramSchema struct{}
+type condition struct{}
+type retryPolicy struct{}
