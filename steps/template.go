@@ -1,4 +1,839 @@
 package steps
 
-// Template is a compiled JSON value whose strings may hold {{ … }} blocks.
-type Template struct{}
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/checker"
+	"github.com/expr-lang/expr/compiler"
+	"github.com/expr-lang/expr/conf"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/optimizer"
+	"github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/vm"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vmcp-dev/vmcp/dsl"
+)
+
+// MaxRenderedBytes bounds one rendered value (an interpolated string, or the
+// JSON of a rendered argument document): SPEC §3's 1 MiB limit.
+const MaxRenderedBytes = 1 << 20
+
+// StepFields are the fields of `steps.<id>` an expression may read.
+var StepFields = []string{"status", "output", "error", "attempts", "content", "action", "items"}
+
+// IsStepField reports whether f is one of StepFields.
+func IsStepField(f string) bool { return contains(StepFields, f) }
+
+// Template is a compiled JSON value whose strings may hold {{ … }} blocks of
+// expr-lang. A string that is exactly one block keeps the value's type;
+// otherwise blocks are interpolated into text (non-strings as JSON).
+// Templates are immutable and safe for concurrent use.
+type Template struct {
+	root   tnode
+	static bool
+	// staticJSON is the encoded value of a template without blocks, so
+	// arguments with no templates pass through as raw JSON.
+	staticJSON json.RawMessage
+	staticVal  any
+	refs       []Ref
+}
+
+// Ref is one `steps.<id>` reference found in a template or condition.
+type Ref struct {
+	Step string
+	// Field is the step field read ("" when the whole step is used).
+	Field string
+	// Deep is true when the reference reads inside output or content
+	// (steps.x.output.y), which fails if the step produced no value.
+	Deep bool
+	// Guarded is true when the read is the left side of `??` or under
+	// optional chaining, so a missing value is tolerated.
+	Guarded bool
+	Pos     dsl.Pos
+}
+
+// TemplateOptions tune CompileTemplate.
+type TemplateOptions struct {
+	// ItemVar, when set, declares the for_each item variable and `index`.
+	ItemVar string
+}
+
+// Scope holds the variables a template or condition sees at run time.
+type Scope struct {
+	Params   map[string]any
+	Steps    map[string]any
+	Workflow map[string]any
+	ItemVar  string
+	Item     any
+	Index    int
+	// Lenient makes a failing block render as null instead of an error
+	// (used for the output of a run cut short by skip_remaining).
+	Lenient bool
+}
+
+func (s *Scope) env() map[string]any {
+	env := map[string]any{"params": s.Params, "steps": s.Steps, "workflow": s.Workflow}
+	if s.ItemVar != "" {
+		env[s.ItemVar] = s.Item
+		env["index"] = s.Index
+	}
+	if s.Lenient {
+		env[lenientKey] = true
+	}
+	return env
+}
+
+// lenientKey marks a lenient render in the env map; it is not a valid
+// identifier, so expressions cannot read it.
+const lenientKey = "$lenient"
+
+// ExprError is a run-time failure of one expression: the expression, where
+// it is written, and what went wrong (with the values involved).
+type ExprError struct {
+	Pos  dsl.Pos
+	Expr string
+	Msg  string
+}
+
+func (e *ExprError) Error() string {
+	return fmt.Sprintf("%s: {{ %s }}: %s", e.Pos, e.Expr, e.Msg)
+}
+
+// tnode is a node of the compiled value tree.
+type tnode interface {
+	render(env map[string]any) (any, error)
+}
+
+type (
+	literal  struct{ v any }
+	objNode  struct {
+		keys []string
+		vals []tnode
+	}
+	arrNode   struct{ items []tnode }
+	blockNode struct{ b *block } // a string that is exactly one block
+	textNode  struct {
+		parts  []string // len(parts) == len(blocks)+1
+		blocks []*block
+	}
+)
+
+type block struct {
+	prog *vm.Program
+	src  string
+	pos  dsl.Pos
+	// posAt maps a rune offset inside src to a source position.
+	posAt func(int) dsl.Pos
+}
+
+// CompileTemplate compiles a YAML value (arguments, output, default
+// values) into a Template. Every problem is reported, with positions inside
+// the scalars.
+func CompileTemplate(src *dsl.Source, n *yaml.Node, opts TemplateOptions) (*Template, dsl.Diagnostics) {
+	c := &tcompiler{src: src, opts: opts}
+	t := &Template{}
+	if n == nil {
+		t.static, t.staticJSON = true, json.RawMessage("null")
+		t.root = literal{}
+		return t, nil
+	}
+	t.root = c.node(n, 0)
+	t.refs = c.refs
+	if lit, ok := t.root.(literal); ok && len(c.diags) == 0 {
+		b, err := EncodeJSON(lit.v)
+		if err == nil {
+			t.static, t.staticJSON, t.staticVal = true, b, lit.v
+		}
+	}
+	return t, c.diags
+}
+
+// Static reports whether the template has no blocks, and its value.
+func (t *Template) Static() (any, bool) { return t.staticVal, t.static }
+
+// Refs lists the step references, in source order.
+func (t *Template) Refs() []Ref { return t.refs }
+
+// Render evaluates the template.
+func (t *Template) Render(s *Scope) (any, error) {
+	if t.static {
+		return t.staticVal, nil
+	}
+	return t.root.render(s.env())
+}
+
+// RenderJSON evaluates the template and encodes it, enforcing the 1 MiB
+// limit. A template without blocks returns its precomputed bytes.
+func (t *Template) RenderJSON(s *Scope) (json.RawMessage, error) {
+	if t.static {
+		return t.staticJSON, nil
+	}
+	v, err := t.root.render(s.env())
+	if err != nil {
+		return nil, err
+	}
+	b, err := EncodeJSON(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxRenderedBytes {
+		return nil, fmt.Errorf("rendered value is %d bytes, over the 1 MiB limit", len(b))
+	}
+	return b, nil
+}
+
+func (l literal) render(map[string]any) (any, error) { return l.v, nil }
+
+func (o *objNode) render(env map[string]any) (any, error) {
+	m := make(map[string]any, len(o.keys))
+	for i, k := range o.keys {
+		v, err := o.vals[i].render(env)
+		if err != nil {
+			return nil, err
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func (a *arrNode) render(env map[string]any) (any, error) {
+	s := make([]any, len(a.items))
+	for i, it := range a.items {
+		v, err := it.render(env)
+		if err != nil {
+			return nil, err
+		}
+		s[i] = v
+	}
+	return s, nil
+}
+
+func (b blockNode) render(env map[string]any) (any, error) {
+	v, err := b.b.run(env)
+	if err != nil && env[lenientKey] == true {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return normalize(v), nil
+}
+
+func (t *textNode) render(env map[string]any) (any, error) {
+	var sb strings.Builder
+	for i, p := range t.parts {
+		sb.WriteString(p)
+		if i == len(t.blocks) {
+			break
+		}
+		v, err := t.blocks[i].run(env)
+		if err != nil {
+			if env[lenientKey] != true {
+				return nil, err
+			}
+			v = nil
+		}
+		switch x := normalize(v).(type) {
+		case string:
+			sb.WriteString(x)
+		case nil:
+			sb.WriteString("null")
+		default:
+			enc, err := EncodeJSON(x)
+			if err != nil {
+				return nil, t.blocks[i].fail(nil, err.Error())
+			}
+			sb.Write(enc)
+		}
+		if sb.Len() > MaxRenderedBytes {
+			return nil, t.blocks[i].fail(nil, "rendered text is over the 1 MiB limit")
+		}
+	}
+	return sb.String(), nil
+}
+
+func (b *block) run(env map[string]any) (any, error) {
+	v, err := vm.Run(b.prog, env)
+	if err != nil {
+		var fe *file.Error
+		if errors.As(err, &fe) {
+			return nil, b.fail(fe, cleanExprMsg(fe.Message))
+		}
+		return nil, b.fail(nil, err.Error())
+	}
+	return v, nil
+}
+
+func (b *block) fail(fe *file.Error, msg string) *ExprError {
+	pos := b.pos
+	if fe != nil && b.posAt != nil {
+		pos = b.posAt(fe.From)
+	}
+	return &ExprError{Pos: pos, Expr: b.src, Msg: msg}
+}
+
+// normalize turns the numeric types expr produces into the data model
+// (int64 for integers, float64 otherwise).
+func normalize(v any) any {
+	switch x := v.(type) {
+	case int:
+		return int64(x)
+	case int32:
+		return int64(x)
+	case float32:
+		return float64(x)
+	case []string:
+		out := make([]any, len(x))
+		for i, s := range x {
+			out[i] = s
+		}
+		return out
+	}
+	return v
+}
+
+type tcompiler struct {
+	src   *dsl.Source
+	opts  TemplateOptions
+	diags dsl.Diagnostics
+	refs  []Ref
+}
+
+func (c *tcompiler) errorf(p dsl.Pos, format string, args ...any) {
+	c.diags.Add(c.src, p, format, args...)
+}
+
+func (c *tcompiler) node(n *yaml.Node, depth int) tnode {
+	if depth > 64 {
+		c.errorf(c.src.NodePos(n), "value nested deeper than 64 levels")
+		return literal{}
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return literal{}
+		}
+		return c.node(n.Content[0], depth)
+	case yaml.AliasNode:
+		return c.node(n.Alias, depth+1)
+	case yaml.MappingNode:
+		o := &objNode{}
+		allLit := true
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if strings.Contains(k.Value, "{{") {
+				c.errorf(c.src.NodePos(k), "templates are not allowed in keys (%q)", k.Value)
+			}
+			tn := c.node(v, depth+1)
+			if _, ok := tn.(literal); !ok {
+				allLit = false
+			}
+			o.keys = append(o.keys, k.Value)
+			o.vals = append(o.vals, tn)
+		}
+		if allLit {
+			m := make(map[string]any, len(o.keys))
+			for i, k := range o.keys {
+				m[k] = o.vals[i].(literal).v
+			}
+			return literal{m}
+		}
+		return o
+	case yaml.SequenceNode:
+		a := &arrNode{}
+		allLit := true
+		for _, it := range n.Content {
+			tn := c.node(it, depth+1)
+			if _, ok := tn.(literal); !ok {
+				allLit = false
+			}
+			a.items = append(a.items, tn)
+		}
+		if allLit {
+			s := make([]any, len(a.items))
+			for i, it := range a.items {
+				s[i] = it.(literal).v
+			}
+			return literal{s}
+		}
+		return a
+	case yaml.ScalarNode:
+		if n.ShortTag() == "!!str" && strings.Contains(n.Value, "{{") {
+			return c.scalar(n)
+		}
+		v, err := dsl.NodeValue(n)
+		if err != nil {
+			c.errorf(c.src.NodePos(n), "%v", err)
+		}
+		return literal{v}
+	}
+	return literal{}
+}
+
+// scalar compiles a string holding blocks.
+func (c *tcompiler) scalar(n *yaml.Node) tnode {
+	s := n.Value
+	var parts []string
+	var blocks []*block
+	i := 0
+	for {
+		open := strings.Index(s[i:], "{{")
+		if open < 0 {
+			parts = append(parts, s[i:])
+			break
+		}
+		open += i
+		end := strings.Index(s[open+2:], "}}")
+		if end < 0 {
+			c.errorf(c.src.OffsetPos(n, open), "unclosed {{ (missing }})")
+			return literal{s}
+		}
+		end += open + 2
+		parts = append(parts, s[i:open])
+		blocks = append(blocks, c.block(n, s[open+2:end], open+2))
+		i = end + 2
+	}
+	for _, b := range blocks {
+		if b == nil {
+			return literal{s}
+		}
+	}
+	if len(blocks) == 1 && strings.TrimSpace(parts[0]) == "" && strings.TrimSpace(parts[1]) == "" {
+		return blockNode{blocks[0]}
+	}
+	return &textNode{parts: parts, blocks: blocks}
+}
+
+// block compiles one {{ … }} body found at byte offset off of the scalar.
+func (c *tcompiler) block(n *yaml.Node, body string, off int) *block {
+	code := StripLeadingDots(body)
+	posAt := func(runeOff int) dsl.Pos {
+		return c.src.OffsetPos(n, off+byteOffset(code, runeOff))
+	}
+	if strings.TrimSpace(code) == "" {
+		c.errorf(c.src.OffsetPos(n, off), "empty {{ }} block")
+		return nil
+	}
+	prog, refs, errPos, err := compileExpr(code, c.opts, posAt)
+	if err != nil {
+		c.errorf(errPos, "%s", err)
+		return nil
+	}
+	c.refs = append(c.refs, refs...)
+	return &block{prog: prog, src: strings.TrimSpace(body), pos: posAt(leadingSpace(code)), posAt: posAt}
+}
+
+func leadingSpace(s string) int {
+	return utf8.RuneCountInString(s) - utf8.RuneCountInString(strings.TrimLeft(s, " \t\n"))
+}
+
+// byteOffset converts a rune offset in s to a byte offset.
+func byteOffset(s string, runes int) int {
+	i := 0
+	for b := range s {
+		if i == runes {
+			return b
+		}
+		i++
+	}
+	return len(s)
+}
+
+// StripLeadingDots accepts the ToolHive-proposal form {{.params.x}}: a dot
+// that starts an operand (at the beginning or after an operator, bracket or
+// space) and is followed by params, steps or workflow is replaced by a
+// space, keeping every offset the same. Other leading dots (expr's
+// predicate shorthand, as in map(list, .status)) and quoted text are left
+// alone.
+func StripLeadingDots(s string) string {
+	b := []byte(s)
+	var quote byte
+	prev := byte(0) // last non-space byte outside quotes
+	for i := 0; i < len(b); i++ {
+		ch := b[i]
+		if quote != 0 {
+			if ch == '\\' {
+				i++
+				continue
+			}
+			if ch == quote {
+				quote = 0
+				prev = ch
+			}
+			continue
+		}
+		switch ch {
+		case '"', '\'', '`':
+			quote = ch
+			prev = ch
+			continue
+		case ' ', '\t', '\n':
+			continue
+		case '.':
+			if (prev == 0 || strings.IndexByte("([{,!=<>&|+-*/%?:", prev) >= 0) && rootVarAt(s[i+1:]) {
+				b[i] = ' '
+				continue
+			}
+		}
+		prev = ch
+	}
+	return string(b)
+}
+
+// rootVarAt reports whether s starts with params, steps or workflow as a
+// whole identifier.
+func rootVarAt(s string) bool {
+	for _, v := range []string{"params", "steps", "workflow"} {
+		if strings.HasPrefix(s, v) && (len(s) == len(v) || !isIdentChar(s[len(v)])) {
+			return true
+		}
+	}
+	return false
+}
+
+func isIdentChar(c byte) bool { return isIdentStart(c) || (c >= '0' && c <= '9') }
+
+func isIdentStart(c byte) bool {
+	return c == '_' || c == '$' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+}
+
+// exprEnv declares the variables' types for the checker.
+func exprEnv(opts TemplateOptions) map[string]any {
+	env := map[string]any{
+		"params":   map[string]any{},
+		"steps":    map[string]any{},
+		"workflow": map[string]any{},
+	}
+	if opts.ItemVar != "" {
+		var item any
+		env[opts.ItemVar] = item
+		env["index"] = 0
+	}
+	return env
+}
+
+const (
+	fnGet = "__vmcp_get" // strict member access: a missing key is an error
+	fnOpt = "__vmcp_opt" // lenient member access: missing or null gives null
+)
+
+func strictGet(params ...any) (any, error) {
+	obj, key, path := params[0], params[1], params[2].(string)
+	switch m := obj.(type) {
+	case map[string]any:
+		k, _ := key.(string)
+		if v, ok := m[k]; ok {
+			return v, nil
+		}
+		return nil, fmt.Errorf("%s has no key %q (it has %s)", path, k, keyList(m))
+	case nil:
+		return nil, fmt.Errorf("cannot read %q of %s: it is null", key, path)
+	default:
+		return nil, fmt.Errorf("cannot read %q of %s: it is %s %s, not an object", key, path, TypeName(obj), short(obj))
+	}
+}
+
+func lenientGet(params ...any) (any, error) {
+	if m, ok := params[0].(map[string]any); ok {
+		k, _ := params[1].(string)
+		return m[k], nil
+	}
+	return nil, nil
+}
+
+func keyList(m map[string]any) string {
+	if len(m) == 0 {
+		return "no keys"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) > 10 {
+		keys = append(keys[:10], "…")
+	}
+	return "keys " + strings.Join(keys, ", ")
+}
+
+func short(v any) string {
+	b, err := EncodeJSON(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	if len(b) > 60 {
+		return string(b[:57]) + "..."
+	}
+	return string(b)
+}
+
+// compileExpr parses, analyses and compiles one expression. It rewrites
+// property reads into strict or lenient accessor calls and collects step
+// references. On error it returns the error's position.
+func compileExpr(code string, opts TemplateOptions, posAt func(int) dsl.Pos) (*vm.Program, []Ref, dsl.Pos, error) {
+	cfg := conf.CreateNew()
+	expr.Env(exprEnv(opts))(cfg)
+	expr.Function(fnGet, strictGet)(cfg)
+	expr.Function(fnOpt, lenientGet)(cfg)
+	expr.MaxNodes(2000)(cfg)
+	cfg.Check()
+
+	tree, err := parser.ParseWithConfig(code, cfg)
+	if err != nil {
+		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+	}
+	refs, aerr := analyze(&tree.Node, posAt)
+	if aerr != nil {
+		return nil, nil, aerr.pos, errors.New(aerr.msg)
+	}
+	if _, err := checker.Check(tree, cfg); err != nil {
+		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+	}
+	if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
+		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+	}
+	prog, err := compiler.Compile(tree, cfg)
+	if err != nil {
+		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+	}
+	return prog, refs, dsl.Pos{}, nil
+}
+
+func errPos(err error, posAt func(int) dsl.Pos) dsl.Pos {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return posAt(fe.From)
+	}
+	return posAt(0)
+}
+
+func exprErrMsg(err error) string {
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		return cleanExprMsg(fe.Message)
+	}
+	return err.Error()
+}
+
+// cleanExprMsg rewrites expr's messages where they leak our accessor names.
+func cleanExprMsg(msg string) string {
+	msg = strings.ReplaceAll(msg, fnGet, "field access")
+	msg = strings.ReplaceAll(msg, fnOpt, "field access")
+	if strings.HasPrefix(msg, "unknown name ") {
+		msg += " (variables: params, steps, workflow)"
+	}
+	return msg
+}
+
+type analyzeErr struct {
+	pos dsl.Pos
+	msg string
+}
+
+// analyze marks guarded subtrees, rewrites member reads and collects refs.
+func analyze(root *ast.Node, posAt func(int) dsl.Pos) ([]Ref, *analyzeErr) {
+	guarded := map[ast.Node]bool{}
+	markGuarded := func(n ast.Node) {
+		ast.Walk(&n, visitor(func(m *ast.Node) { guarded[*m] = true }))
+	}
+	ast.Walk(root, visitor(func(n *ast.Node) {
+		switch x := (*n).(type) {
+		case *ast.BinaryNode:
+			if x.Operator == "??" {
+				markGuarded(x.Left)
+			}
+		case *ast.ChainNode:
+			markGuarded(x.Node)
+		}
+	}))
+
+	var refs []Ref
+	var firstErr *analyzeErr
+	fail := func(n ast.Node, format string, args ...any) {
+		if firstErr == nil {
+			firstErr = &analyzeErr{pos: posAt(n.Location().From), msg: fmt.Sprintf(format, args...)}
+		}
+	}
+	// Collect refs before rewriting: a chain steps.<id>.<field>.<more>.
+	// ast.Walk is post-order, so the longest chain is seen last; record
+	// each chain once, from the member node that names the field.
+	stepsUses := 0
+	stepsIdents := 0
+	ast.Walk(root, visitor(func(n *ast.Node) {
+		switch x := (*n).(type) {
+		case *ast.IdentifierNode:
+			if x.Value == "steps" {
+				stepsIdents++
+			}
+		case *ast.MemberNode:
+			path, ok := chain(x)
+			if !ok || len(path) < 2 || path[0] != "steps" {
+				if id, isID := x.Node.(*ast.IdentifierNode); isID && id.Value == "steps" {
+					stepsUses++
+					fail(x.Property, "a step must be named literally (steps.<id>)")
+				}
+				return
+			}
+			if len(path) == 2 {
+				stepsUses++
+			}
+		}
+	}))
+	if stepsIdents != stepsUses && firstErr == nil {
+		ast.Walk(root, visitor(func(n *ast.Node) {
+			if id, ok := (*n).(*ast.IdentifierNode); ok && id.Value == "steps" {
+				fail(id, "steps must be followed by a step id (steps.<id>)")
+			}
+		}))
+	}
+	seen := map[ast.Node]bool{}
+	ast.Walk(root, visitor(func(n *ast.Node) {
+		x, ok := (*n).(*ast.MemberNode)
+		if !ok || seen[x] {
+			return
+		}
+		path, ok := chain(x)
+		if !ok || len(path) < 2 || path[0] != "steps" {
+			return
+		}
+		// Mark the inner chain nodes so only the outermost is recorded.
+		for inner := x.Node; ; {
+			m, ok := inner.(*ast.MemberNode)
+			if !ok {
+				break
+			}
+			seen[m] = true
+			inner = m.Node
+		}
+		r := Ref{Step: path[1], Guarded: guarded[x], Pos: posAt(stepNode(x).Location().From)}
+		if len(path) >= 3 {
+			r.Field = path[2]
+			if !contains(StepFields, r.Field) {
+				fail(fieldNode(x), "steps.%s has no field %q (fields: %s)%s", path[1], path[2], strings.Join(StepFields, ", "), dsl.Suggest(path[2], StepFields))
+			}
+			r.Deep = len(path) >= 4 && (r.Field == "output" || r.Field == "content")
+		}
+		refs = append(refs, r)
+	}))
+	if firstErr != nil {
+		return nil, firstErr
+	}
+
+	// Rewrite property reads (not method calls, not index by number).
+	ast.Walk(root, visitor(func(n *ast.Node) {
+		x, ok := (*n).(*ast.MemberNode)
+		if !ok || x.Method {
+			return
+		}
+		prop, ok := x.Property.(*ast.StringNode)
+		if !ok {
+			return
+		}
+		fn := fnGet
+		if guarded[x] || x.Optional {
+			fn = fnOpt
+		}
+		call := &ast.CallNode{
+			Callee:    &ast.IdentifierNode{Value: fn},
+			Arguments: []ast.Node{x.Node, &ast.StringNode{Value: prop.Value}, &ast.StringNode{Value: describe(x.Node)}},
+		}
+		call.SetLocation(x.Location())
+		call.Callee.SetLocation(x.Location())
+		*n = call
+	}))
+	sort.SliceStable(refs, func(i, j int) bool { return refs[i].Pos.Before(refs[j].Pos) })
+	return refs, nil
+}
+
+// chain returns the identifier path of a pure member chain (a.b.c or
+// a["b"].c), or false when any part is computed.
+func chain(n ast.Node) ([]string, bool) {
+	switch x := n.(type) {
+	case *ast.IdentifierNode:
+		return []string{x.Value}, true
+	case *ast.MemberNode:
+		if x.Method {
+			return nil, false
+		}
+		p, ok := x.Property.(*ast.StringNode)
+		if !ok {
+			return nil, false
+		}
+		base, ok := chain(x.Node)
+		if !ok {
+			return nil, false
+		}
+		return append(base, p.Value), true
+	case *ast.CallNode:
+		// Already rewritten accessor (walks are post-order).
+		if id, ok := x.Callee.(*ast.IdentifierNode); ok && (id.Value == fnGet || id.Value == fnOpt) && len(x.Arguments) == 3 {
+			base, ok := chain(x.Arguments[0])
+			if !ok {
+				return nil, false
+			}
+			return append(base, x.Arguments[1].(*ast.StringNode).Value), true
+		}
+	}
+	return nil, false
+}
+
+// stepNode returns the member node for steps.<id> inside a chain.
+func stepNode(x *ast.MemberNode) ast.Node {
+	var n ast.Node = x
+	for {
+		m, ok := n.(*ast.MemberNode)
+		if !ok {
+			return n
+		}
+		if id, ok := m.Node.(*ast.IdentifierNode); ok && id.Value == "steps" {
+			return m.Property
+		}
+		n = m.Node
+	}
+}
+
+// fieldNode returns the property node naming the field in steps.<id>.<field>.
+func fieldNode(x *ast.MemberNode) ast.Node {
+	var n ast.Node = x
+	for {
+		m, ok := n.(*ast.MemberNode)
+		if !ok {
+			return n
+		}
+		if inner, ok := m.Node.(*ast.MemberNode); ok {
+			if id, ok := inner.Node.(*ast.IdentifierNode); ok && id.Value == "steps" {
+				return m.Property
+			}
+		}
+		n = m.Node
+	}
+}
+
+// describe renders the object part of a member read for messages.
+func describe(n ast.Node) string {
+	if p, ok := chain(n); ok {
+		return strings.Join(p, ".")
+	}
+	return "the value"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+type visitor func(*ast.Node)
+
+func (v visitor) Visit(n *ast.Node) { v(n) }
