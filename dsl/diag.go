@@ -3,6 +3,7 @@ package dsl
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -24,6 +25,7 @@ type Diagnostics []Diagnostic
 
 // Error renders all diagnostics, one per line, sorted.
 func (ds Diagnostics) Error() string {
+	ds = slices.Clone(ds) // sort a copy: Sort compacts in place
 	ds.Sort()
 	var b strings.Builder
 	for i, d := range ds {
@@ -40,6 +42,7 @@ func (ds Diagnostics) Err() error {
 	if len(ds) == 0 {
 		return nil
 	}
+	ds = slices.Clone(ds)
 	ds.Sort()
 	return ds
 }
@@ -78,19 +81,18 @@ func (ds *Diagnostics) Append(more Diagnostics) { *ds = append(*ds, more...) }
 // Render writes each diagnostic with its source line and a caret under the
 // column, the way the CLI prints them.
 func (ds Diagnostics) Render(w io.Writer) {
+	ds = slices.Clone(ds)
 	ds.Sort()
 	for _, d := range ds {
 		fmt.Fprintln(w, d.String())
 		if d.Text == "" || d.Pos.Col < 1 {
 			continue
 		}
-		fmt.Fprintf(w, "    %s\n", strings.ReplaceAll(d.Text, "\t", " "))
-		col := d.Pos.Col - 1
-		if col > len(d.Text) {
-			col = len(d.Text)
-		}
-		// Columns count bytes (as the YAML parser does); pad by runes.
-		fmt.Fprintf(w, "    %s^\n", strings.Repeat(" ", utf8.RuneCountInString(d.Text[:col])))
+		text := strings.ReplaceAll(d.Text, "\t", " ")
+		fmt.Fprintf(w, "    %s\n", text)
+		// Columns count characters (as yaml.v3 does), so pad by runes.
+		col := min(d.Pos.Col-1, utf8.RuneCountInString(text))
+		fmt.Fprintf(w, "    %s^\n", strings.Repeat(" ", col))
 	}
 }
 

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// Pos is a position in a source file: 1-based line and column.
+// Pos is a position in a source file: 1-based line and column. Columns
+// count characters (runes), as yaml.v3 reports them.
 type Pos struct {
 	File string `json:"file,omitempty"`
 	Line int    `json:"line,omitempty"`
@@ -70,9 +72,11 @@ func (s *Source) NodePos(n *yaml.Node) Pos {
 }
 
 // OffsetPos maps a byte offset inside a scalar's decoded value to a position
-// in the source. It is exact for plain scalars, quoted scalars without
-// escapes and literal block scalars, and a close approximation otherwise
-// (folded blocks, escapes); it never points before the scalar.
+// in the source. It is exact for plain and quoted scalars (also across
+// lines, with escapes) and for literal and folded block scalars, and falls
+// back to a close approximation when the source does not line up with the
+// value (an explicit indentation indicator, unusual folding); it never points
+// before the scalar. Columns count characters, as yaml.v3 does.
 func (s *Source) OffsetPos(n *yaml.Node, offset int) Pos {
 	p := s.NodePos(n)
 	if n == nil {
@@ -84,24 +88,27 @@ func (s *Source) OffsetPos(n *yaml.Node, offset int) Pos {
 	if offset > len(n.Value) {
 		offset = len(n.Value)
 	}
+	if line, col, ok := s.scanScalar(n, offset); ok {
+		return Pos{File: s.Name, Line: line, Col: col}
+	}
 	before := n.Value[:offset]
 	nl := strings.Count(before, "\n")
-	inLine := offset - (strings.LastIndexByte(before, '\n') + 1)
+	inLine := utf8.RuneCountInString(before[strings.LastIndexByte(before, '\n')+1:])
 	switch {
 	case n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
 		// Content starts on the line after the indicator, indented.
 		first := n.Line + 1
-		return Pos{File: s.Name, Line: first + nl, Col: s.indent(first) + inLine + 1}
+		return Pos{File: s.Name, Line: first + nl, Col: s.blockIndent(first) + inLine + 1}
 	case n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0:
 		if nl > 0 {
 			return Pos{File: s.Name, Line: n.Line + nl, Col: s.indent(n.Line+nl) + inLine + 1}
 		}
-		return Pos{File: s.Name, Line: n.Line, Col: n.Column + 1 + offset}
+		return Pos{File: s.Name, Line: n.Line, Col: n.Column + 1 + inLine}
 	default:
 		if nl > 0 {
 			return Pos{File: s.Name, Line: n.Line + nl, Col: s.indent(n.Line+nl) + inLine + 1}
 		}
-		return Pos{File: s.Name, Line: n.Line, Col: n.Column + offset}
+		return Pos{File: s.Name, Line: n.Line, Col: n.Column + inLine}
 	}
 }
 

@@ -39,9 +39,15 @@ type ToolAnnotations struct {
 }
 
 // The MCP defaults for unstated hints.
-func (a *ToolAnnotations) readOnly() bool    { return a != nil && a.ReadOnlyHint != nil && *a.ReadOnlyHint }
-func (a *ToolAnnotations) idempotent() bool  { return a != nil && a.IdempotentHint != nil && *a.IdempotentHint }
-func (a *ToolAnnotations) openWorld() bool   { return a == nil || a.OpenWorldHint == nil || *a.OpenWorldHint }
+func (a *ToolAnnotations) readOnly() bool {
+	return a != nil && a.ReadOnlyHint != nil && *a.ReadOnlyHint
+}
+func (a *ToolAnnotations) idempotent() bool {
+	return a != nil && a.IdempotentHint != nil && *a.IdempotentHint
+}
+func (a *ToolAnnotations) openWorld() bool {
+	return a == nil || a.OpenWorldHint == nil || *a.OpenWorldHint
+}
 func (a *ToolAnnotations) destructive() bool {
 	if a.readOnly() {
 		return false

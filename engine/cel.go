@@ -11,8 +11,8 @@ import (
 	"github.com/google/cel-go/common/types"
 
 	"github.com/vmcp-dev/vmcp/dsl"
-	"go.yaml.in/yaml/v3"
 	"github.com/vmcp-dev/vmcp/steps"
+	"go.yaml.in/yaml/v3"
 )
 
 // CEL limits. At load time a condition's worst-case cost, estimated with

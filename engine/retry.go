@@ -12,7 +12,7 @@ const (
 	classTransport errClass = 1 << iota // the call did not complete
 	classTimeout                        // an attempt ran out of time
 	classToolError                      // the tool answered isError: true
-	classAll = classTransport | classTimeout | classToolError
+	classAll       = classTransport | classTimeout | classToolError
 )
 
 // retryPolicy is a compiled `retry:` (or the ToolHive on_error retry form).

@@ -113,8 +113,8 @@ type tnode interface {
 }
 
 type (
-	literal  struct{ v any }
-	objNode  struct {
+	literal struct{ v any }
+	objNode struct {
 		keys []string
 		vals []tnode
 	}
