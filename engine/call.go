@@ -55,13 +55,16 @@ func (e *Engine) callWithRetry(ctx context.Context, r *runState, st *Step, k *st
 	s := &StepState{Attempts: attempts}
 	if a.err != nil {
 		s.Status, s.Error = StepFailed, a.err.Error()
-		if a.res != nil {
+		if a.res != nil && st.needContent {
 			s.Content = decodeContent(a.res)
 		}
 		return s, &RunError{Workflow: r.p.Name, Step: st.ID, Attempt: attempts, Attempts: st.maxAttempts(), Pos: st.Pos, Cause: a.err.Error()}
 	}
 	s.Status = StepCompleted
-	s.Output, s.Content = stepOutput(a.res), decodeContent(a.res)
+	s.Output = stepOutput(a.res)
+	if st.needContent {
+		s.Content = decodeContent(a.res)
+	}
 	return s, nil
 }
 

@@ -55,7 +55,7 @@ func Compile(wf *dsl.Workflow, opts *CompileOptions) (*Plan, dsl.Diagnostics) {
 	if src == nil {
 		src = dsl.NewSource("<workflow>", nil)
 	}
-	c := &compiler{wf: wf, src: src, cat: opts.Catalog, cel: env}
+	c := &compiler{wf: wf, src: src, cat: opts.Catalog, cel: env, tmpl: steps.NewTemplateCompiler(src), schemas: map[string]*steps.Schema{}}
 	p := c.compile()
 	if len(c.diags) > 0 {
 		c.diags.Sort()
@@ -65,11 +65,14 @@ func Compile(wf *dsl.Workflow, opts *CompileOptions) (*Plan, dsl.Diagnostics) {
 }
 
 type compiler struct {
-	wf    *dsl.Workflow
-	src   *dsl.Source
-	cat   Catalog
-	cel   *cel.Env
-	diags dsl.Diagnostics
+	wf   *dsl.Workflow
+	src  *dsl.Source
+	cat  Catalog
+	cel  *cel.Env
+	tmpl *steps.TemplateCompiler
+	// schemas caches compiled tool input schemas by their text.
+	schemas map[string]*steps.Schema
+	diags   dsl.Diagnostics
 }
 
 func (c *compiler) errorf(p dsl.Pos, format string, args ...any) {
@@ -213,7 +216,7 @@ func (c *compiler) compile() *Plan {
 	// Output and the ?? guard rule.
 	var outRefs []steps.Ref
 	if wf.Output.IsSet() {
-		t, ds := steps.CompileTemplate(c.src, wf.Output.Node, steps.TemplateOptions{})
+		t, ds := c.tmpl.Compile(wf.Output.Node, steps.TemplateOptions{})
 		c.diags.Append(ds)
 		p.output = t
 		if t != nil {
@@ -233,6 +236,20 @@ func (c *compiler) compile() *Plan {
 			p.outputSchema = s
 			p.OutputSchema = s.Raw()
 		}
+	}
+	// A tool step's content list is decoded only when something reads it.
+	markContent := func(r steps.Ref) {
+		if t := byID[r.Step]; t != nil && (r.Field == "content" || r.Field == "") {
+			t.step.needContent = true
+		}
+	}
+	for _, in := range infos {
+		for _, r := range append(append([]steps.Ref(nil), in.refs...), in.condRefs...) {
+			markContent(r)
+		}
+	}
+	for _, r := range outRefs {
+		markContent(r)
 	}
 	checkGuard := func(r steps.Ref) {
 		t := byID[r.Step]
@@ -461,7 +478,7 @@ func (c *compiler) compileToolCall(in *stepInfo) *steps.ToolCall {
 	}
 	call := &steps.ToolCall{Ref: s.Tool.Value}
 	if s.Arguments.IsSet() {
-		t, ds := steps.CompileTemplate(c.src, s.Arguments.Node, steps.TemplateOptions{ItemVar: itemVar})
+		t, ds := c.tmpl.Compile(s.Arguments.Node, steps.TemplateOptions{ItemVar: itemVar})
 		c.diags.Append(ds)
 		call.Args = t
 		if t != nil {
@@ -486,7 +503,7 @@ func (c *compiler) compileToolCall(in *stepInfo) *steps.ToolCall {
 	call.Backend, call.Tool = t.Backend, t.Name
 	call.ReadOnly, call.Idempotent = t.Annotations.readOnly(), t.Annotations.idempotent()
 	if len(t.InputSchema) > 0 {
-		sch, err := steps.CompileSchema(t.InputSchema)
+		sch, err := c.toolSchema(t.InputSchema)
 		if err != nil {
 			c.errorf(c.pos(s.Tool.Node), "tool %q has an input schema vmcp cannot use: %v", s.Tool.Value, err)
 			return call
@@ -495,6 +512,18 @@ func (c *compiler) compileToolCall(in *stepInfo) *steps.ToolCall {
 		c.checkArguments(s, sch)
 	}
 	return call
+}
+
+// toolSchema compiles a tool's input schema once per Compile.
+func (c *compiler) toolSchema(raw json.RawMessage) (*steps.Schema, error) {
+	if s, ok := c.schemas[string(raw)]; ok {
+		return s, nil
+	}
+	s, err := steps.CompileSchema(raw)
+	if err == nil {
+		c.schemas[string(raw)] = s
+	}
+	return s, err
 }
 
 // checkArguments checks argument names and literal values against the
@@ -550,7 +579,7 @@ func (c *compiler) compileForEach(in *stepInfo, call *steps.ToolCall) *steps.For
 	if s.MaxParallel.Set && s.MaxParallel.Value > 0 {
 		fe.MaxParallel = s.MaxParallel.Value
 	}
-	t, ds := steps.CompileTemplate(c.src, s.ForEach.Node, steps.TemplateOptions{})
+	t, ds := c.tmpl.Compile(s.ForEach.Node, steps.TemplateOptions{})
 	c.diags.Append(ds)
 	fe.Items = t
 	if t != nil {
@@ -576,7 +605,7 @@ func (c *compiler) compileElicitation(in *stepInfo) *steps.Elicitation {
 		el.OnCancel = s.OnCancel.Action.Value
 	}
 	if s.Message.Set {
-		t, ds := steps.CompileTemplate(c.src, s.Message.Node, steps.TemplateOptions{})
+		t, ds := c.tmpl.Compile(s.Message.Node, steps.TemplateOptions{})
 		c.diags.Append(ds)
 		el.Message = t
 		if t != nil {

@@ -59,6 +59,9 @@ type Step struct {
 	onError       string // dsl.ActionAbort | dsl.ActionContinue
 	timeout       time.Duration
 	retry         *retryPolicy
+	// needContent: an expression reads steps.<id>.content (or the whole
+	// step), so the tool result's content list is decoded.
+	needContent bool
 }
 
 // Dep is one incoming edge. Inferred edges come from `steps.<id>`

@@ -138,7 +138,39 @@ type block struct {
 // values) into a Template. Every problem is reported, with positions inside
 // the scalars.
 func CompileTemplate(src *dsl.Source, n *yaml.Node, opts TemplateOptions) (*Template, dsl.Diagnostics) {
-	c := &tcompiler{src: src, opts: opts}
+	return NewTemplateCompiler(src).Compile(n, opts)
+}
+
+// TemplateCompiler compiles many templates of one file, sharing the
+// expression environment between them (building it dominates the cost of
+// compiling a short expression). Not safe for concurrent use.
+type TemplateCompiler struct {
+	src  *dsl.Source
+	cfgs map[string]*conf.Config // by item variable
+}
+
+// NewTemplateCompiler returns a compiler for templates in src.
+func NewTemplateCompiler(src *dsl.Source) *TemplateCompiler {
+	return &TemplateCompiler{src: src, cfgs: map[string]*conf.Config{}}
+}
+
+func (tc *TemplateCompiler) config(opts TemplateOptions) *conf.Config {
+	if cfg, ok := tc.cfgs[opts.ItemVar]; ok {
+		return cfg
+	}
+	cfg := conf.CreateNew()
+	expr.Env(exprEnv(opts))(cfg)
+	expr.Function(fnGet, strictGet)(cfg)
+	expr.Function(fnOpt, lenientGet)(cfg)
+	expr.MaxNodes(2000)(cfg)
+	cfg.Check()
+	tc.cfgs[opts.ItemVar] = cfg
+	return cfg
+}
+
+// Compile compiles one YAML value; see CompileTemplate.
+func (tc *TemplateCompiler) Compile(n *yaml.Node, opts TemplateOptions) (*Template, dsl.Diagnostics) {
+	c := &tcompiler{src: tc.src, opts: opts, cfg: tc.config(opts)}
 	t := &Template{}
 	if n == nil {
 		t.static, t.staticJSON = true, json.RawMessage("null")
@@ -303,6 +335,7 @@ func normalize(v any) any {
 type tcompiler struct {
 	src   *dsl.Source
 	opts  TemplateOptions
+	cfg   *conf.Config
 	diags dsl.Diagnostics
 	refs  []Ref
 }
@@ -422,7 +455,7 @@ func (c *tcompiler) block(n *yaml.Node, body string, off int) *block {
 		c.errorf(c.src.OffsetPos(n, off), "empty {{ }} block")
 		return nil
 	}
-	prog, refs, errPos, err := compileExpr(code, c.opts, posAt)
+	prog, refs, errPos, err := compileExpr(code, c.cfg, posAt)
 	if err != nil {
 		c.errorf(errPos, "%s", err)
 		return nil
@@ -578,14 +611,7 @@ func short(v any) string {
 // compileExpr parses, analyses and compiles one expression. It rewrites
 // property reads into strict or lenient accessor calls and collects step
 // references. On error it returns the error's position.
-func compileExpr(code string, opts TemplateOptions, posAt func(int) dsl.Pos) (*vm.Program, []Ref, dsl.Pos, error) {
-	cfg := conf.CreateNew()
-	expr.Env(exprEnv(opts))(cfg)
-	expr.Function(fnGet, strictGet)(cfg)
-	expr.Function(fnOpt, lenientGet)(cfg)
-	expr.MaxNodes(2000)(cfg)
-	cfg.Check()
-
+func compileExpr(code string, cfg *conf.Config, posAt func(int) dsl.Pos) (*vm.Program, []Ref, dsl.Pos, error) {
 	tree, err := parser.ParseWithConfig(code, cfg)
 	if err != nil {
 		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
