@@ -1,0 +1,210 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/vmcp-dev/vmcp/steps"
+)
+
+func TestPanicInStepBecomesStepError(t *testing.T) {
+	p := mustCompile(t, `name: boom
+steps:
+  - id: a
+    tool: svc.a
+  - id: b
+    tool: svc.b
+    depends_on: [a]
+`, nil)
+	f := newFakeCaller().on("svc.a", reply{Panic: "nil map write"})
+	out, err := New(f, nil).Run(t.Context(), p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != StatusFailed || out.Err.Step != "a" || !strings.Contains(out.Err.Cause, "panic: nil map write") {
+		t.Fatalf("got %s %v", out.Status, out.Err)
+	}
+	for _, c := range f.recorded() {
+		if c.Tool == "svc.b" {
+			t.Fatal("dependent ran after a failed step")
+		}
+	}
+}
+
+func TestClientCancellationCancelsBackendCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := mustCompile(t, `name: slow
+steps:
+  - id: a
+    tool: svc.slow
+  - id: b
+    tool: svc.slow2
+`, nil)
+		var cancelled atomic.Int32
+		caller := callerFunc(func(ctx context.Context, c *steps.Call) (*steps.Result, error) {
+			<-ctx.Done()
+			cancelled.Add(1)
+			return nil, ctx.Err()
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		go func() {
+			time.Sleep(5 * time.Second)
+			cancel()
+		}()
+		out, err := New(caller, nil).Run(ctx, p, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Status != StatusCancelled {
+			t.Fatalf("status %s, want cancelled (%v)", out.Status, out.Err)
+		}
+		if cancelled.Load() != 2 {
+			t.Fatalf("%d backend calls saw cancellation, want 2", cancelled.Load())
+		}
+	})
+}
+
+func TestProcessWideCallLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var inFlight, peak atomic.Int32
+		caller := callerFunc(func(ctx context.Context, c *steps.Call) (*steps.Result, error) {
+			n := inFlight.Add(1)
+			for {
+				old := peak.Load()
+				if n <= old || peak.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+			inFlight.Add(-1)
+			return &steps.Result{StructuredContent: json.RawMessage(`{}`)}, nil
+		})
+		var sb strings.Builder
+		sb.WriteString("name: wide\nmax_parallel: 20\nsteps:\n")
+		for i := 0; i < 20; i++ {
+			fmt.Fprintf(&sb, "  - id: s%d\n    tool: svc.x\n", i)
+		}
+		p := mustCompile(t, sb.String(), nil)
+		e := New(caller, &Options{MaxCalls: 3})
+		done := make(chan struct{})
+		for r := 0; r < 2; r++ {
+			go func() {
+				out, err := e.Run(context.Background(), p, nil, nil)
+				if err != nil || out.Status != StatusCompleted {
+					t.Errorf("run: %v %v", err, out.Err)
+				}
+				done <- struct{}{}
+			}()
+		}
+		<-done
+		<-done
+		if peak.Load() != 3 {
+			t.Fatalf("peak in-flight calls %d, want exactly the limit 3", peak.Load())
+		}
+	})
+}
+
+// Waiting for a human does not count against the workflow timeout.
+func TestWorkflowTimeoutExcludesWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := mustCompile(t, `name: patient
+timeout: 100ms
+steps:
+  - id: a
+    tool: svc.a
+  - id: ask
+    type: elicitation
+    depends_on: [a]
+    message: ok?
+    schema: {type: object, properties: {ok: {type: boolean}}}
+  - id: b
+    tool: svc.b
+    depends_on: [ask]
+`, nil)
+		f := newFakeCaller().on("svc.a", reply{Delay: 60 * time.Millisecond}).on("svc.b", reply{Delay: 30 * time.Millisecond})
+		e := New(f, nil)
+		out, err := e.Run(t.Context(), p, nil, nil)
+		if err != nil || out.Status != StatusWaiting {
+			t.Fatalf("%v %v", err, out)
+		}
+		time.Sleep(time.Hour) // the human takes an hour
+		out, err = e.Resume(t.Context(), p, out.Checkpoint, Answer{Action: ActionAccept, Content: map[string]any{"ok": true}}, nil)
+		if err != nil || out.Status != StatusCompleted {
+			t.Fatalf("after resume: %v %s %v", err, out.Status, out.Err)
+		}
+		// A second run whose remaining budget is too small times out.
+		f.replies["svc.b"] = []reply{{Delay: 50 * time.Millisecond}}
+		out, _ = e.Run(t.Context(), p, nil, nil)
+		out, err = e.Resume(t.Context(), p, out.Checkpoint, Answer{Action: ActionAccept, Content: map[string]any{"ok": true}}, nil)
+		if err != nil || out.Status != StatusFailed || !strings.Contains(out.Err.Error(), "timed out") {
+			t.Fatalf("want timeout after resume, got %v %s %v", err, out.Status, out.Err)
+		}
+	})
+}
+
+func TestAnswerLimitsAndActions(t *testing.T) {
+	p := mustCompile(t, `name: q
+steps:
+  - id: ask
+    type: elicitation
+    message: note?
+    schema: {type: object, properties: {note: {type: string}, n: {type: integer}}}
+    on_cancel: continue
+  - id: after
+    tool: svc.after
+    arguments: {action: "{{ steps.ask.action }}"}
+`, nil)
+	e := New(newFakeCaller(), nil)
+	out, _ := e.Run(t.Context(), p, nil, nil)
+	big := strings.Repeat("x", MaxElicitContent+1)
+	for name, ans := range map[string]Answer{
+		"too big":        {Action: ActionAccept, Content: map[string]any{"note": big}},
+		"bad action":     {Action: "maybe"},
+		"wrong type":     {Action: ActionAccept, Content: map[string]any{"n": "seven"}},
+		"coerced is ok?": {Action: ActionAccept, Content: map[string]any{"n": "7x"}},
+	} {
+		if _, err := e.Resume(t.Context(), p, out.Checkpoint, ans, nil); !errors.Is(err, ErrInvalidAnswer) {
+			t.Errorf("%s: got %v, want ErrInvalidAnswer", name, err)
+		}
+	}
+	// "7" coerces to 7 for an integer property.
+	res, err := e.Resume(t.Context(), p, out.Checkpoint, Answer{Action: ActionAccept, Content: map[string]any{"n": "7"}}, nil)
+	if err != nil || res.Status != StatusCompleted {
+		t.Fatalf("%v %v", err, res)
+	}
+	// cancel with on_cancel: continue runs the rest.
+	res, err = e.Resume(t.Context(), p, out.Checkpoint, Answer{Action: ActionCancel}, nil)
+	if err != nil || res.Status != StatusCompleted {
+		t.Fatalf("cancel+continue: %v %v", err, res)
+	}
+	if _, err := e.Resume(t.Context(), p, &Checkpoint{}, Answer{Action: ActionAccept}, nil); !errors.Is(err, ErrNotWaiting) {
+		t.Fatalf("resume without a question: %v", err)
+	}
+}
+
+func TestForEachItemLimit(t *testing.T) {
+	p := mustCompile(t, `name: many
+steps:
+  - id: each
+    tool: svc.x
+    for_each: "{{ params.items }}"
+    arguments: {i: "{{ item }}"}
+`, nil)
+	items := make([]int, MaxForEachItems+1)
+	args, _ := json.Marshal(map[string]any{"items": items})
+	out, err := New(newFakeCaller(), nil).Run(t.Context(), p, args, nil)
+	if err != nil || out.Status != StatusFailed || !strings.Contains(out.Err.Cause, "limit is 1000") {
+		t.Fatalf("%v %v", err, out.Err)
+	}
+}
+
+type callerFunc func(ctx context.Context, c *steps.Call) (*steps.Result, error)
+
+func (f callerFunc) CallTool(ctx context.Context, c *steps.Call) (*steps.Result, error) { return f(ctx, c) }
