@@ -207,4 +207,6 @@ steps:
 
 type callerFunc func(ctx context.Context, c *steps.Call) (*steps.Result, error)
 
-func (f callerFunc) CallTool(ctx context.Context, c *steps.Call) (*steps.Result, error) { return f(ctx, c) }
+func (f callerFunc) CallTool(ctx context.Context, c *steps.Call) (*steps.Result, error) {
+	return f(ctx, c)
+}
