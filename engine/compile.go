@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -110,7 +112,12 @@ func (c *compiler) compile() *Plan {
 	p.InputSchema, p.params = c.compileParams()
 
 	if len(wf.Steps) > MaxSteps {
-		c.errorf(c.pos(wf.Steps[MaxSteps].Node), "a workflow has at most %d steps; this one has %d", MaxSteps, len(wf.Steps))
+		// The schema's maxItems reports this too; same words, same place.
+		at := c.pos(wf.Steps[0].Node)
+		if n := valueOf(wf.Node, "steps"); n != nil {
+			at = c.pos(n)
+		}
+		c.errorf(at, "too many steps: %d; a workflow may have at most %d steps (a vmcp limit: split it into several workflows)", len(wf.Steps), MaxSteps)
 	}
 
 	// Pass 1: ids.
@@ -124,7 +131,7 @@ func (c *compiler) compile() *Plan {
 		info := &stepInfo{ast: s, step: st}
 		if s.ID.Value != "" {
 			if prev, dup := byID[s.ID.Value]; dup {
-				c.errorf(c.pos(s.ID.Node), "duplicate step id %q (first defined at line %d)", s.ID.Value, prev.step.Pos.Line)
+				c.errorf(c.pos(s.ID.Node), "duplicate step id %q (first defined at line %d)", s.ID.Value, c.pos(prev.ast.ID.Node).Line)
 				continue
 			}
 			byID[s.ID.Value] = info
@@ -231,7 +238,7 @@ func (c *compiler) compile() *Plan {
 	if wf.OutputSchema.IsSet() {
 		s, err := c.schemaOf(wf.OutputSchema.Node)
 		if err != nil {
-			c.errorf(c.pos(wf.OutputSchema.Node), "output_schema: %v", err)
+			c.schemaError(wf.OutputSchema.Node, "output_schema", err)
 		} else {
 			p.outputSchema = s
 			p.OutputSchema = s.Raw()
@@ -331,34 +338,83 @@ func canonicalCycle(c []string) string {
 
 func (c *compiler) compileParams() (json.RawMessage, *paramSchema) {
 	n := c.wf.Parameters.Node
-	if n == nil {
-		s, _ := steps.CompileSchema(json.RawMessage(`{"type":"object"}`))
-		return s.Raw(), &paramSchema{schema: s}
-	}
-	s, err := c.schemaOf(n)
+	// dsl wraps the ToolHive form (a bare map of parameters) into an
+	// object schema.
+	m, err := c.wf.InputSchema()
 	if err != nil {
 		c.errorf(c.pos(n), "parameters: %v", err)
 		return nil, nil
 	}
+	raw, err := steps.EncodeJSON(m)
+	if err != nil {
+		c.errorf(c.pos(n), "parameters: %v", err)
+		return nil, nil
+	}
+	s, err := steps.CompileSchema(raw)
+	if err != nil {
+		c.schemaError(n, "parameters", err)
+		return nil, nil
+	}
 	ps := &paramSchema{schema: s}
-	v, _ := dsl.NodeValue(n)
-	if m, ok := v.(map[string]any); ok {
-		if props, ok := m["properties"].(map[string]any); ok {
-			for name, sub := range props {
-				ps.declared = append(ps.declared, name)
-				if sm, ok := sub.(map[string]any); ok {
-					if d, ok := sm["default"]; ok {
-						if ps.defaults == nil {
-							ps.defaults = map[string]any{}
-						}
-						ps.defaults[name] = d
+	if props, ok := m["properties"].(map[string]any); ok {
+		for name, sub := range props {
+			ps.declared = append(ps.declared, name)
+			if sm, ok := sub.(map[string]any); ok {
+				if d, ok := sm["default"]; ok {
+					if ps.defaults == nil {
+						ps.defaults = map[string]any{}
 					}
+					ps.defaults[name] = d
 				}
 			}
-			sort.Strings(ps.declared)
 		}
+		sort.Strings(ps.declared)
 	}
 	return s.Raw(), ps
+}
+
+var schemaErrRE = regexp.MustCompile(`^invalid schema: at (/[^:]*): (.*)$`)
+
+// schemaError reports a JSON Schema that does not compile, at the value the
+// problem is about when the error names one (as a JSON pointer).
+func (c *compiler) schemaError(n *yaml.Node, key string, err error) {
+	m := schemaErrRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		c.errorf(c.pos(n), "%s: %v", key, err)
+		return
+	}
+	var path []string
+	for _, t := range strings.Split(strings.TrimPrefix(m[1], "/"), "/") {
+		path = append(path, strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~"))
+	}
+	at := nodeAt(n, path)
+	c.errorf(c.pos(at), "invalid JSON Schema at %s.%s: %s", key, strings.Join(path, "."), m[2])
+}
+
+// valueOf returns the value of key in mapping n, or nil.
+func valueOf(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// keyOf returns the key node of key in mapping n, or nil.
+func keyOf(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i]
+		}
+	}
+	return nil
 }
 
 // schemaOf compiles the JSON Schema written at n.
@@ -466,13 +522,16 @@ func (c *compiler) compileRetry(r *dsl.Retry) *retryPolicy {
 func (c *compiler) compileToolCall(in *stepInfo) *steps.ToolCall {
 	s := in.ast
 	itemVar := ""
-	if s.ForEach.Set {
+	// A for_each of the wrong kind (reported by the loader) still makes
+	// this a for_each step: its item variable must not be reported unknown.
+	if s.ForEach.Set || keyOf(s.Node, "for_each") != nil {
 		itemVar = defaultItemVar
 		if s.As.Set {
 			itemVar = s.As.Value
 			switch itemVar {
 			case "params", "steps", "workflow", "index":
-				c.errorf(c.pos(s.As.Node), "as: %q would hide the %s variable; choose another name", itemVar, itemVar)
+				// Worded as the loader words it (one diagnostic when both report it).
+				c.errorf(c.pos(s.As.Node), "\"as\": %q would hide the built-in variable %s; choose another name", itemVar, itemVar)
 			}
 		}
 	}
@@ -496,7 +555,7 @@ func (c *compiler) compileToolCall(in *stepInfo) *steps.ToolCall {
 	}
 	t, ok := c.cat.Resolve(s.Tool.Value)
 	if !ok {
-		c.errorf(c.pos(s.Tool.Node), "unknown tool %q%s", s.Tool.Value, dsl.Suggest(s.Tool.Value, c.cat.Refs()))
+		c.errorf(c.pos(s.Tool.Node), "unknown tool %q%s", s.Tool.Value, suggestTool(s.Tool.Value, c.cat.Refs()))
 		return call
 	}
 	in.tool = t
@@ -538,6 +597,11 @@ func (c *compiler) checkArguments(s *dsl.Step, sch *steps.Schema) {
 			given[k.Value] = true
 			if sch.Closed() && !contains(props, k.Value) {
 				c.errorf(c.pos(k), "tool %q has no argument %q%s (arguments: %s)", s.Tool.Value, k.Value, dsl.Suggest(k.Value, props), strings.Join(props, ", "))
+				// A misspelt required argument is one mistake: do not
+				// report it missing as well.
+				if m := dsl.DidYouMean(k.Value, props); m != "" {
+					given[m] = true
+				}
 				continue
 			}
 			if hasTemplate(v) {
@@ -561,13 +625,18 @@ func (c *compiler) checkArguments(s *dsl.Step, sch *steps.Schema) {
 			missing = append(missing, r)
 		}
 	}
-	if len(missing) > 0 {
-		at := c.pos(s.Tool.Node)
-		if n != nil {
-			at = c.pos(n)
-		}
-		c.errorf(at, "tool %q requires argument%s %s", s.Tool.Value, plural(len(missing)), quoteList(missing))
+	if len(missing) == 0 {
+		return
 	}
+	at := c.pos(s.Tool.Node)
+	if k := keyOf(s.Node, "arguments"); k != nil {
+		at = c.pos(k)
+	} else if unknownStepKey(s.Node) {
+		// The loader reported a key it does not know (likely a
+		// misspelt "arguments"); missing arguments would repeat it.
+		return
+	}
+	c.errorf(at, "tool %q requires argument%s %s", s.Tool.Value, plural(len(missing)), quoteList(missing))
 }
 
 func (c *compiler) compileForEach(in *stepInfo, call *steps.ToolCall) *steps.ForEach {
@@ -584,10 +653,15 @@ func (c *compiler) compileForEach(in *stepInfo, call *steps.ToolCall) *steps.For
 	fe.Items = t
 	if t != nil {
 		in.refs = append(in.refs, t.Refs()...)
-		if v, ok := t.Static(); ok {
-			if list, isList := v.([]any); !isList {
-				c.errorf(c.pos(s.ForEach.Node), "for_each must be a list or a {{ }} expression giving one")
-			} else if len(list) > MaxForEachItems {
+		_, static := t.Static()
+		if v, ok := t.Constant(); ok {
+			list, isList := v.([]any)
+			switch {
+			case static:
+				c.errorf(c.pos(s.ForEach.Node), "for_each must be a {{ }} expression giving a list, e.g. \"{{ steps.incident.output.teams }}\" or \"{{ ['#a', '#b'] }}\"")
+			case !isList:
+				c.errorf(c.pos(s.ForEach.Node), "for_each must give a list, but this expression gives %s", steps.TypeName(v))
+			case len(list) > MaxForEachItems:
 				c.errorf(c.pos(s.ForEach.Node), "for_each has %d items; the limit is %d", len(list), MaxForEachItems)
 			}
 		}
@@ -628,7 +702,7 @@ func (c *compiler) compileElicitation(in *stepInfo) *steps.Elicitation {
 		raw, _ := steps.EncodeJSON(v)
 		sch, err := steps.CompileSchema(raw)
 		if err != nil {
-			c.errorf(c.pos(n), "schema: %v", err)
+			c.schemaError(n, "schema", err)
 			return el
 		}
 		el.SchemaJSON, el.Schema = sch.Raw(), sch
@@ -670,6 +744,8 @@ func nodeAt(n *yaml.Node, path []string) *yaml.Node {
 func (c *compiler) annotations(p *Plan, infos []*stepInfo) {
 	known := c.cat != nil
 	readOnly, idempotent, destructive, openWorld := true, true, false, false
+	// The first step that makes each hint less safe, for messages.
+	var notRO, notIdem, destr, open *stepInfo
 	for _, in := range infos {
 		if in.ast.Kind() != dsl.StepTool {
 			continue
@@ -683,6 +759,24 @@ func (c *compiler) annotations(p *Plan, infos []*stepInfo) {
 		idempotent = idempotent && (a.idempotent() || a.readOnly())
 		destructive = destructive || a.destructive()
 		openWorld = openWorld || a.openWorld()
+		if !a.readOnly() && notRO == nil {
+			notRO = in
+		}
+		if !a.idempotent() && !a.readOnly() && notIdem == nil {
+			notIdem = in
+		}
+		if a.destructive() && destr == nil {
+			destr = in
+		}
+		if a.openWorld() && open == nil {
+			open = in
+		}
+	}
+	why := func(in *stepInfo, what string) string {
+		if in == nil {
+			return ""
+		}
+		return fmt.Sprintf("step %q calls %s, which %s", in.step.ID, in.ast.Tool.Value, what)
 	}
 	if known {
 		p.Annotations = ToolAnnotations{ReadOnlyHint: &readOnly, IdempotentHint: &idempotent, DestructiveHint: &destructive, OpenWorldHint: &openWorld}
@@ -705,10 +799,50 @@ func (c *compiler) annotations(p *Plan, infos []*stepInfo) {
 		v := b.Value
 		return &v
 	}
-	p.Annotations.ReadOnlyHint = claim(ex.ReadOnlyHint, readOnly, true, "readOnlyHint", "a step calls a tool that is not read-only")
-	p.Annotations.IdempotentHint = claim(ex.IdempotentHint, idempotent, true, "idempotentHint", "a step calls a tool that is not idempotent")
-	p.Annotations.DestructiveHint = claim(ex.DestructiveHint, destructive, false, "destructiveHint", "a step calls a destructive tool")
-	p.Annotations.OpenWorldHint = claim(ex.OpenWorldHint, openWorld, false, "openWorldHint", "a step calls an open-world tool")
+	p.Annotations.ReadOnlyHint = claim(ex.ReadOnlyHint, readOnly, true, "readOnlyHint", why(notRO, "is not read-only"))
+	p.Annotations.IdempotentHint = claim(ex.IdempotentHint, idempotent, true, "idempotentHint", why(notIdem, "is not idempotent"))
+	p.Annotations.DestructiveHint = claim(ex.DestructiveHint, destructive, false, "destructiveHint", why(destr, "is destructive"))
+	p.Annotations.OpenWorldHint = claim(ex.OpenWorldHint, openWorld, false, "openWorldHint", why(open, "is open-world"))
+}
+
+// suggestTool is a did-you-mean for a tool reference: a close spelling, or
+// else the <backend>.<name> forms whose name is the one written.
+func suggestTool(ref string, refs []string) string {
+	if s := dsl.Suggest(ref, refs); s != "" {
+		return s
+	}
+	var same []string
+	for _, r := range refs {
+		if _, n, ok := splitRef(r); ok && n == ref {
+			same = append(same, r)
+		}
+	}
+	if len(same) > 0 {
+		return "; did you mean " + strings.Join(quoteEach(same), " or ") + "? (write <backend>.<tool>)"
+	}
+	if b, _, ok := splitRef(ref); ok {
+		seen := map[string]bool{}
+		var backends []string
+		for _, r := range refs {
+			if rb, _, ok := splitRef(r); ok && !seen[rb] {
+				seen[rb] = true
+				backends = append(backends, rb)
+			}
+		}
+		if !seen[b] {
+			sort.Strings(backends)
+			return fmt.Sprintf(": there is no backend %q%s (backends: %s)", b, dsl.Suggest(b, backends), strings.Join(backends, ", "))
+		}
+	}
+	return ""
+}
+
+func quoteEach(s []string) []string {
+	q := make([]string, len(s))
+	for i, x := range s {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return q
 }
 
 func hasTemplate(n *yaml.Node) bool {
@@ -724,6 +858,32 @@ func hasTemplate(n *yaml.Node) bool {
 		}
 	}
 	return n.Kind == yaml.AliasNode && hasTemplate(n.Alias)
+}
+
+// stepKeys are the keys a step may have (from dsl.Step's yaml tags).
+var stepKeys = func() map[string]bool {
+	keys := map[string]bool{}
+	t := reflect.TypeOf(dsl.Step{})
+	for i := 0; i < t.NumField(); i++ {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+			keys[name] = true
+		}
+	}
+	return keys
+}()
+
+// unknownStepKey reports whether the step mapping n has a key that is not
+// a step key (the loader reports those).
+func unknownStepKey(n *yaml.Node) bool {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if !stepKeys[n.Content[i].Value] {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {
