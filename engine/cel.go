@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/google/cel-go/cel"
@@ -54,13 +55,24 @@ func (c *compiler) compileCondition(n *yaml.Node) (*condition, []steps.Ref) {
 		return c.src.OffsetPos(n, off+byteOffsetRunes(code, runeOff))
 	}
 	if strings.TrimSpace(code) == "" {
-		c.errorf(c.src.NodePos(n), "condition is empty")
+		// Worded as the loader words it, so that one mistake is one
+		// diagnostic when both report it.
+		c.errorf(c.src.NodePos(n), "\"condition\" must not be empty")
 		return nil, nil
 	}
-	checked, iss := c.cel.Compile(code)
+	parsed, iss := c.cel.Parse(code)
+	if iss != nil && iss.Err() != nil {
+		// The first syntax error is the one to fix; the parser's later
+		// ones follow from it.
+		e := iss.Errors()[0]
+		c.errorf(posAt(lineColOffset(code, e.Location.Line(), e.Location.Column())), "condition: %s", celSyntaxMsg(e.Message, raw, code))
+		return nil, nil
+	}
+	checked, iss := c.cel.Check(parsed)
 	if iss != nil && iss.Err() != nil {
 		for _, e := range iss.Errors() {
-			c.errorf(posAt(lineColOffset(code, e.Location.Line(), e.Location.Column())), "condition: %s", e.Message)
+			msg, off := celCheckMsg(e.Message, code, lineColOffset(code, e.Location.Line(), e.Location.Column()))
+			c.errorf(posAt(off), "condition: %s", msg)
 		}
 		return nil, nil
 	}
@@ -82,10 +94,10 @@ func (c *compiler) compileCondition(n *yaml.Node) (*condition, []steps.Ref) {
 		c.errorf(posAt(0), "condition: %v", err)
 		return nil, nil
 	}
-	refs := celRefs(checked, posAt)
-	for _, r := range refs {
+	refs, fieldPos := celRefs(checked, code, posAt)
+	for i, r := range refs {
 		if r.Field != "" && !steps.IsStepField(r.Field) {
-			c.errorf(r.Pos, "steps.%s has no field %q%s", r.Step, r.Field, dsl.Suggest(r.Field, steps.StepFields))
+			c.errorf(fieldPos[i], "steps.%s has no field %q (fields: %s)%s", r.Step, r.Field, strings.Join(steps.StepFields, ", "), dsl.Suggest(r.Field, steps.StepFields))
 		}
 	}
 	return &condition{prog: prog, src: strings.TrimSpace(code), pos: posAt(leadingSpaces(code))}, refs
@@ -117,11 +129,27 @@ func unwrapCondition(s string) (string, int) {
 	return s, 0
 }
 
-// celRefs collects steps.<id>[.<field>[.more]] selections.
-func celRefs(a *cel.Ast, posAt func(int) dsl.Pos) []steps.Ref {
+// celRefs collects steps.<id>[.<field>[.more]] selections, each positioned
+// at the step id, and the position of each one's field name.
+func celRefs(a *cel.Ast, code string, posAt func(int) dsl.Pos) ([]steps.Ref, []dsl.Pos) {
 	native := a.NativeRep()
 	info := native.SourceInfo()
+	runes := []rune(code)
+	// nameAt is the rune offset of the name a select node selects: CEL
+	// locates a select at its dot.
+	nameAt := func(id int64) int {
+		loc := info.GetStartLocation(id)
+		off := loc.Column() + lineStartRunes(info, loc.Line())
+		if off < len(runes) && runes[off] == '.' {
+			off++
+		}
+		for off < len(runes) && (runes[off] == ' ' || runes[off] == '\t' || runes[off] == '\n') {
+			off++
+		}
+		return off
+	}
 	var refs []steps.Ref
+	var fieldPos []dsl.Pos
 	inner := map[int64]bool{}
 	celast.PreOrderVisit(native.Expr(), celast.NewExprVisitor(func(e celast.Expr) {
 		if e.Kind() != celast.SelectKind || inner[e.ID()] {
@@ -134,17 +162,127 @@ func celRefs(a *cel.Ast, posAt func(int) dsl.Pos) []steps.Ref {
 		for _, id := range ids[1:] {
 			inner[id] = true
 		}
-		r := steps.Ref{Step: path[1]}
+		r := steps.Ref{Step: path[1], Path: strings.Join(path, ".")}
+		// Position of the step id: the select node for steps.<id>.
+		r.Pos = posAt(nameAt(ids[len(ids)-2]))
+		fp := r.Pos
 		if len(path) >= 3 {
 			r.Field = path[2]
 			r.Deep = len(path) >= 4 && (r.Field == "output" || r.Field == "content")
+			fp = posAt(nameAt(ids[len(ids)-3]))
 		}
-		// Position of the step id: the select node for steps.<id>.
-		stepSel := ids[len(ids)-2]
-		r.Pos = posAt(int(info.GetStartLocation(stepSel).Column()) + lineStartRunes(info, info.GetStartLocation(stepSel).Line()))
 		refs = append(refs, r)
+		fieldPos = append(fieldPos, fp)
 	}))
-	return refs
+	return refs, fieldPos
+}
+
+var (
+	celTokenErrRE   = regexp.MustCompile(`^token recognition error at: '(.*)'$`)
+	celExtraneousRE = regexp.MustCompile(`^extraneous input '(.*)' expecting .*$`)
+	celMismatchRE   = regexp.MustCompile(`^mismatched input '(.*)' expecting (.*)$`)
+	celMissingRE    = regexp.MustCompile(`^missing '(.*)' at '(.*)'$`)
+	celNoViableRE   = regexp.MustCompile(`^no viable alternative at input '(.*)'$`)
+	celUndeclaredRE = regexp.MustCompile(`^undeclared reference to '([^']*)' \(in container '[^']*'\)$`)
+	celOverloadRE   = regexp.MustCompile(`^found no matching overload for '([^']*)' applied to '(.*)'$`)
+	celReceiverRE   = regexp.MustCompile(`^[\w.]+\.\((.*)\)$`)
+)
+
+// celVariables are the variables a condition sees.
+var celVariables = []string{"params", "steps", "workflow"}
+
+// celSyntaxMsg rewords a CEL parser error without the grammar's token
+// lists. raw is the condition as written, code the CEL text.
+func celSyntaxMsg(msg, raw, code string) string {
+	msg = strings.TrimPrefix(msg, "Syntax error: ")
+	tok := func(t string) string {
+		if strings.Contains(t, "\"") {
+			return "'" + t + "'"
+		}
+		return "\"" + t + "\""
+	}
+	switch {
+	case strings.Count(raw, "{{") > 1:
+		return "a condition is one CEL expression (e.g. steps.logs.output.error_count > 100), not a Go template"
+	case strings.Contains(code, "??"):
+		return "?? exists only in {{ }} templates; in a condition guard a read with has(…) && …, or use a ternary ( … ? … : …)"
+	}
+	out := celSyntaxDetail(msg, tok)
+	if strings.Contains(raw, "{{") {
+		out += " (a condition is a CEL expression such as steps.x.status == 'completed', not a Go template)"
+	}
+	return out
+}
+
+// celSyntaxDetail rewords one ANTLR message (without its "Syntax error: "
+// prefix); tok quotes a token.
+func celSyntaxDetail(msg string, tok func(string) string) string {
+	const incomplete = "syntax error: the condition is incomplete"
+	if m := celTokenErrRE.FindStringSubmatch(msg); m != nil {
+		switch {
+		case strings.HasPrefix(m[1], "="):
+			return "syntax error: \"=\" is not an operator; compare with =="
+		case strings.HasPrefix(m[1], "\"") || strings.HasPrefix(m[1], "'"):
+			return "syntax error: a string is not closed"
+		}
+		return "syntax error: unexpected character " + tok(strings.TrimSpace(m[1]))
+	}
+	if m := celExtraneousRE.FindStringSubmatch(msg); m != nil {
+		if m[1] == "<EOF>" {
+			return incomplete
+		}
+		return "syntax error: unexpected " + tok(m[1])
+	}
+	if m := celMismatchRE.FindStringSubmatch(msg); m != nil {
+		out := "syntax error: unexpected " + tok(m[1])
+		if m[1] == "<EOF>" {
+			out = incomplete
+		}
+		if strings.HasPrefix(m[2], "'") && strings.Count(m[2], "'") == 2 {
+			out += ", expected " + strings.ReplaceAll(m[2], "'", "\"")
+		}
+		return out
+	}
+	if m := celMissingRE.FindStringSubmatch(msg); m != nil {
+		if m[2] == "<EOF>" {
+			return incomplete + ": missing \"" + m[1] + "\" at the end"
+		}
+		return "syntax error: missing \"" + m[1] + "\" before " + tok(m[2])
+	}
+	if m := celNoViableRE.FindStringSubmatch(msg); m != nil {
+		return "syntax error: cannot read " + tok(m[1])
+	}
+	return "syntax error: " + msg
+}
+
+// celCheckMsg rewords a CEL type-check error found at rune offset off of
+// code, and returns the offset to point at.
+func celCheckMsg(msg, code string, off int) (string, int) {
+	if m := celUndeclaredRE.FindStringSubmatch(msg); m != nil {
+		runes := []rune(code)
+		name := []rune(m[1])
+		// CEL locates an undeclared function at its "(".
+		if off >= len(name) && off < len(runes) && runes[off] == '(' {
+			if start := off - len(name); string(runes[start:off]) == m[1] {
+				return fmt.Sprintf("unknown function %q", m[1]), start
+			}
+		}
+		return fmt.Sprintf("unknown name %q (variables: %s)%s", m[1], strings.Join(celVariables, ", "), dsl.Suggest(m[1], celVariables)), off
+	}
+	if m := celOverloadRE.FindStringSubmatch(msg); m != nil {
+		op, args := m[1], m[2]
+		if r := celReceiverRE.FindStringSubmatch(args); r != nil {
+			args = r[1] // "dyn.(int)": a method call's arguments
+		} else {
+			args = strings.TrimSuffix(strings.TrimPrefix(args, "("), ")")
+		}
+		if strings.Contains(op, "_") && op != "_" {
+			name := strings.ReplaceAll(strings.ReplaceAll(op, "_", " "), "  ", " ")
+			return fmt.Sprintf("operator %s cannot be applied to %s", strings.TrimSpace(name), args), off
+		}
+		return fmt.Sprintf("%s() cannot be called with %s", op, args), off
+	}
+	return msg, off
 }
 
 // selectPath returns the names of a select chain (a.b.c) and the node ids

@@ -263,8 +263,12 @@ func (c *compiler) compile() *Plan {
 		if t == nil || !r.Deep || r.Guarded || !t.mayBeEmpty || t.step.hasDefault {
 			return
 		}
-		c.errorf(r.Pos, "steps.%s.%s is read without a fallback, but step %q %s and has no default_output: add default_output to %q or write `?? <fallback>` after the read",
-			r.Step, r.Field, r.Step, t.why, r.Step)
+		read := r.Path
+		if read == "" {
+			read = "steps." + r.Step + "." + r.Field
+		}
+		c.errorf(r.Pos, "%s is read without a fallback, but step %q %s and has no default_output: write `%s ?? <fallback>` or give %q a default_output",
+			read, r.Step, t.why, read, r.Step)
 	}
 	for _, in := range infos {
 		for _, r := range in.refs {
@@ -387,8 +391,13 @@ func (c *compiler) schemaError(n *yaml.Node, key string, err error) {
 	for _, t := range strings.Split(strings.TrimPrefix(m[1], "/"), "/") {
 		path = append(path, strings.ReplaceAll(strings.ReplaceAll(t, "~1", "/"), "~0", "~"))
 	}
+	// The ToolHive form of parameters (a bare map of parameters) was
+	// wrapped in {type: object, properties: …}; name what the file has.
+	if key == "parameters" && len(path) > 0 && path[0] == "properties" && valueOf(n, "properties") == nil {
+		path = path[1:]
+	}
 	at := nodeAt(n, path)
-	c.errorf(c.pos(at), "invalid JSON Schema at %s.%s: %s", key, strings.Join(path, "."), m[2])
+	c.errorf(c.pos(at), "invalid JSON Schema at %s: %s", strings.Join(append([]string{key}, path...), "."), m[2])
 }
 
 // valueOf returns the value of key in mapping n, or nil.

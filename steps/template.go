@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/checker"
 	"github.com/expr-lang/expr/compiler"
 	"github.com/expr-lang/expr/conf"
@@ -57,7 +59,9 @@ type Ref struct {
 	// Guarded is true when the read is the left side of `??` or under
 	// optional chaining, so a missing value is tolerated.
 	Guarded bool
-	Pos     dsl.Pos
+	// Path is the read as written, e.g. "steps.logs.output.summary".
+	Path string
+	Pos  dsl.Pos
 }
 
 // TemplateOptions tune CompileTemplate.
@@ -130,6 +134,9 @@ type block struct {
 	prog *vm.Program
 	src  string
 	pos  dsl.Pos
+	// literal: the expression is built from literals only (no variables,
+	// no calls), so its value is known at load time.
+	literal bool
 	// posAt maps a rune offset inside src to a source position.
 	posAt func(int) dsl.Pos
 }
@@ -190,6 +197,21 @@ func (tc *TemplateCompiler) Compile(n *yaml.Node, opts TemplateOptions) (*Templa
 
 // Static reports whether the template has no blocks, and its value.
 func (t *Template) Static() (any, bool) { return t.staticVal, t.static }
+
+// Constant reports whether the template's value is known at load time,
+// and that value: a template without blocks, or a string that is exactly
+// one block built from literals only (e.g. "{{ ['a', 'b'] }}").
+func (t *Template) Constant() (any, bool) {
+	if t.static {
+		return t.staticVal, true
+	}
+	if b, ok := t.root.(blockNode); ok && b.b.literal {
+		if v, err := b.b.run(map[string]any{}); err == nil {
+			return normalize(v), true
+		}
+	}
+	return nil, false
+}
 
 // Refs lists the step references, in source order.
 func (t *Template) Refs() []Ref { return t.refs }
@@ -455,13 +477,13 @@ func (c *tcompiler) block(n *yaml.Node, body string, off int) *block {
 		c.errorf(c.src.OffsetPos(n, off), "empty {{ }} block")
 		return nil
 	}
-	prog, refs, errPos, err := compileExpr(code, c.cfg, posAt)
+	prog, refs, lit, errPos, err := compileExpr(code, c.cfg, c.opts.ItemVar, posAt)
 	if err != nil {
 		c.errorf(errPos, "%s", err)
 		return nil
 	}
 	c.refs = append(c.refs, refs...)
-	return &block{prog: prog, src: strings.TrimSpace(body), pos: posAt(leadingSpace(code)), posAt: posAt}
+	return &block{prog: prog, src: strings.TrimSpace(body), pos: posAt(leadingSpace(code)), posAt: posAt, literal: lit}
 }
 
 func leadingSpace(s string) int {
@@ -610,27 +632,61 @@ func short(v any) string {
 
 // compileExpr parses, analyses and compiles one expression. It rewrites
 // property reads into strict or lenient accessor calls and collects step
-// references. On error it returns the error's position.
-func compileExpr(code string, cfg *conf.Config, posAt func(int) dsl.Pos) (*vm.Program, []Ref, dsl.Pos, error) {
+// references, and reports whether the expression is built from literals
+// only. itemVar is the for_each item variable ("" outside for_each), for
+// messages. On error it returns the error's position.
+func compileExpr(code string, cfg *conf.Config, itemVar string, posAt func(int) dsl.Pos) (*vm.Program, []Ref, bool, dsl.Pos, error) {
+	fail := func(err error) (*vm.Program, []Ref, bool, dsl.Pos, error) {
+		return nil, nil, false, errPos(err, posAt), errors.New(compileErrMsg(err, code, itemVar))
+	}
 	tree, err := parser.ParseWithConfig(code, cfg)
 	if err != nil {
-		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+		return fail(err)
 	}
+	lit := isLiteral(tree.Node)
 	refs, aerr := analyze(&tree.Node, posAt)
 	if aerr != nil {
-		return nil, nil, aerr.pos, errors.New(aerr.msg)
+		return nil, nil, false, aerr.pos, errors.New(aerr.msg)
 	}
 	if _, err := checker.Check(tree, cfg); err != nil {
-		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+		return fail(err)
 	}
 	if err := optimizer.Optimize(&tree.Node, cfg); err != nil {
-		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+		return fail(err)
 	}
 	prog, err := compiler.Compile(tree, cfg)
 	if err != nil {
-		return nil, nil, errPos(err, posAt), fmt.Errorf("%s", exprErrMsg(err))
+		return fail(err)
 	}
-	return prog, refs, dsl.Pos{}, nil
+	return prog, refs, lit, dsl.Pos{}, nil
+}
+
+// isLiteral reports whether an expression consists of literals only
+// (scalars, lists and maps of them), so evaluating it is trivial.
+func isLiteral(n ast.Node) bool {
+	switch x := n.(type) {
+	case *ast.NilNode, *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.StringNode, *ast.ConstantNode:
+		return true
+	case *ast.UnaryNode:
+		return isLiteral(x.Node)
+	case *ast.ArrayNode:
+		for _, e := range x.Nodes {
+			if !isLiteral(e) {
+				return false
+			}
+		}
+		return true
+	case *ast.MapNode:
+		for _, p := range x.Pairs {
+			if !isLiteral(p) {
+				return false
+			}
+		}
+		return true
+	case *ast.PairNode:
+		return isLiteral(x.Key) && isLiteral(x.Value)
+	}
+	return false
 }
 
 func errPos(err error, posAt func(int) dsl.Pos) dsl.Pos {
@@ -641,13 +697,80 @@ func errPos(err error, posAt func(int) dsl.Pos) dsl.Pos {
 	return posAt(0)
 }
 
-func exprErrMsg(err error) string {
+var (
+	unknownNameRE = regexp.MustCompile(`^unknown name (\S+)`)
+	badTokenRE    = regexp.MustCompile(`unexpected token (\w+)\((".*")\)`)
+	pipeToNameRE  = regexp.MustCompile(`\|\s*([A-Za-z_][A-Za-z0-9_]*)\s*$`)
+)
+
+// compileErrMsg words a load-time expr error for the author of code.
+func compileErrMsg(err error, code, itemVar string) string {
 	var fe *file.Error
-	if errors.As(err, &fe) {
-		return cleanExprMsg(fe.Message)
+	if !errors.As(err, &fe) {
+		return err.Error()
 	}
-	return err.Error()
+	msg := strings.ReplaceAll(fe.Message, fnGet, "field access")
+	msg = strings.ReplaceAll(msg, fnOpt, "field access")
+	if m := unknownNameRE.FindStringSubmatch(msg); m != nil {
+		return unknownNameMsg(m[1], code, fe.From, itemVar)
+	}
+	if strings.HasPrefix(msg, "literal not terminated") {
+		return "a string is not closed"
+	}
+	if strings.HasPrefix(msg, "unexpected token EOF") {
+		msg = "the expression is incomplete"
+		if m := pipeToNameRE.FindStringSubmatch(code); m != nil {
+			msg += fmt.Sprintf(" (a pipe calls a function: write | %s() or %s(…))", m[1], m[1])
+		}
+		return msg
+	}
+	return badTokenRE.ReplaceAllStringFunc(msg, func(s string) string {
+		m := badTokenRE.FindStringSubmatch(s)
+		if m[1] == "String" {
+			return "unexpected string " + m[2]
+		}
+		return "unexpected " + m[2]
+	})
 }
+
+// unknownNameMsg explains an unknown identifier at rune offset from of code:
+// an unknown function when a call follows, otherwise an unknown variable.
+func unknownNameMsg(name, code string, from int, itemVar string) string {
+	rest := []rune(code)
+	if from >= 0 && from+utf8.RuneCountInString(name) <= len(rest) {
+		rest = rest[from+utf8.RuneCountInString(name):]
+	}
+	if strings.HasPrefix(strings.TrimLeft(string(rest), " \t\n"), "(") {
+		fns := append([]string{}, builtin.Names...)
+		sug := dsl.Suggest(name, fns)
+		if sug == "" {
+			for _, f := range fns {
+				if len(f) >= 3 && (strings.HasPrefix(name, f) || strings.HasPrefix(f, name)) {
+					sug = "; did you mean \"" + f + "\"?"
+					break
+				}
+			}
+		}
+		return fmt.Sprintf("unknown function %q%s", name, sug)
+	}
+	vars := []string{"params", "steps", "workflow"}
+	if itemVar != "" {
+		vars = append(vars, itemVar, "index")
+	}
+	msg := fmt.Sprintf("unknown name %q (variables: %s)", name, strings.Join(vars, ", "))
+	switch {
+	case itemVar == "" && (name == "item" || name == "index"):
+		msg += "; " + name + " exists only in a for_each step"
+	case itemVar != "" && name == defaultItem:
+		msg += fmt.Sprintf("; this step names its item %q (as: %s)", itemVar, itemVar)
+	default:
+		msg += dsl.Suggest(name, vars)
+	}
+	return msg
+}
+
+// defaultItem is the for_each item variable's name when `as` is not given.
+const defaultItem = "item"
 
 // cleanExprMsg rewrites expr's messages where they leak our accessor names.
 func cleanExprMsg(msg string) string {
@@ -704,7 +827,7 @@ func analyze(root *ast.Node, posAt func(int) dsl.Pos) ([]Ref, *analyzeErr) {
 			if !ok || len(path) < 2 || path[0] != "steps" {
 				if id, isID := x.Node.(*ast.IdentifierNode); isID && id.Value == "steps" {
 					stepsUses++
-					fail(x.Property, "a step must be named literally (steps.<id>)")
+					fail(leftmost(x.Property), "a step must be named literally (steps.<id>)")
 				}
 				return
 			}
@@ -739,7 +862,7 @@ func analyze(root *ast.Node, posAt func(int) dsl.Pos) ([]Ref, *analyzeErr) {
 			seen[m] = true
 			inner = m.Node
 		}
-		r := Ref{Step: path[1], Guarded: guarded[x], Pos: posAt(stepNode(x).Location().From)}
+		r := Ref{Step: path[1], Guarded: guarded[x], Path: strings.Join(path, "."), Pos: posAt(stepNode(x).Location().From)}
 		if len(path) >= 3 {
 			r.Field = path[2]
 			if !contains(StepFields, r.Field) {
@@ -809,6 +932,23 @@ func chain(n ast.Node) ([]string, bool) {
 		}
 	}
 	return nil, false
+}
+
+// leftmost returns the node where the text of n starts (expr locates a
+// member read at its property, a binary operation at its operator).
+func leftmost(n ast.Node) ast.Node {
+	for {
+		switch x := n.(type) {
+		case *ast.MemberNode:
+			n = x.Node
+		case *ast.ChainNode:
+			n = x.Node
+		case *ast.BinaryNode:
+			n = x.Left
+		default:
+			return n
+		}
+	}
 }
 
 // stepNode returns the member node for steps.<id> inside a chain.
