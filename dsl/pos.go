@@ -52,7 +52,44 @@ type Source struct {
 
 // NewSource wraps a file's bytes.
 func NewSource(name string, data []byte) *Source {
-	return &Source{Name: name, Data: data, lines: bytes.Split(data, []byte("\n"))}
+	return &Source{Name: name, Data: data, lines: splitLines(data)}
+}
+
+// splitLines splits data at line breaks as yaml.v3 counts them: "\r\n",
+// "\r", "\n", NEL (U+0085), LS (U+2028) and PS (U+2029).
+func splitLines(data []byte) [][]byte {
+	var lines [][]byte
+	start := 0
+	for i := 0; i < len(data); {
+		if n := lineBreakLen(data[i:]); n > 0 {
+			lines = append(lines, data[start:i])
+			i += n
+			start = i
+			continue
+		}
+		i++
+	}
+	return append(lines, data[start:])
+}
+
+// lineBreakLen returns the length of the line break at the start of b, or 0.
+func lineBreakLen(b []byte) int {
+	switch {
+	case len(b) == 0:
+		return 0
+	case b[0] == '\n':
+		return 1
+	case b[0] == '\r':
+		if len(b) > 1 && b[1] == '\n' {
+			return 2
+		}
+		return 1
+	case bytes.HasPrefix(b, []byte("\u0085")):
+		return 2
+	case bytes.HasPrefix(b, []byte("\u2028")), bytes.HasPrefix(b, []byte("\u2029")):
+		return 3
+	}
+	return 0
 }
 
 // Line returns the text of a 1-based line, or "" when out of range.
