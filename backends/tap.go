@@ -1,0 +1,107 @@
+package backends
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"sync"
+
+	"github.com/mark3labs/mcp-go/client/transport"
+)
+
+// tap wraps a client transport to keep the raw bytes of results. mcp-go's
+// client decodes results into typed structs that lose schema keywords and
+// unknown content types; a call that wants the bytes puts a rawSink in its
+// context and the tap fills it with each result of that call (the last one
+// wins, which is the final result after an input_required round trip).
+//
+// The optional transport interfaces are forwarded, or features silently
+// break: server-to-client requests (BidirectionalInterface), the protocol
+// version header and cancellation behaviour (HTTPConnection) and stderr.
+type tap struct {
+	transport.Interface
+}
+
+type rawSink struct {
+	mu     sync.Mutex
+	method string
+	result json.RawMessage
+}
+
+func (s *rawSink) get() json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.result
+}
+
+type sinkKey struct{}
+
+func withSink(ctx context.Context, method string) (context.Context, *rawSink) {
+	s := &rawSink{method: method}
+	return context.WithValue(ctx, sinkKey{}, s), s
+}
+
+func (t *tap) SendRequest(ctx context.Context, r transport.JSONRPCRequest) (*transport.JSONRPCResponse, error) {
+	resp, err := t.Interface.SendRequest(ctx, r)
+	if err == nil && resp != nil && resp.Error == nil {
+		if s, ok := ctx.Value(sinkKey{}).(*rawSink); ok && s.method == r.Method {
+			s.mu.Lock()
+			s.result = append(json.RawMessage(nil), resp.Result...)
+			s.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+// tapBidi adds the server-to-client request handler.
+type tapBidi struct {
+	*tap
+	bidi transport.BidirectionalInterface
+}
+
+func (t *tapBidi) SetRequestHandler(h transport.RequestHandler) { t.bidi.SetRequestHandler(h) }
+
+// tapHTTP is a bidirectional HTTP transport.
+type tapHTTP struct {
+	*tapBidi
+	http transport.HTTPConnection
+}
+
+func (t *tapHTTP) SetProtocolVersion(v string) { t.http.SetProtocolVersion(v) }
+
+// tapHTTPOneWay is an HTTP transport without server-to-client requests
+// (legacy SSE).
+type tapHTTPOneWay struct {
+	*tap
+	http transport.HTTPConnection
+}
+
+func (t *tapHTTPOneWay) SetProtocolVersion(v string) { t.http.SetProtocolVersion(v) }
+
+// tapStdio exposes the child's stderr.
+type tapStdio struct {
+	*tapBidi
+	stderr interface{ Stderr() io.Reader }
+}
+
+func (t *tapStdio) Stderr() io.Reader { return t.stderr.Stderr() }
+
+// wrapTransport returns the tap with the same optional interfaces as tr.
+func wrapTransport(tr transport.Interface) transport.Interface {
+	base := &tap{Interface: tr}
+	bidi, isBidi := tr.(transport.BidirectionalInterface)
+	if !isBidi {
+		if h, ok := tr.(transport.HTTPConnection); ok {
+			return &tapHTTPOneWay{tap: base, http: h}
+		}
+		return base
+	}
+	tb := &tapBidi{tap: base, bidi: bidi}
+	if h, ok := tr.(transport.HTTPConnection); ok {
+		return &tapHTTP{tapBidi: tb, http: h}
+	}
+	if s, ok := tr.(interface{ Stderr() io.Reader }); ok {
+		return &tapStdio{tapBidi: tb, stderr: s}
+	}
+	return tb
+}
