@@ -520,8 +520,23 @@ func (c *Conn) track(ctx context.Context, meta map[string]any) (context.Context,
 		c.tokens[tok] = ci
 	}
 	c.mu.Unlock()
-	return context.WithValue(ctx, callKey{}, ci), id, out
+	return context.WithValue(detach(ctx), callKey{}, ci), id, out
 }
+
+// detach returns a context with ctx's cancellation and deadline but none
+// of its values: the front request's values (its HTTP headers, session,
+// protocol info) must not leak into the backend request, where an
+// in-process mcp-go server would read them as its own.
+func detach(ctx context.Context) context.Context {
+	return valuelessCtx{ctx}
+}
+
+type valuelessCtx struct{ parent context.Context }
+
+func (c valuelessCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+func (c valuelessCtx) Done() <-chan struct{}       { return c.parent.Done() }
+func (c valuelessCtx) Err() error                  { return c.parent.Err() }
+func (c valuelessCtx) Value(any) any               { return nil }
 
 func (c *Conn) untrack(id uint64, meta map[string]any) {
 	c.mu.Lock()

@@ -1,14 +1,23 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/vmcp-dev/vmcp/workflows"
+	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/server"
 )
 
 // defaultConfig is the config file used when none is named.
@@ -20,61 +29,84 @@ func newServeCmd(stderr io.Writer) *cobra.Command {
 		listen     string
 		stdio      bool
 		statePath  string
+		logLevel   string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--config FILE] [--listen ADDR] [--stdio] [--state PATH]",
 		Short: "Serve the gateway (with no config and no ./vmcp.yaml: the embedded demo)",
 		Long: `serve loads the config (--config, else ./vmcp.yaml if present, else the
-embedded demo: its workflows from workflows/ and in-process demo backends),
-compiles every workflow, and serves MCP on --listen (/mcp) or on stdin and
-stdout with --stdio.
-
-Status: the gateway itself is not built yet. serve loads and compiles the
-workflows, reports any problem (exit 1), says what it would serve, and exits 0.`,
+embedded demo: the in-process demo backends and the workflows of workflows/),
+connects the backends, compiles every workflow against their tools, and serves
+MCP on --listen (http://ADDR/mcp, plus /healthz, /readyz, /status and
+/api/v1/runs) or on stdin/stdout with --stdio. SIGINT or SIGTERM shut it down
+gracefully: in-flight calls finish or are cancelled, backend processes are
+reaped.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l := newLoader(nil)
-			var source string
-			switch {
-			case configFile != "":
-				source = configFile
-			case fileExists(defaultConfig):
-				source = "./" + defaultConfig
-				configFile = defaultConfig
-			default:
-				source = "the embedded demo"
-				if err := l.fsys(workflows.FS, "workflows"); err != nil {
+			cfg, source, err := loadServeConfig(configFile, stderr)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("listen") && cfg.Listen.Value != "" {
+				listen = cfg.Listen.Value
+			}
+			if !cmd.Flags().Changed("state") && cfg.State.Path.Value != "" {
+				statePath = cfg.State.Path.Value
+			}
+			_ = statePath // the durable run store arrives with the state package
+			level := slog.LevelInfo
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageErrorf("--log-level: %v", err)
+			}
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			if !stdio {
+				if err := checkListen(listen, cfg); err != nil {
 					return err
 				}
 			}
-			if configFile != "" {
-				cfg, err := l.config(configFile)
-				if err != nil {
-					return err
-				}
-				// Flags win over the file; the file wins over the defaults.
-				if cfg != nil && !cmd.Flags().Changed("listen") && cfg.Listen.Value != "" {
-					listen = cfg.Listen.Value
-				}
-				if cfg != nil && !cmd.Flags().Changed("state") && cfg.State.Path.Value != "" {
-					statePath = cfg.State.Path.Value
-				}
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			g, err := server.New(cfg, &server.Options{Logger: log, Version: version})
+			if err != nil {
+				return err
 			}
-			if l.report(stderr) {
-				return errReported
+			if err := g.Start(ctx); err != nil {
+				return fmt.Errorf("starting %s:\n%w", source, err)
 			}
-			names := make([]string, len(l.plans))
-			for i, c := range l.plans {
-				names[i] = c.plan.Name
-			}
-			n := len(names)
-			fmt.Fprintf(stderr, "vmcp: loaded %d %s from %s: %s\n", n, plural(n, "workflow", "workflows"), source, strings.Join(names, ", "))
-			where := "http://" + listen + "/mcp"
+			defer func() {
+				if err := g.Close(); err != nil {
+					log.Warn("closing backends", "err", err)
+				}
+			}()
+			st := g.Status()
 			if stdio {
-				where = "stdin/stdout"
+				log.Info("serving MCP on stdin/stdout", "config", source, "tools", st.Tools, "composite_tools", st.Composites)
+				err := g.ServeStdio(ctx, os.Stdin, os.Stdout)
+				if err != nil && !errors.Is(err, context.Canceled) {
+					return err
+				}
+				return nil
 			}
-			fmt.Fprintf(stderr, "vmcp: the MCP gateway is not built yet, so nothing is served on %s (state file: %s).\n", where, statePath)
-			fmt.Fprintln(stderr, "vmcp: what works today: vmcp validate, vmcp graph.")
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", listen, err)
+			}
+			srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			log.Info("serving MCP", "url", "http://"+ln.Addr().String()+"/mcp", "config", source, "tools", st.Tools, "composite_tools", st.Composites)
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			log.Info("shutting down")
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				_ = srv.Close()
+			}
 			return nil
 		},
 	}
@@ -83,7 +115,62 @@ workflows, reports any problem (exit 1), says what it would serve, and exits 0.`
 	f.StringVar(&listen, "listen", "127.0.0.1:4483", "HTTP listen address for /mcp and the API")
 	f.BoolVar(&stdio, "stdio", false, "serve MCP on stdin/stdout instead of HTTP")
 	f.StringVar(&statePath, "state", ".vmcp/state.db", "bbolt state file (created if missing)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// loadServeConfig loads --config, ./vmcp.yaml, or the embedded demo, and
+// reports every problem.
+func loadServeConfig(configFile string, stderr io.Writer) (*dsl.Config, string, error) {
+	dl, _ := dsl.NewLoader()
+	var (
+		cfg    *dsl.Config
+		ds     dsl.Diagnostics
+		source string
+	)
+	if configFile == "" && fileExists(defaultConfig) {
+		configFile = defaultConfig
+	}
+	switch {
+	case configFile != "":
+		source = configFile
+		if dl != nil {
+			cfg, ds = dl.LoadConfigFile(configFile)
+		} else {
+			cfg, ds = dsl.LoadConfigFile(configFile)
+		}
+	default:
+		source = "the embedded demo"
+		cfg, ds = server.DemoConfig(dl)
+	}
+	if len(ds) > 0 {
+		ds.Render(stderr)
+		fmt.Fprintf(stderr, "%d %s\n", len(ds), plural(len(ds), "error", "errors"))
+		return nil, "", errReported
+	}
+	return cfg, source, nil
+}
+
+// checkListen refuses to serve without authentication on a non-loopback
+// address unless the config says so explicitly.
+func checkListen(addr string, cfg *dsl.Config) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageErrorf("--listen %q: %v", addr, err)
+	}
+	anonymous := cfg.IncomingAuth.Type.Value == "" || cfg.IncomingAuth.Type.Value == "anonymous"
+	if !anonymous || isLoopback(host) || cfg.IncomingAuth.AllowAnonymousNonLoopback.Value {
+		return nil
+	}
+	return fmt.Errorf("refusing to serve %s without authentication: it is not a loopback address. Configure incoming_auth, listen on 127.0.0.1, or set incoming_auth.allow_anonymous_non_loopback: true", addr)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func fileExists(path string) bool {

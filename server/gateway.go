@@ -1,0 +1,431 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends"
+	"github.com/vmcp-dev/vmcp/backends/demo"
+	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/engine"
+)
+
+// Options tune New; nil is valid.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Health overrides the config's health policy (tests use short
+	// intervals).
+	Health *backends.HealthPolicy
+}
+
+// Gateway is one vmcp: backends, the engine, the catalogue and the MCP
+// front. New, then Start, then serve Handler() and/or ServeStdio.
+type Gateway struct {
+	cfg  *dsl.Config
+	log  *slog.Logger
+	ver  string
+	mgr  *backends.Manager
+	eng  *engine.Engine
+	mcp  *mcpserver.MCPServer
+	runs *runRegistry
+
+	// cat is the current catalogue; rebuilt (under buildMu) when a
+	// backend's lists or health change.
+	cat     atomic.Pointer[catalog]
+	buildMu sync.Mutex
+	started atomic.Bool
+
+	subs *subscriptions
+}
+
+// New prepares a gateway from a loaded config.
+func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions()}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.ver == "" {
+		g.ver = "dev"
+	}
+	specs, err := backendSpecs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	health := backends.HealthPolicy{
+		Interval:           cfg.Health.Interval.Value,
+		Timeout:            cfg.Health.Timeout.Value,
+		UnhealthyThreshold: cfg.Health.UnhealthyThreshold.Value,
+		FailureThreshold:   cfg.Health.FailureThreshold.Value,
+		OpenFor:            cfg.Health.OpenFor.Value,
+	}
+	if opts.Health != nil {
+		health = *opts.Health
+	}
+	g.mgr, err = backends.NewManager(specs, &backends.Options{
+		Logger: g.log, Relay: relay{g}, Health: health,
+		OnChange:   g.onBackendChange,
+		ClientName: "vmcp", ClientVersion: g.ver,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log})
+	g.runs = newRunRegistry()
+	g.mcp = newMCPServer(g)
+	return g, nil
+}
+
+// backendSpecs converts the config's backends.
+func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) {
+	var specs []backends.Spec
+	for _, b := range cfg.Backends {
+		s := backends.Spec{Name: b.Name.Value, Timeout: b.Timeout.Value, ProtocolVersion: b.ProtocolVersion.Value}
+		switch b.Kind() {
+		case dsl.BackendURL:
+			s.URL, s.Transport = b.URL.Value, b.Transport.Value
+			s.Headers = map[string]string{}
+			for k, v := range b.Headers {
+				s.Headers[k] = v.Value
+			}
+		case dsl.BackendCommand:
+			s.Command, s.Cwd = b.Argv(), b.Cwd.Value
+			s.Env = map[string]string{}
+			for k, v := range b.Env {
+				s.Env[k] = v.Value
+			}
+		case dsl.BackendBuiltin:
+			srv, err := demo.New(b.Builtin.Value)
+			if err != nil {
+				return nil, fmt.Errorf("%s: backend %q: %w", cfg.Src.NodePos(b.Builtin.Node), b.Name.Value, err)
+			}
+			s.InProcess = srv
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// Start connects the backends (each is tried once; unreachable ones are
+// retried in the background) and builds the catalogue. Name conflicts,
+// and workflows that do not compile against the backends, are startup
+// errors listing every problem.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.mgr.Start(ctx)
+	if err := g.rebuild(true); err != nil {
+		_ = g.mgr.Close()
+		return err
+	}
+	g.started.Store(true)
+	for _, st := range g.mgr.Status() {
+		if st.State != backends.StateReady {
+			g.log.Warn("backend not available at startup; retrying in the background", "backend", st.Name, "err", st.LastError)
+		}
+	}
+	return nil
+}
+
+// Close stops the backends (children are reaped).
+func (g *Gateway) Close() error {
+	return g.mgr.Close()
+}
+
+func (g *Gateway) onBackendChange() {
+	if !g.started.Load() {
+		return
+	}
+	if err := g.rebuild(false); err != nil {
+		g.log.Error("catalogue rebuild", "err", err)
+	}
+}
+
+// catalog is one immutable version of what clients see.
+type catalog struct {
+	// tools by advertised name: composites and backend tools.
+	tools map[string]*toolEntry
+	// entries are every backend tool, hidden ones included.
+	entries []*backends.Entry
+	// byRef maps "<backend>.<name>" to entries.
+	byRef map[string]*backends.Entry
+	// plans are the compiled composites by name.
+	plans map[string]*engine.Plan
+	snap  *backends.Snapshot
+}
+
+type toolEntry struct {
+	name      string
+	plan      *engine.Plan
+	composite bool
+	backend   string
+}
+
+// rebuild aggregates the backends' tools, compiles the workflows against
+// them and installs the new tool list. At startup every problem is an
+// error; later, problems are logged and the previous tools stay.
+func (g *Gateway) rebuild(startup bool) error {
+	g.buildMu.Lock()
+	defer g.buildMu.Unlock()
+	snap := g.mgr.Snapshot()
+	all := g.mgr.AllTools()
+
+	reserved := map[string]string{}
+	for _, wf := range g.cfg.LoadedWorkflows {
+		reserved[wf.Name.Value] = fmt.Sprintf("composite tool %q (%s)", wf.Name.Value, wf.Pos())
+	}
+	rules := namingRules(g.cfg, reserved)
+	order := g.mgr.Names()
+	entries, warnings, aggErr := backends.Aggregate(order, all, rules)
+	for _, w := range warnings {
+		g.log.Warn(w)
+	}
+	cat := &catalog{tools: map[string]*toolEntry{}, byRef: map[string]*backends.Entry{}, plans: map[string]*engine.Plan{}, entries: entries, snap: snap}
+	for _, e := range entries {
+		cat.byRef[e.Ref()] = e
+	}
+
+	// Composites compile against every known tool (hidden ones included);
+	// a backend not yet connected resolves leniently.
+	var problems []string
+	if aggErr != nil {
+		problems = append(problems, aggErr.Error())
+	}
+	ec := &engineCatalog{cat: cat, configured: map[string]bool{}}
+	for _, n := range order {
+		ec.configured[n] = len(all[n]) == 0
+	}
+	for _, wf := range g.cfg.LoadedWorkflows {
+		p, ds := engine.Compile(wf, &engine.CompileOptions{Catalog: ec})
+		if len(ds) > 0 {
+			problems = append(problems, fmt.Sprintf("workflow %q does not compile against the backends:\n%s", wf.Name.Value, indent(ds.Error())))
+			continue
+		}
+		cat.plans[p.Name] = p
+		cat.tools[p.Name] = &toolEntry{name: p.Name, plan: p, composite: true}
+	}
+	healthy := map[string]bool{}
+	for _, b := range snap.Order {
+		healthy[b] = true
+	}
+	for _, e := range entries {
+		if e.Advertised == "" || !healthy[e.Backend] {
+			continue
+		}
+		t := toEngineTool(e)
+		cat.tools[e.Advertised] = &toolEntry{name: e.Advertised, plan: engine.NewToolPlan(t, e.Advertised, 0), backend: e.Backend}
+	}
+	for _, n := range builtinToolNames() {
+		if _, clash := cat.tools[n]; clash {
+			problems = append(problems, fmt.Sprintf("tool name %q is reserved for vmcp's built-in run tools", n))
+		}
+	}
+	if len(problems) > 0 {
+		msg := strings.Join(problems, "\n")
+		if startup {
+			return errors.New(msg)
+		}
+		g.log.Error("catalogue has problems; affected tools are left out", "problems", msg)
+	}
+	prev := g.cat.Swap(cat)
+	g.installTools(cat, prev)
+	g.installResources(cat)
+	return nil
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// namingRules converts the config's aggregation block.
+func namingRules(cfg *dsl.Config, reserved map[string]string) *backends.NamingRules {
+	a := cfg.Aggregation
+	r := &backends.NamingRules{Strategy: a.ConflictResolution.Value, PrefixFormat: a.PrefixFormat.Value,
+		PerBackend: map[string]*backends.BackendRules{}, Reserved: reserved}
+	for _, p := range a.PriorityOrder {
+		r.PriorityOrder = append(r.PriorityOrder, p.Value)
+	}
+	for _, t := range a.Tools {
+		br := &backends.BackendRules{ExcludeAll: t.ExcludeAll.Value, Overrides: map[string]backends.Override{}}
+		for _, f := range t.Filter {
+			br.Filter = append(br.Filter, f.Value)
+		}
+		for name, ov := range t.Overrides {
+			o := backends.Override{Name: ov.Name.Value, Description: ov.Description.Value}
+			if ov.Annotations != nil && ov.Annotations.Node != nil {
+				if v, err := dsl.NodeValue(ov.Annotations.Node); err == nil {
+					o.Annotations, _ = jsonMarshal(v)
+				}
+			}
+			br.Overrides[name] = o
+		}
+		r.PerBackend[t.Backend.Value] = br
+	}
+	return r
+}
+
+// engineCatalog resolves workflow tool references for the compiler.
+type engineCatalog struct {
+	cat *catalog
+	// configured backends whose tools are not known yet (never
+	// connected): references to them resolve to a schema-less tool.
+	configured map[string]bool
+}
+
+func (c *engineCatalog) Resolve(ref string) (*engine.Tool, bool) {
+	if e, ok := c.cat.byRef[ref]; ok {
+		return toEngineTool(e), true
+	}
+	for _, e := range c.cat.entries {
+		if e.Advertised == ref {
+			return toEngineTool(e), true
+		}
+	}
+	if b, n, ok := strings.Cut(ref, "."); ok {
+		if unknown, isBackend := c.configured[b]; isBackend && unknown {
+			return &engine.Tool{Backend: b, Name: n}, true
+		}
+	}
+	return nil, false
+}
+
+func (c *engineCatalog) Refs() []string {
+	var out []string
+	for ref, e := range c.cat.byRef {
+		out = append(out, ref)
+		if e.Advertised != "" {
+			out = append(out, e.Advertised)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func toEngineTool(e *backends.Entry) *engine.Tool {
+	t := &engine.Tool{Backend: e.Backend, Name: e.Tool.Name, Advertised: e.Advertised, Description: e.Tool.Description,
+		InputSchema: e.Tool.InputSchema, OutputSchema: e.Tool.OutputSchema}
+	if len(e.Tool.Annotations) > 0 {
+		var a engine.ToolAnnotations
+		if jsonUnmarshal(e.Tool.Annotations, &a) == nil {
+			t.Annotations = &a
+		}
+	}
+	return t
+}
+
+// installTools hands the tool list to mcp-go (which notifies sessions of
+// the change) when it differs from the previous one.
+func (g *Gateway) installTools(cat, prev *catalog) {
+	var tools []mcpserver.ServerTool
+	for _, name := range sortedNames(cat.tools) {
+		te := cat.tools[name]
+		tools = append(tools, mcpserver.ServerTool{Tool: g.mcpTool(cat, te), Handler: g.toolHandler(name)})
+	}
+	tools = append(tools, g.builtinTools()...)
+	if prev != nil && sameTools(prev, cat) {
+		return
+	}
+	g.mcp.SetTools(tools...)
+}
+
+func sameTools(a, b *catalog) bool {
+	if len(a.tools) != len(b.tools) {
+		return false
+	}
+	for n, ta := range a.tools {
+		tb, ok := b.tools[n]
+		if !ok || ta.composite != tb.composite || ta.backend != tb.backend {
+			return false
+		}
+	}
+	return toolsJSON(a) == toolsJSON(b)
+}
+
+func toolsJSON(c *catalog) string {
+	var sb strings.Builder
+	for _, e := range c.entries {
+		sb.Write(e.JSON)
+	}
+	for _, n := range sortedNames(c.plans) {
+		sb.WriteString(n)
+	}
+	return sb.String()
+}
+
+// mcpTool builds the advertised tool: a backend tool keeps its raw
+// schemas; a composite advertises its parameters, output schema and
+// derived annotations.
+func (g *Gateway) mcpTool(cat *catalog, te *toolEntry) mcp.Tool {
+	p := te.plan
+	t := mcp.NewToolWithRawSchema(te.name, p.Description, p.InputSchema)
+	if len(p.InputSchema) == 0 {
+		t.RawInputSchema = []byte(`{"type":"object"}`)
+	}
+	if len(p.OutputSchema) > 0 {
+		t.RawOutputSchema = p.OutputSchema
+	}
+	a := p.Annotations
+	t.Annotations = mcp.ToolAnnotation{Title: a.Title, ReadOnlyHint: a.ReadOnlyHint, DestructiveHint: a.DestructiveHint,
+		IdempotentHint: a.IdempotentHint, OpenWorldHint: a.OpenWorldHint}
+	if !te.composite {
+		for _, e := range cat.entries {
+			if e.Advertised == te.name {
+				var raw struct {
+					Title       string             `json:"title"`
+					Description string             `json:"description"`
+					Annotations mcp.ToolAnnotation `json:"annotations"`
+				}
+				if jsonUnmarshal(e.JSON, &raw) == nil {
+					t.Title, t.Description, t.Annotations = raw.Title, raw.Description, raw.Annotations
+				}
+			}
+		}
+	}
+	return t
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Ready reports whether every backend was tried and the catalogue built.
+func (g *Gateway) Ready() bool { return g.started.Load() && g.mgr.Ready() }
+
+// Status is /status.
+type Status struct {
+	Name       string                   `json:"name"`
+	Version    string                   `json:"version"`
+	Ready      bool                     `json:"ready"`
+	Backends   []backends.BackendStatus `json:"backends"`
+	Tools      int                      `json:"tools"`
+	Composites int                      `json:"composite_tools"`
+	Runs       map[string]int           `json:"runs"`
+	Time       time.Time                `json:"time"`
+}
+
+// Status reports backends, health and counts.
+func (g *Gateway) Status() Status {
+	st := Status{Name: g.cfg.Name.Value, Version: g.ver, Ready: g.Ready(), Backends: g.mgr.Status(), Time: time.Now().UTC()}
+	if c := g.cat.Load(); c != nil {
+		st.Tools = len(c.tools)
+		st.Composites = len(c.plans)
+	}
+	st.Runs = g.runs.counts()
+	return st
+}

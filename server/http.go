@@ -1,0 +1,144 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/steps"
+)
+
+// MaxRequestBody bounds one HTTP request body.
+const MaxRequestBody = 4 << 20
+
+// Handler serves /mcp (streamable HTTP, both protocol eras, stateful
+// sessions), /healthz, /readyz, /status and /api/v1/runs.
+func (g *Gateway) Handler() http.Handler {
+	mcpHTTP := mcpserver.NewStreamableHTTPServer(g.mcp,
+		mcpserver.WithStateful(true),
+		mcpserver.WithSessionIdleTTL(30*time.Minute),
+		mcpserver.WithHeartbeatInterval(30*time.Second),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", limitBody(mcpHTTP))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !g.Ready() {
+			http.Error(w, "not ready: backends are still being tried", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, g.Status())
+	})
+	mux.HandleFunc("GET /api/v1/runs", g.apiList)
+	mux.HandleFunc("GET /api/v1/runs/{id}", g.apiGet)
+	mux.HandleFunc("POST /api/v1/runs/{id}/resume", g.apiResume)
+	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", g.apiCancel)
+	return mux
+}
+
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxRequestBody)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	b, _ := steps.EncodeJSON(v)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func apiError(w http.ResponseWriter, code int, kind, msg string) {
+	writeJSON(w, code, map[string]any{"error": map[string]any{"code": kind, "message": msg}})
+}
+
+func (g *Gateway) apiList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit, _ := strconv.Atoi(q.Get("limit"))
+	runs := g.runs.list(principal(r.Context()), q.Get("status"), q.Get("workflow"), limit)
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+}
+
+func (g *Gateway) apiGet(w http.ResponseWriter, r *http.Request) {
+	run, err := g.runs.get(r.PathValue("id"), principal(r.Context()))
+	if err != nil {
+		apiError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	g.runs.mu.Lock()
+	d := run.detail()
+	g.runs.mu.Unlock()
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (g *Gateway) apiResume(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Action  string         `json:"action"`
+		Content map[string]any `json:"content"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		apiError(w, http.StatusBadRequest, "bad_request", "body must be {\"action\": \"accept|decline|cancel\", \"content\": {…}}: "+err.Error())
+		return
+	}
+	out, run, err := g.Resume(r.Context(), r.PathValue("id"), engine.Answer{Action: in.Action, Content: in.Content})
+	switch {
+	case errors.Is(err, errNoRun):
+		apiError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	case engine.IsInvalidAnswer(err):
+		apiError(w, http.StatusUnprocessableEntity, "invalid_answer", err.Error())
+		return
+	case err != nil:
+		apiError(w, http.StatusConflict, "conflict", err.Error())
+		return
+	}
+	res, err := g.deliver(r.Context(), run.plan, out, &engine.RunOptions{RunID: run.id}, principal(r.Context()))
+	if err != nil {
+		apiError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	g.runs.mu.Lock()
+	d := run.detail()
+	g.runs.mu.Unlock()
+	d["result"] = res
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (g *Gateway) apiCancel(w http.ResponseWriter, r *http.Request) {
+	run, err := g.runs.cancel(r.PathValue("id"), principal(r.Context()))
+	if err != nil {
+		code := http.StatusConflict
+		if errors.Is(err, errNoRun) {
+			code = http.StatusNotFound
+		}
+		apiError(w, code, strings.ReplaceAll(http.StatusText(code), " ", "_"), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": run.id, "status": run.status})
+}
+
+// ServeStdio serves MCP on in/out until ctx ends or in closes.
+func (g *Gateway) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) error {
+	s := mcpserver.NewStdioServer(g.mcp)
+	return s.Listen(ctx, in, out)
+}
