@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Diagnostic is one problem found in a file, at a position.
@@ -15,6 +17,12 @@ type Diagnostic struct {
 	Msg string `json:"message"`
 	// Text is the source line the position points into (for the caret).
 	Text string `json:"-"`
+	// End, when valid, is where the value (or key: value pair) that the
+	// diagnostic rejects ends; the diagnostic is about everything from Pos
+	// to End. The loader sets it so that a later stage can recognise its
+	// own findings inside a rejected value as consequences of the same
+	// mistake (see engine.MergeDiagnostics). Zero: just the position.
+	End Pos `json:"-"`
 }
 
 func (d Diagnostic) String() string { return d.Pos.String() + ": " + d.Msg }
@@ -73,6 +81,15 @@ func (ds *Diagnostics) Add(src *Source, p Pos, format string, args ...any) {
 		d.Text = src.Line(p.Line)
 	}
 	*ds = append(*ds, d)
+}
+
+// addNode records a diagnostic about the YAML nodes from..to (a value, or
+// a key and its value): at from, with End where to ends.
+func (ds *Diagnostics) addNode(src *Source, from, to *yaml.Node, format string, args ...any) {
+	ds.Add(src, src.NodePos(from), format, args...)
+	if from != nil && to != nil {
+		(*ds)[len(*ds)-1].End = src.NodeEnd(to)
+	}
 }
 
 // Append adds other diagnostics.

@@ -26,7 +26,7 @@ steps:
 	// The workflow is still decoded, with positions.
 	fmt.Println(len(wf.Steps), "steps; the second at", wf.Src.NodePos(wf.Steps[1].Node))
 	// Output:
-	// triage.yaml:5:14: "timeout": "10 minutes" is not a duration (use e.g. 30s, 5m, 1h30m)
+	// triage.yaml:5:14: "timeout" of step "fetch": "10 minutes" is not a duration (use e.g. 30s, 5m, 1h30m)
 	// triage.yaml:8:5: unknown key "depnds_on" in step "notify"; did you mean "depends_on"?
 	// 2 steps; the second at triage.yaml:6:5
 }
@@ -45,7 +45,7 @@ steps:
 	_, ds := dsl.LoadWorkflow("triage.yaml", []byte(src))
 	ds.Render(os.Stdout)
 	// Output:
-	// triage.yaml:7:17: "on_decline" must be one of abort, continue, skip_remaining, got "skip"
+	// triage.yaml:7:17: "on_decline" of step "ask" must be one of abort, continue, skip_remaining, got "skip"; did you mean "skip_remaining"?
 	//         on_decline: skip
 	//                     ^
 }

@@ -116,6 +116,6 @@ steps:
 // errors that concern the file as a whole.
 func isFileLevel(d Diagnostic) bool {
 	return d.Pos.Col == 0 && (strings.HasPrefix(d.Msg, "the file is empty") ||
-		strings.HasPrefix(d.Msg, "the file has no content") ||
+		strings.HasPrefix(d.Msg, "the file has no ") ||
 		strings.HasPrefix(d.Msg, "YAML syntax error: exceeded max depth"))
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -30,6 +32,12 @@ type Loader struct {
 	// raw holds the decoded schema documents by $id, to word diagnostics
 	// (allowed keys, expected types, custom messages).
 	raw map[string]any
+	// order lists each schema's properties in the order the schema file
+	// gives them, by schema location (see propertyOrder).
+	order map[string][]string
+	// compiled indexes the compiled schemas by location, to evaluate the
+	// conditional branches that apply to a value.
+	compiled map[string]*jsonschema.Schema
 }
 
 // NewLoader compiles the embedded schemas. It fails only if they are broken,
@@ -43,15 +51,107 @@ func NewLoader() (*Loader, error) {
 }
 
 func newLoaderWith(wf, cfg *jsonschema.Schema) (*Loader, error) {
-	l := &Loader{workflow: wf, config: cfg, raw: map[string]any{}}
+	l := &Loader{workflow: wf, config: cfg, raw: map[string]any{}, order: map[string][]string{}, compiled: map[string]*jsonschema.Schema{}}
 	for id, text := range map[string][]byte{schemas.WorkflowID: schemas.Workflow, schemas.ConfigID: schemas.Config} {
 		var doc any
 		if err := json.Unmarshal(text, &doc); err != nil {
 			return nil, fmt.Errorf("schemas: %s: %w", id, err)
 		}
 		l.raw[id] = doc
+		if err := propertyOrder(id, text, l.order); err != nil {
+			return nil, fmt.Errorf("schemas: %s: %w", id, err)
+		}
 	}
+	indexSchemas(wf, l.compiled)
+	indexSchemas(cfg, l.compiled)
 	return l, nil
+}
+
+// propertyOrder records, for every schema object in a schema document that
+// has "properties", their names in file order, under the schema's location
+// (id#/json/pointer, as jsonschema writes locations).
+func propertyOrder(id string, text []byte, order map[string][]string) error {
+	dec := json.NewDecoder(bytes.NewReader(text))
+	var walk func(path []string) error
+	walk = func(path []string) error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			var keys []string
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				k, _ := kt.(string)
+				keys = append(keys, k)
+				if err := walk(append(slices.Clip(path), k)); err != nil {
+					return err
+				}
+			}
+			// A "properties" keyword (not a property named "properties").
+			if n := len(path); n > 0 && path[n-1] == "properties" && (n < 2 || path[n-2] != "properties") {
+				order[id+"#"+pointerURL(path[:n-1])] = keys
+			}
+			_, err = dec.Token() // '}'
+			return err
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if err := walk(append(slices.Clip(path), strconv.Itoa(i))); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token() // ']'
+			return err
+		}
+		return nil
+	}
+	return walk(nil)
+}
+
+// pointerURL writes a JSON pointer the way jsonschema writes schema
+// locations: each token escaped for JSON pointers, then for URLs.
+func pointerURL(path []string) string {
+	var b strings.Builder
+	for _, t := range path {
+		b.WriteByte('/')
+		b.WriteString(url.PathEscape(escapeToken(t)))
+	}
+	return b.String()
+}
+
+// indexSchemas adds s and every schema reachable from it to byLoc.
+func indexSchemas(s *jsonschema.Schema, byLoc map[string]*jsonschema.Schema) {
+	if s == nil || byLoc[s.Location] == s {
+		return
+	}
+	byLoc[s.Location] = s
+	for _, sub := range []*jsonschema.Schema{s.Ref, s.Not, s.If, s.Then, s.Else, s.Items2020, s.PropertyNames, s.Contains} {
+		indexSchemas(sub, byLoc)
+	}
+	for _, list := range [][]*jsonschema.Schema{s.AllOf, s.AnyOf, s.OneOf, s.PrefixItems} {
+		for _, sub := range list {
+			indexSchemas(sub, byLoc)
+		}
+	}
+	for _, sub := range s.Properties {
+		indexSchemas(sub, byLoc)
+	}
+	for _, sub := range s.PatternProperties {
+		indexSchemas(sub, byLoc)
+	}
+	for _, sub := range s.DependentSchemas {
+		indexSchemas(sub, byLoc)
+	}
+	if sub, ok := s.AdditionalProperties.(*jsonschema.Schema); ok {
+		indexSchemas(sub, byLoc)
+	}
+	if sub, ok := s.Items.(*jsonschema.Schema); ok {
+		indexSchemas(sub, byLoc)
+	}
 }
 
 // newLoader is NewLoader for the package-level functions, which report a
@@ -179,7 +279,11 @@ func parseDocument(src *Source, what string, ds *Diagnostics) *yaml.Node {
 			if what == "config" {
 				example = "backends: …"
 			}
-			ds.Add(src, Pos{File: src.Name}, "the file is empty; a %s file is a YAML mapping (%s)", what, example)
+			if onlyComments(src.Data) {
+				ds.Add(src, Pos{File: src.Name}, "the file has no %s in it (only comments); a %s file is a YAML mapping (%s)", what, what, example)
+			} else {
+				ds.Add(src, Pos{File: src.Name}, "the file is empty; a %s file is a YAML mapping (%s)", what, example)
+			}
 			return nil
 		}
 		addYAMLError(src, err, ds)
@@ -238,15 +342,38 @@ func addYAMLError(src *Source, err error, ds *Diagnostics) {
 		line, _ = strconv.Atoi(m[1])
 		msg = m[2]
 	}
-	if hint, ok := parserProblem(msg); ok {
+	hint, parser := parserProblem(msg)
+	if parser {
 		line++ // 0-based; a missing line means line 0
-		msg += hint
+	}
+	switch {
+	case strings.HasPrefix(msg, "found a tab character"):
+		hint = " (indent with spaces, not tabs)"
+	case msg == "mapping values are not allowed in this context":
+		hint = " (check this line's indentation, or quote a value that contains ': ')"
 	}
 	if line > 0 {
 		line = min(line, max(len(src.lines), 1))
-		ds.Add(src, Pos{File: src.Name, Line: line, Col: src.indent(line) + 1}, "YAML syntax error: %s", msg)
+		p := Pos{File: src.Name, Line: line, Col: src.indent(line) + 1}
+		switch {
+		case strings.HasPrefix(msg, "found a tab character"):
+			// The scanner names the line before the tab, or the block's.
+			if tl, tc, ok := findIndentTab(src, line); ok {
+				p = Pos{File: src.Name, Line: tl, Col: tc}
+			}
+		case msg == "did not find expected ',' or '}'":
+			if c, ok := unclosedBracket(src.Line(line), '{', '}'); ok {
+				p.Col = c
+			}
+		case msg == "did not find expected ',' or ']'":
+			if c, ok := unclosedBracket(src.Line(line), '[', ']'); ok {
+				p.Col = c
+			}
+		}
+		ds.Add(src, p, "YAML syntax error: %s%s", msg, hint)
 		return
 	}
+	msg += hint
 	p := Pos{File: src.Name, Line: 1, Col: src.indent(1) + 1} // yaml.v3 omits line 0
 	switch {
 	case strings.Contains(msg, "max depth"):
@@ -287,6 +414,90 @@ func parserProblem(msg string) (string, bool) {
 		return "", true
 	}
 	return "", false
+}
+
+// onlyComments reports whether a file that holds no YAML document has
+// something other than blanks in it (comments, or a document end marker).
+func onlyComments(data []byte) bool {
+	for _, l := range splitLines(data) {
+		if t := strings.TrimSpace(string(l)); strings.HasPrefix(t, "#") {
+			return true
+		}
+	}
+	return false
+}
+
+// findIndentTab finds the first tab in the indentation of a line, from
+// line on (then from the top): its line and column.
+func findIndentTab(src *Source, line int) (int, int, bool) {
+	find := func(from, to int) (int, int, bool) {
+		for l := from; l <= to; l++ {
+			for i, r := range src.Line(l) {
+				if r == '\t' {
+					return l, utf8.RuneCountInString(src.Line(l)[:i]) + 1, true
+				}
+				if r != ' ' && r != '-' {
+					break
+				}
+			}
+		}
+		return 0, 0, false
+	}
+	if l, c, ok := find(line, len(src.lines)); ok {
+		return l, c, true
+	}
+	return find(1, line-1)
+}
+
+// unclosedBracket finds, in one line, the last open bracket that the line
+// does not close (skipping quoted strings and a trailing comment): the
+// flow collection the parser reports as not closed. It returns the
+// bracket's column.
+func unclosedBracket(line string, open, close rune) (int, bool) {
+	var stack []int // columns of open brackets of either kind, negated for the other kind
+	rs := []rune(line)
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; r {
+		case '"', '\'':
+			if i > 0 && !strings.ContainsRune(" \t{[,:", rs[i-1]) {
+				continue // inside a plain scalar (it's)
+			}
+			// Skip a quoted scalar ("" with \ escapes, '' with '' escapes).
+			for i++; i < len(rs); i++ {
+				if r == '"' && rs[i] == '\\' {
+					i++
+					continue
+				}
+				if rs[i] == r {
+					if r == '\'' && i+1 < len(rs) && rs[i+1] == '\'' {
+						i++
+						continue
+					}
+					break
+				}
+			}
+		case '#':
+			if i == 0 || rs[i-1] == ' ' || rs[i-1] == '\t' {
+				i = len(rs)
+			}
+		case '{', '[':
+			col := i + 1
+			if r != open {
+				col = -col
+			}
+			stack = append(stack, col)
+		case '}', ']':
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		}
+	}
+	for j := len(stack) - 1; j >= 0; j-- {
+		if stack[j] > 0 {
+			return stack[j], true
+		}
+	}
+	return 0, false
 }
 
 func firstInvalidUTF8(b []byte) int {

@@ -188,7 +188,7 @@ func TestLoadWorkflowErrors(t *testing.T) {
 		{
 			name: "only comments",
 			src:  "# nothing here\n",
-			want: []string{`w.yaml: the file is empty; a workflow file is a YAML mapping (name: …, steps: …)`},
+			want: []string{`w.yaml: the file has no workflow in it (only comments); a workflow file is a YAML mapping (name: …, steps: …)`},
 		},
 		{
 			name: "explicit null document",
@@ -198,7 +198,7 @@ func TestLoadWorkflowErrors(t *testing.T) {
 		{
 			name: "syntax error",
 			src:  "name: x\nsteps:\n  - id: a\n    tool: [b\n",
-			want: []string{`w.yaml:4:5: YAML syntax error: did not find expected ',' or ']' (the [ … ] list that starts here is not closed, or lacks a comma)`},
+			want: []string{`w.yaml:4:11: YAML syntax error: did not find expected ',' or ']' (the [ … ] list that starts here is not closed, or lacks a comma)`},
 		},
 		{
 			name: "bad indentation in a list",
@@ -208,12 +208,12 @@ func TestLoadWorkflowErrors(t *testing.T) {
 		{
 			name: "bad indentation in a mapping",
 			src:  "name: x\n  steps: 1\n",
-			want: []string{`w.yaml:2:3: YAML syntax error: mapping values are not allowed in this context`},
+			want: []string{`w.yaml:2:3: YAML syntax error: mapping values are not allowed in this context (check this line's indentation, or quote a value that contains ': ')`},
 		},
 		{
 			name: "syntax error on the first line",
 			src:  "name: x: y\n",
-			want: []string{`w.yaml:1:1: YAML syntax error: mapping values are not allowed in this context`},
+			want: []string{`w.yaml:1:1: YAML syntax error: mapping values are not allowed in this context (check this line's indentation, or quote a value that contains ': ')`},
 		},
 		{
 			name: "invalid UTF-8",
@@ -284,7 +284,7 @@ annotations: {readOnlyHnt: true, zzz: 1}
 				`w.yaml:7:13: unknown key "max_atempts" in "retry" of step "fetch"; did you mean "max_attempts"?`,
 				`w.yaml:8:31: unknown key "retry_cout" in "on_error" of step "fetch"; did you mean "retry_count"?`,
 				`w.yaml:9:15: unknown key "readOnlyHnt" in "annotations"; did you mean "readOnlyHint"?`,
-				`w.yaml:9:34: unknown key "zzz" in "annotations"`,
+				`w.yaml:9:34: unknown key "zzz" in "annotations" (allowed: title, readOnlyHint, destructiveHint, idempotentHint, openWorldHint)`,
 			},
 		},
 		{
@@ -306,13 +306,13 @@ steps:
 `,
 			want: []string{
 				`w.yaml:3:5: step "t": missing required key "tool"`,
-				`w.yaml:4:5: "message" is only allowed in elicitation steps (type: elicitation)`,
-				`w.yaml:5:5: "on_decline" is only allowed in elicitation steps (type: elicitation)`,
+				`w.yaml:4:5: "message" of step "t" is only allowed in elicitation steps (type: elicitation)`,
+				`w.yaml:5:5: "on_decline" of step "t" is only allowed in elicitation steps (type: elicitation)`,
 				`w.yaml:6:5: step "e": missing required key "message"`,
 				`w.yaml:6:5: step "e": missing required key "schema"`,
-				`w.yaml:8:5: "tool" is not allowed in an elicitation step`,
-				`w.yaml:9:5: "arguments" is not allowed in an elicitation step`,
-				`w.yaml:10:5: "retry" is not allowed in an elicitation step`,
+				`w.yaml:8:5: "tool" of step "e" is not allowed in an elicitation step`,
+				`w.yaml:9:5: "arguments" of step "e" is not allowed in an elicitation step`,
+				`w.yaml:10:5: "retry" of step "e" is not allowed in an elicitation step`,
 				`w.yaml:13:5: step "f": "as" can only be used together with "for_each"`,
 				`w.yaml:14:5: step "f": "max_parallel" can only be used together with "for_each"`,
 			},
@@ -340,21 +340,21 @@ steps:
 				`w.yaml:1:7: "name": "Bad Name" is not a valid tool name: use lowercase letters, digits, _ and - (at most 64 characters, starting with a letter or digit)`,
 				`w.yaml:2:10: "timeout": "10 minutes" is not a duration (use e.g. 30s, 5m, 1h30m)`,
 				`w.yaml:3:15: "max_parallel" must be an integer ≥ 1, got "four"`,
-				`w.yaml:5:9: "id": "fetch-logs" is not a valid step id: use letters, digits and _ (at most 64 characters, not starting with a digit) so that it can be written as steps.<id> in expressions`,
-				`w.yaml:6:11: "type" must be one of tool, elicitation, got "tol"; did you mean "tool"?`,
-				`w.yaml:8:14: "timeout": 30 is not a duration (use e.g. 30s, 5m, 1h30m)`,
+				`w.yaml:5:9: "id" of step #1: "fetch-logs" is not a valid step id: use letters, digits and _ (at most 64 characters, not starting with a digit) so that it can be written as steps.<id> in expressions`,
+				`w.yaml:6:11: "type" of step "fetch-logs" must be one of tool, elicitation, got "tol"; did you mean "tool"?`,
+				`w.yaml:8:14: "timeout" of step "fetch-logs": 30 is not a duration (use e.g. 30s, 5m, 1h30m)`,
 				`w.yaml:9:5: step "fetch-logs": "max_parallel" can only be used together with "for_each"`,
-				`w.yaml:9:19: "max_parallel" must be an integer ≥ 1, got 0`,
-				`w.yaml:10:16: "condition" must not be empty`,
-				`w.yaml:11:17: "depends_on" must be a list of step ids, e.g. [fetch], got "fetch"`,
-				`w.yaml:14:14: "timeout": "9999999999999h" is not a duration (use e.g. 30s, 5m, 1h30m)`,
-				`w.yaml:15:27: "retry.max_attempts" must be an integer from 1 to 100, got 101`,
-				`w.yaml:15:39: "retry.delay": "1 second" is not a duration (use e.g. 30s, 5m, 1h30m)`,
-				`w.yaml:15:58: "retry.backoff" must be a number ≥ 1, got 0.5`,
-				`w.yaml:15:71: "retry.jitter" must be true or false, got "yes please"`,
-				`w.yaml:15:99: "retry.on" lists "transport" twice`,
-				`w.yaml:15:110: "retry.on[2]" must be one of transport, timeout, tool_error, got "nope"`,
-				`w.yaml:16:16: "arguments" must be a mapping, got a list`,
+				`w.yaml:9:19: "max_parallel" of step "fetch-logs" must be an integer ≥ 1, got 0`,
+				`w.yaml:10:16: "condition" of step "fetch-logs" must not be empty`,
+				`w.yaml:11:17: "depends_on" of step "fetch-logs" must be a list of step ids, e.g. [fetch], got "fetch"`,
+				`w.yaml:14:14: "timeout" of step "b": "9999999999999h" is not a duration (use e.g. 30s, 5m, 1h30m)`,
+				`w.yaml:15:27: "retry.max_attempts" of step "b" must be an integer from 1 to 100, got 101`,
+				`w.yaml:15:39: "retry.delay" of step "b": "1 second" is not a duration (use e.g. 30s, 5m, 1h30m)`,
+				`w.yaml:15:58: "retry.backoff" of step "b" must be a number ≥ 1, got 0.5`,
+				`w.yaml:15:71: "retry.jitter" of step "b" must be true or false, got "yes please"`,
+				`w.yaml:15:99: "retry.on" of step "b" lists "transport" twice`,
+				`w.yaml:15:110: "retry.on[2]" of step "b" must be one of transport, timeout, tool_error, got "nope"`,
+				`w.yaml:16:16: "arguments" of step "b" must be a mapping, got a list`,
 			},
 		},
 		{
@@ -381,12 +381,12 @@ steps:
     on_error: {}
 `,
 			want: []string{
-				`w.yaml:5:15: "on_error" must be one of abort, continue, got "abrot"; did you mean "abort"?`,
-				`w.yaml:8:24: "on_error.action" must be one of abort, continue, retry, got "retri"; did you mean "retry"?`,
-				`w.yaml:8:44: "on_error.retry_count" must be an integer from 0 to 100, got -1`,
-				`w.yaml:11:15: "on_error" must be one of abort, continue or a mapping, got 5`,
-				`w.yaml:16:26: "on_decline.action" must be one of abort, continue, skip_remaining, got "skip"`,
-				`w.yaml:17:16: "on_cancel" must be one of abort, continue, skip_remaining or a mapping, got a list`,
+				`w.yaml:5:15: "on_error" of step "a" must be one of abort, continue, got "abrot"; did you mean "abort"?`,
+				`w.yaml:8:24: "on_error.action" of step "b" must be one of abort, continue, retry, got "retri"; did you mean "retry"?`,
+				`w.yaml:8:44: "on_error.retry_count" of step "b" must be an integer from 0 to 100, got -1`,
+				`w.yaml:11:15: "on_error" of step "c" must be one of abort, continue or a mapping, got 5`,
+				`w.yaml:16:26: "on_decline.action" of step "d" must be one of abort, continue, skip_remaining, got "skip"; did you mean "skip_remaining"?`,
+				`w.yaml:17:16: "on_cancel" of step "d" must be one of abort, continue, skip_remaining or a mapping, got a list`,
 				`w.yaml:20:15: "on_error" of step "e": missing required key "action"`,
 			},
 		},
@@ -408,7 +408,8 @@ steps:
 			want: []string{
 				`w.yaml:2:20: "parameters.type" must be object, got "array"`,
 				`w.yaml:3:16: "output_schema": missing required key "type"`,
-				`w.yaml:11:24: "schema.properties.nested.type" must be one of string, number, integer, boolean, array, got "object"`,
+				// A nested object in an elicitation schema is the compiler's
+				// to report (it says why: the form must be flat).
 			},
 		},
 		{
@@ -555,7 +556,7 @@ func TestRender(t *testing.T) {
 	_, ds := LoadWorkflow("w.yaml", []byte("name: x\nsteps:\n  - {id: a, tool: é.t, timeout: soon}\n"))
 	var b strings.Builder
 	ds.Render(&b)
-	want := `w.yaml:3:33: "timeout": "soon" is not a duration (use e.g. 30s, 5m, 1h30m)
+	want := `w.yaml:3:33: "timeout" of step "a": "soon" is not a duration (use e.g. 30s, 5m, 1h30m)
       - {id: a, tool: é.t, timeout: soon}
                                     ^
 `

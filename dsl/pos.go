@@ -108,6 +108,33 @@ func (s *Source) NodePos(n *yaml.Node) Pos {
 	return Pos{File: s.Name, Line: n.Line, Col: n.Column}
 }
 
+// NodeEnd returns where a node ends: just after the last character of a
+// scalar or alias, or the end of the last entry of a mapping or list (an
+// empty one ends where it starts). Positions in between belong to the node.
+func (s *Source) NodeEnd(n *yaml.Node) Pos {
+	for depth := 0; n != nil && depth < 1000; depth++ {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.MappingNode, yaml.SequenceNode:
+			if len(n.Content) == 0 {
+				return s.NodePos(n)
+			}
+			n = n.Content[len(n.Content)-1]
+		case yaml.AliasNode:
+			p := s.NodePos(n)
+			p.Col += 1 + utf8.RuneCountInString(n.Value)
+			return p
+		default:
+			return s.OffsetPos(n, len(n.Value))
+		}
+	}
+	return s.NodePos(n)
+}
+
+// Within reports whether p lies in the span from..to (both included).
+func (p Pos) Within(from, to Pos) bool {
+	return p.File == from.File && !p.Before(from) && !to.Before(p)
+}
+
 // OffsetPos maps a byte offset inside a scalar's decoded value to a position
 // in the source. It is exact for plain and quoted scalars (also across
 // lines, with escapes) and for literal and folded block scalars, and falls

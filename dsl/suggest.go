@@ -1,16 +1,14 @@
 package dsl
 
 // DidYouMean returns the candidate closest to s by edit distance, or "" when
-// none is close enough to be a plausible typo (distance ≤ max(1, len/3)).
+// none is a plausible typo. A candidate is plausible when it is within
+// max(1, len/3) edits of s (at most 3), or, failing that, when it is the
+// only candidate that s is a shortened or extended form of: one is a prefix
+// of the other except perhaps for its last letter, over at least 3 letters
+// ("retries" and "retry", "desc" and "description").
 func DidYouMean(s string, candidates []string) string {
 	best, bestD := "", -1
-	limit := len(s) / 3
-	if limit < 1 {
-		limit = 1
-	}
-	if limit > 3 {
-		limit = 3
-	}
+	limit := min(max(len(s)/3, 1), 3)
 	for _, c := range candidates {
 		if c == s {
 			continue
@@ -20,7 +18,30 @@ func DidYouMean(s string, candidates []string) string {
 			best, bestD = c, d
 		}
 	}
+	if best != "" {
+		return best
+	}
+	for _, c := range candidates {
+		if c == s || !sameStem(s, c) {
+			continue
+		}
+		if best != "" && best != c {
+			return "" // ambiguous ("max" for max_attempts and max_delay)
+		}
+		best = c
+	}
 	return best
+}
+
+// sameStem reports whether one of a and b is a prefix of the other, but for
+// perhaps its last letter, over at least 3 letters.
+func sameStem(a, b string) bool {
+	short := min(len(a), len(b))
+	p := 0
+	for p < short && a[p] == b[p] {
+		p++
+	}
+	return p >= 3 && p >= short-1
 }
 
 // Suggest formats a did-you-mean suffix ("; did you mean \"x\"?") or "".

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
@@ -232,7 +233,10 @@ func typeMismatchAt(ls []leaf, loc []string) bool {
 	return true
 }
 
-// report adds the diagnostic for one leaf.
+// report adds the diagnostic for one leaf. A diagnostic about a value
+// spans the value (a key that should not be there: the key and its value),
+// so that later stages can tell their findings inside it apart; one about
+// a missing key is only at the mapping.
 func (v *verifier) report(lf leaf) {
 	e := lf.err
 	path := e.InstanceLocation
@@ -241,53 +245,60 @@ func (v *verifier) report(lf leaf) {
 	label := v.label(path)
 	got := gotValue(v.valueAt(path))
 	sch := v.schemaAt(e.SchemaURL)
+	// bad reports the value at path.
+	bad := func(format string, args ...any) { v.reject(nil, valNode, format, args...) }
 
 	if lf.msg != "" {
-		v.ds.Add(v.src, at, "%s: %s", v.context(path), lf.msg)
+		bad("%s: %s", v.context(path), lf.msg)
 		return
 	}
 	if lf.expect != "" {
-		v.ds.Add(v.src, at, "%s must be %s, got %s", label, lf.expect, got)
+		bad("%s must be %s, got %s", label, lf.expect, got)
 		return
 	}
 	switch k := e.ErrorKind.(type) {
 	case *kind.Type, *kind.Pattern, *kind.Format:
+		if list, ok := v.valueAt(path).([]any); ok && boolKey(sch, "x-list-as-expression") {
+			bad("%s must be a {{ }} expression that gives a list, e.g. %s", label, listExpression(list))
+			return
+		}
 		if pem := stringKey(sch, "patternErrorMessage"); pem != "" {
-			v.ds.Add(v.src, at, "%s: %s %s", label, got, pem)
+			bad("%s: %s %s", label, got, pem)
 			return
 		}
 		if p, ok := k.(*kind.Pattern); ok {
-			v.ds.Add(v.src, at, "%s must match the pattern %s, got %s", label, p.Want, got)
+			bad("%s must match the pattern %s, got %s", label, p.Want, got)
 			return
 		}
 		if f, ok := k.(*kind.Format); ok {
-			v.ds.Add(v.src, at, "%s: %s is not a valid %s", label, got, f.Want)
+			bad("%s: %s is not a valid %s", label, got, f.Want)
 			return
 		}
-		v.ds.Add(v.src, at, "%s must be %s, got %s", label, v.describe(e.SchemaURL, 0), got)
+		bad("%s must be %s, got %s", label, v.describe(e.SchemaURL, 0), got)
 	case *kind.Enum, *kind.Const:
 		hint := ""
 		if s, ok := v.valueAt(path).(string); ok {
 			hint = Suggest(s, enumStrings(sch))
 		}
-		v.ds.Add(v.src, at, "%s must be %s, got %s%s", label, v.describe(e.SchemaURL, 0), got, hint)
+		bad("%s must be %s, got %s%s", label, v.describe(e.SchemaURL, 0), got, hint)
 	case *kind.Minimum, *kind.Maximum, *kind.ExclusiveMinimum, *kind.ExclusiveMaximum, *kind.MultipleOf:
-		v.ds.Add(v.src, at, "%s must be %s, got %s", label, v.describe(e.SchemaURL, 0), got)
+		bad("%s must be %s, got %s", label, v.describe(e.SchemaURL, 0), got)
 	case *kind.MinLength:
 		if k.Want == 1 {
-			v.ds.Add(v.src, at, "%s must not be empty", label)
+			bad("%s must not be empty", label)
 		} else {
-			v.ds.Add(v.src, at, "%s must be at least %d characters long, got %d", label, k.Want, k.Got)
+			bad("%s must be at least %d characters long, got %d", label, k.Want, k.Got)
 		}
 	case *kind.MaxLength:
-		v.ds.Add(v.src, at, "%s must be at most %d characters long, got %d", label, k.Want, k.Got)
+		bad("%s must be at most %d characters long, got %d", label, k.Want, k.Got)
 	case *kind.MinItems:
 		if k.Want == 1 {
-			v.ds.Add(v.src, at, "%s must not be empty", label)
+			bad("%s must not be empty", label)
 		} else {
-			v.ds.Add(v.src, at, "%s must have at least %d items, got %d", label, k.Want, k.Got)
+			bad("%s must have at least %d items, got %d", label, k.Want, k.Got)
 		}
 	case *kind.MaxItems:
+		// About the count, not the items: no span.
 		if len(path) > 0 && path[len(path)-1] == "steps" {
 			v.ds.Add(v.src, at, "too many steps: %d; a workflow may have at most %d steps (a vmcp limit: split it into several workflows)", k.Got, k.Want)
 		} else {
@@ -296,23 +307,30 @@ func (v *verifier) report(lf leaf) {
 	case *kind.UniqueItems:
 		item := append(slices.Clip(path), strconv.Itoa(k.Duplicates[1]))
 		_, dup := v.locate(item)
-		v.ds.Add(v.src, v.posOf(dup, valNode), "%s lists %s twice", label, gotValue(v.valueAt(item)))
+		if dup == nil {
+			dup = valNode
+		}
+		v.reject(nil, dup, "%s lists %s twice", label, gotValue(v.valueAt(item)))
 	case *kind.Required:
 		for _, m := range k.Missing {
 			v.ds.Add(v.src, at, "%s: missing required key %q", v.context(path), m)
 		}
 	case *kind.AdditionalProperties:
-		allowed := v.allowedKeys(sch)
+		allowed := v.allowedKeys(e.SchemaURL, v.valueAt(path))
 		for _, p := range k.Properties {
-			kn, _ := v.locate(append(slices.Clip(path), p))
-			v.ds.Add(v.src, v.posOf(kn, valNode), "unknown key %q in %s%s", p, v.context(path), Suggest(p, allowed))
+			kn, vn := v.locate(append(slices.Clip(path), p))
+			hint := Suggest(p, allowed)
+			if hint == "" && len(allowed) > 0 {
+				hint = " (allowed: " + strings.Join(allowed, ", ") + ")"
+			}
+			v.reject(kn, vn, "unknown key %q in %s%s", p, v.context(path), hint)
 		}
 	case *kind.DependentRequired:
-		kn, _ := v.locate(append(slices.Clip(path), k.Prop))
-		v.ds.Add(v.src, v.posOf(kn, valNode), "%s: %q can only be used together with %s", v.context(path), k.Prop, quoteList(k.Missing))
+		kn, vn := v.locate(append(slices.Clip(path), k.Prop))
+		v.reject(kn, vn, "%s: %q can only be used together with %s", v.context(path), k.Prop, quoteList(k.Missing))
 	case *kind.FalseSchema:
 		if len(path) == 0 {
-			v.ds.Add(v.src, at, "%s is not allowed", label)
+			bad("%s is not allowed", label)
 			return
 		}
 		key := path[len(path)-1]
@@ -322,13 +340,59 @@ func (v *verifier) report(lf leaf) {
 				tail = m
 			}
 		}
-		v.ds.Add(v.src, v.posOf(keyNode, valNode), "%q %s", key, tail)
+		v.reject(keyNode, valNode, "%s %s", label, tail)
 	case *kind.OneOf:
-		v.ds.Add(v.src, at, "%s matches more than one of its alternatives", label)
+		bad("%s matches more than one of its alternatives", label)
 	default:
 		p := message.NewPrinter(language.English)
-		v.ds.Add(v.src, at, "%s: %s", label, e.ErrorKind.LocalizedString(p))
+		bad("%s: %s", label, e.ErrorKind.LocalizedString(p))
 	}
+}
+
+// reject adds a diagnostic about the value val, or about the pair key:
+// val when key is not nil; it spans them (see Diagnostic.End).
+func (v *verifier) reject(key, val *yaml.Node, format string, args ...any) {
+	from := key
+	if from == nil {
+		from = val
+	}
+	if from == nil {
+		v.ds.Add(v.src, v.posOf(), format, args...)
+		return
+	}
+	if val == nil {
+		val = key
+	}
+	v.ds.addNode(v.src, from, val, format, args...)
+}
+
+// listExpression writes a YAML list of plain values as the {{ }}
+// expression that gives it, for "for_each: [a, b]"; a generic example when
+// the list does not make a short one.
+func listExpression(list []any) string {
+	const generic = `"{{ steps.fetch.output.items }}"`
+	if len(list) == 0 {
+		return generic
+	}
+	parts := make([]string, 0, len(list))
+	for _, x := range list {
+		switch t := x.(type) {
+		case string:
+			if strings.ContainsAny(t, "'\\\"\n{}") {
+				return generic
+			}
+			parts = append(parts, "'"+t+"'")
+		case bool, int64, float64:
+			parts = append(parts, gotValue(t))
+		default:
+			return generic
+		}
+	}
+	ex := `"{{ [` + strings.Join(parts, ", ") + `] }}"`
+	if utf8.RuneCountInString(ex) > 72 {
+		return generic
+	}
+	return ex
 }
 
 // posOf returns the position of the first non-nil node, or of the root.
@@ -459,15 +523,11 @@ func (v *verifier) relPath(path []string, from int) string {
 	return b.String()
 }
 
-// label names the value at path for "… must be …" messages: the quoted
-// path relative to its entity ("retry.delay"), or the entity itself.
-func (v *verifier) label(path []string) string {
-	en, n := v.entityAt(path)
-	if n == len(path) {
-		return v.entityName(en, path)
-	}
-	return strconv.Quote(v.relPath(path, n))
-}
+// label names the value at path for "… must be …" messages, the way
+// context names a mapping: the entity itself (`step "fetch"`), or the quoted
+// path relative to it and the entity (`"retry.delay" of step "fetch"`; at
+// the top of a file just `"timeout"`).
+func (v *verifier) label(path []string) string { return v.context(path) }
 
 // context names the mapping at path for "unknown key … in X" and "X:
 // missing required key …": `step "fetch"`, `"retry" of step "fetch"`,
@@ -477,6 +537,12 @@ func (v *verifier) context(path []string) string {
 	name := v.entityName(en, path[:n])
 	if n == len(path) {
 		return name
+	}
+	if en.key != "" && n == len(path)-1 && path[n] == en.key {
+		// The value that names the entity is the one in question:
+		// `"id" of step #2`, not `"id" of step "bad id"`.
+		i, _ := strconv.Atoi(path[n-1])
+		name = fmt.Sprintf("%s #%d", en.noun, i+1)
 	}
 	rel := strconv.Quote(v.relPath(path, n))
 	if en.key == "" {
@@ -556,16 +622,60 @@ func stringKey(s any, key string) string {
 	return ""
 }
 
-// allowedKeys lists the properties a mapping schema allows.
-func (v *verifier) allowedKeys(s any) []string {
-	m, _ := s.(map[string]any)
-	props, _ := m["properties"].(map[string]any)
-	keys := make([]string, 0, len(props))
-	for k := range props {
-		keys = append(keys, k)
+// allowedKeys lists the keys the mapping schema at loc allows for the
+// value inst, in the schema's order: its properties, less those that a
+// conditional branch applying to inst forbids (a tool step's list leaves
+// out the elicitation keys).
+func (v *verifier) allowedKeys(loc string, inst any) []string {
+	keys := v.l.order[loc]
+	if keys == nil {
+		m, _ := v.schemaAt(loc).(map[string]any)
+		props, _ := m["properties"].(map[string]any)
+		for k := range props {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
 	}
-	sort.Strings(keys)
-	return keys
+	forbidden := map[string]bool{}
+	var visit func(s *jsonschema.Schema, depth int)
+	visit = func(s *jsonschema.Schema, depth int) {
+		if s == nil || depth > 8 {
+			return
+		}
+		for _, sub := range s.AllOf {
+			visit(sub, depth+1)
+		}
+		if s.If == nil {
+			return
+		}
+		branch := s.Else
+		if s.If.Validate(inst) == nil {
+			branch = s.Then
+		}
+		if branch == nil {
+			return
+		}
+		for k, p := range branch.Properties {
+			if p != nil && p.Bool != nil && !*p.Bool {
+				forbidden[k] = true
+			}
+		}
+		visit(branch, depth+1)
+	}
+	visit(v.l.compiled[loc], 0)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if !forbidden[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func boolKey(s any, key string) bool {
+	m, _ := s.(map[string]any)
+	b, _ := m[key].(bool)
+	return b
 }
 
 func enumStrings(s any) []string {

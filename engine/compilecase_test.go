@@ -23,6 +23,10 @@ func TestCompileCases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loader, err := dsl.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, kind := range []string{"valid", "invalid"} {
 		files, _ := filepath.Glob(filepath.Join("..", "testdata", "compile", kind, "*.txtar"))
 		if kind == "invalid" && len(files) < 40 {
@@ -58,11 +62,7 @@ func TestCompileCases(t *testing.T) {
 					}
 				}
 				var got, want string
-				wf, ds := dsl.LoadWorkflow("workflow.yaml", src)
-				var p *Plan
-				if len(ds) == 0 {
-					p, ds = Compile(wf, &CompileOptions{Catalog: cat})
-				}
+				_, p, ds := LoadAndCompile("workflow.yaml", src, loader, &CompileOptions{Catalog: cat})
 				section := "plan"
 				if kind == "invalid" {
 					section = "diagnostics"

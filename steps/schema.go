@@ -316,7 +316,7 @@ func validationLeafMessage(e *jsonschema.ValidationError, v any, withValue bool)
 			}
 			want = append(want, jsonText(w))
 		}
-		return "must be one of " + strings.Join(want, ", ")
+		return "must be one of " + strings.Join(want, ", ") + ", got " + jsonText(k.Got)
 	case *kind.Const:
 		return "must be " + jsonText(k.Want)
 	case *kind.Minimum:

@@ -72,13 +72,13 @@ func (l *loader) fsys(fsys fs.FS, prefix string) error {
 	return nil
 }
 
-// add compiles a loaded workflow. A workflow with load (schema) errors is
-// compiled all the same when the loader returned one, so that one run
-// reports every problem; the compiler tolerates the zero values the loader
-// leaves where the schema failed. Only a clean workflow yields a plan.
+// add compiles a loaded workflow with engine.CompileLoaded, as the
+// golden tests do: a workflow with load (schema) errors is compiled all
+// the same when the loader returned one, so that one run reports every
+// problem, each once. Only a clean workflow yields a plan.
 func (l *loader) add(wf *dsl.Workflow, loadDiags dsl.Diagnostics) {
-	l.diags.Append(loadDiags)
 	if wf == nil {
+		l.diags.Append(loadDiags)
 		return
 	}
 	name, pos := wf.Name.Value, dsl.Pos{}
@@ -89,14 +89,15 @@ func (l *loader) add(wf *dsl.Workflow, loadDiags dsl.Diagnostics) {
 	// workflows itself.
 	if name != "" && !l.fromConfig {
 		if first, dup := l.names[name]; dup {
+			l.diags.Append(loadDiags)
 			l.diags.Add(wf.Src, pos, "workflow %q is already defined at %s; each workflow name is one tool", name, first)
 			return
 		}
 		l.names[name] = pos
 	}
-	plan, diags := engine.Compile(wf, l.opts)
+	plan, diags := engine.CompileLoaded(wf, loadDiags, l.opts)
 	l.diags.Append(diags)
-	if len(loadDiags) == 0 && len(diags) == 0 && plan != nil {
+	if plan != nil {
 		l.plans = append(l.plans, compiled{wf: wf, plan: plan})
 	}
 }
