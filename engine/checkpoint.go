@@ -25,6 +25,10 @@ type Checkpoint struct {
 	Elapsed time.Duration `json:"elapsed"`
 	// SkipRemaining is set once a step chose skip_remaining.
 	SkipRemaining bool `json:"skip_remaining,omitempty"`
+	// InFlight are the steps executing when this checkpoint was taken
+	// (durable runs): after a crash they are the ones that may have had
+	// effects without a recorded result.
+	InFlight []string `json:"in_flight,omitempty"`
 }
 
 // StepState is one step's result as expressions see it.

@@ -102,6 +102,9 @@ type RunOptions struct {
 	// Meta is sent as _meta with every backend call (trace context,
 	// progress token of the front request, …).
 	Meta map[string]any
+	// Durable makes the engine hand the Store a checkpoint after every
+	// step transition (not only at pauses), with the steps in flight.
+	Durable bool
 }
 
 // Outcome is the typed result of Run or Resume.

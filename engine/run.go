@@ -178,6 +178,7 @@ type runState struct {
 	finished []bool
 	ready    []int
 	running  int
+	inflight map[string]bool // steps with a worker
 	done     chan completion
 
 	scopeSteps map[string]any
@@ -204,6 +205,7 @@ func (e *Engine) execute(ctx context.Context, p *Plan, cp *Checkpoint, ro *RunOp
 	r.started = make([]bool, n)
 	r.finished = make([]bool, n)
 	r.done = make(chan completion, n)
+	r.inflight = map[string]bool{}
 	r.workflow = map[string]any{"name": p.Name, "run_id": ro.RunID}
 	r.scopeSteps = make(map[string]any, n)
 	r.skipRest = cp.SkipRemaining
@@ -289,17 +291,43 @@ func (r *runState) afterAnswer(a answered) {
 // failure, pause or cancellation, and drain what runs.
 func (r *runState) loop() {
 	for {
+		before := r.running
 		for r.failure == nil && r.pause == nil && r.ctx.Err() == nil && len(r.ready) > 0 && r.running < r.p.MaxParallel {
 			idx := r.ready[0]
 			r.ready = r.ready[1:]
 			r.dispatch(idx)
+		}
+		if r.running != before {
+			r.persist()
 		}
 		if r.running == 0 {
 			return
 		}
 		c := <-r.done
 		r.running--
+		delete(r.inflight, r.p.Steps[c.idx].ID)
 		r.complete(c)
+		r.persist()
+	}
+}
+
+// persist saves a durable run's checkpoint after a state transition (a
+// step started or finished), so that after a crash the store knows which
+// steps were in flight. A failed save ends the run: executing without a
+// record would break the re-execution rules.
+func (r *runState) persist() {
+	if !r.ro.Durable || r.e.store == nil || r.failure != nil {
+		return
+	}
+	r.cp.InFlight = r.cp.InFlight[:0]
+	for _, st := range r.p.Steps {
+		if r.inflight[st.ID] {
+			r.cp.InFlight = append(r.cp.InFlight, st.ID)
+		}
+	}
+	if err := r.e.store.SaveCheckpoint(r.ctx, r.cp); err != nil && r.ctx.Err() == nil {
+		r.failure = &RunError{Workflow: r.p.Name, Cause: "could not persist the run's progress: " + err.Error()}
+		r.cancel()
 	}
 }
 
@@ -345,6 +373,7 @@ func (r *runState) dispatch(idx int) {
 			return
 		}
 		r.running++
+		r.inflight[st.ID] = true
 		go r.worker(idx, now, func(ctx context.Context) (*StepState, *RunError) {
 			return r.e.callWithRetry(ctx, r, st, k, args)
 		})
@@ -355,6 +384,7 @@ func (r *runState) dispatch(idx int) {
 			return
 		}
 		r.running++
+		r.inflight[st.ID] = true
 		go r.worker(idx, now, func(ctx context.Context) (*StepState, *RunError) {
 			return r.e.forEach(ctx, r, st, k, items)
 		})

@@ -210,3 +210,74 @@ type callerFunc func(ctx context.Context, c *steps.Call) (*steps.Result, error)
 func (f callerFunc) CallTool(ctx context.Context, c *steps.Call) (*steps.Result, error) {
 	return f(ctx, c)
 }
+
+// recordingStore keeps every checkpoint it is handed, as JSON.
+type recordingStore struct {
+	saved [][]byte
+}
+
+func (s *recordingStore) SaveCheckpoint(_ context.Context, cp *Checkpoint) error {
+	b, err := json.Marshal(cp)
+	s.saved = append(s.saved, b)
+	return err
+}
+
+// A durable run checkpoints each transition with the steps in flight; an
+// interrupted run continues from its last checkpoint: read-only in-flight
+// steps run again, others only when told to.
+func TestDurableCheckpointsAndContinue(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{
+		{Backend: "svc", Name: "read", Annotations: &ToolAnnotations{ReadOnlyHint: ptr(true)}},
+		{Backend: "svc", Name: "write"},
+	})
+	p := mustCompile(t, `name: durable
+steps:
+  - id: r
+    tool: svc.read
+  - id: w
+    tool: svc.write
+  - id: after
+    tool: svc.read
+    depends_on: [r, w]
+`, cat)
+	store := &recordingStore{}
+	f := newFakeCaller()
+	e := New(f, &Options{Store: store})
+	out, err := e.Run(t.Context(), p, nil, &RunOptions{RunID: "r1", Durable: true})
+	if err != nil || out.Status != StatusCompleted {
+		t.Fatal(err, out)
+	}
+	// started r+w, finished one, finished the other, started after, finished after.
+	if len(store.saved) != 5 {
+		t.Fatalf("%d checkpoints, want 5", len(store.saved))
+	}
+	first, err := DecodeCheckpoint(store.saved[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(first.InFlight, ",") != "r,w" || len(first.Steps) != 0 {
+		t.Fatalf("first checkpoint: in flight %v, steps %v", first.InFlight, first.Steps)
+	}
+	if got := Unsafe(p, first); strings.Join(got, ",") != "w" {
+		t.Fatalf("unsafe %v, want [w]", got)
+	}
+	// Crash after the first checkpoint: continue without re-running w.
+	calls := len(f.recorded())
+	out, err = e.Continue(t.Context(), p, first, false, nil)
+	if err != nil || out.Status != StatusFailed || out.Err.Step != "w" {
+		t.Fatalf("continue without rerun: %v %+v", err, out.Err)
+	}
+	if len(f.recorded()) != calls {
+		t.Fatal("a call was made although the unsafe step fails first")
+	}
+	// With rerun, both in-flight steps run again and the run completes.
+	out, err = e.Continue(t.Context(), p, first, true, nil)
+	if err != nil || out.Status != StatusCompleted {
+		t.Fatalf("continue with rerun: %v %+v", err, out)
+	}
+	if n := len(f.recorded()) - calls; n != 3 {
+		t.Fatalf("%d calls on continue, want 3 (r, w, after)", n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
