@@ -535,6 +535,9 @@ func checkPrefixFormat(src *Source, pf String, ds *Diagnostics) {
 // loadWorkflowFiles resolves the workflow globs and loads each file once.
 func (l *Loader) loadWorkflowFiles(cfg *Config, ds *Diagnostics) {
 	seen := map[string]bool{}
+	// A glob such as *.yaml next to the config matches the config itself:
+	// it is not a workflow.
+	self, _ := filepath.Abs(cfg.Src.Name)
 	for i, p := range cfg.Workflows {
 		if !p.Set || p.Value == "" {
 			continue
@@ -552,6 +555,9 @@ func (l *Loader) loadWorkflowFiles(cfg *Config, ds *Diagnostics) {
 		var files []string
 		for _, m := range matches {
 			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				continue
+			}
+			if abs, err := filepath.Abs(m); err == nil && abs == self {
 				continue
 			}
 			files = append(files, m)

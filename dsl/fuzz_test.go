@@ -11,31 +11,21 @@ import (
 // file and a line (or is one of the few file-level errors), diagnostics are
 // sorted, and OffsetPos never points before a scalar.
 func FuzzLoadWorkflow(f *testing.F) {
-	// Small seeds: the engine minimizes every new input it finds, and
-	// minimizing a large one takes the whole -fuzztime.
+	// Small seeds, one feature each (under 100 bytes): the engine
+	// minimizes every new input it finds, for up to a minute each, and a
+	// large seed's mutants took the whole -fuzztime being minimized.
 	for _, s := range []string{
 		"",
-		`name: t
-parameters: {type: object, properties: {id: {type: string}}}
-timeout: 10m
-steps:
-  - id: a
-    tool: pd.get
-    arguments: {id: "{{ params.id }}"}
-    retry: {max_attempts: 3, delay: 500ms, on: [timeout]}
-  - id: ask
-    type: elicitation
-    message: "ok?"
-    schema: {type: object, properties: {page: {type: boolean}}}
-    on_decline: skip_remaining
-  - id: b
-    tool: chat.post
-    for_each: "{{ steps.a.output.teams }}"
-    as: team
-    depends_on: [ask]
-    body: |
-      text {{ team }}
-`,
+		"name: t\ntimeout: 10m\nsteps: [{id: a, tool: p.g, arguments: {id: \"{{ params.id }}\"}}]\n",
+		"parameters: {type: object, properties: {id: {type: string}}}\n",
+		"steps:\n- id: a\n  retry: {max_attempts: 3, delay: 1s, on: [timeout]}\n",
+		"steps:\n- id: q\n  type: elicitation\n  schema: {type: object}\n  on_decline: skip\n",
+		"steps:\n- id: b\n  for_each: \"{{ x }}\"\n  as: t\n  depends_on: [a]\n",
+		"steps:\n- id: c\n  arguments:\n    body: |\n      text {{ t }}\n\tx\n",
+		"steps:\n- {id: d, tool: t, cache: 1, timeout: x}\n",
+		"a: {b: 'it''s', c: [1\nd: 2\n",
+		"# only a comment\n",
+		"a:\n\t- b: @c\n",
 		"name: x\nsteps: [{id: a, tool: b}]\n",
 		"name: x\nsteps:\n  - id: a\n    type: elicitation\n    tool: t\n    on_decline: {action: nope}\n",
 		"name: x\nsteps: [{id: a, tool: b, on_error: {action: retry, retry_count: 3, retry_delay: 1s}}]\n",
@@ -49,10 +39,18 @@ steps:
 		"\r0", // found by fuzzing: "\r" is a line break too
 		"name: x\ntimeout: 99999999999999h\nmax_parallel: .inf\nsteps: [{id: a, tool: b}]\n",
 	} {
+		if len(s) > maxFuzzInput {
+			f.Fatalf("seed longer than %d bytes would not be run: %q", maxFuzzInput, s)
+		}
 		f.Add([]byte(s))
 	}
 	l := newTestLoader(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Larger inputs find nothing smaller ones do not, and minimizing
+		// them (which the engine does to every new find) eats the run.
+		if len(data) > maxFuzzInput {
+			return
+		}
 		wf, ds := l.LoadWorkflow("fuzz.yaml", data)
 		lines := len(NewSource("", data).lines)
 		for i, d := range ds {
@@ -111,6 +109,9 @@ steps:
 		walk(&doc, 0)
 	})
 }
+
+// maxFuzzInput bounds the inputs FuzzLoadWorkflow looks at.
+const maxFuzzInput = 256
 
 // isFileLevel reports whether a diagnostic without a line is one of the
 // errors that concern the file as a whole.

@@ -334,7 +334,9 @@ func parseDocument(src *Source, what string, ds *Diagnostics) *yaml.Node {
 // reports only a line ("yaml: line 7: …"), and for parser (as opposed to
 // scanner) errors that line is 0-based and names where the enclosing
 // collection starts; both are corrected here. The column is the line's first
-// non-blank character. A few errors without a line are located by hand.
+// non-blank character, or for a flow collection that is not closed its
+// opening bracket; a tab in the indentation is pointed at. A few errors
+// without a line are located by hand.
 func addYAMLError(src *Source, err error, ds *Diagnostics) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 0
@@ -346,36 +348,36 @@ func addYAMLError(src *Source, err error, ds *Diagnostics) {
 	if parser {
 		line++ // 0-based; a missing line means line 0
 	}
+	known := line > 0
+	if !known {
+		line = 1 // yaml.v3 omits line 0
+	}
+	line = min(line, max(len(src.lines), 1))
+	text := src.Line(line)
+	p := Pos{File: src.Name, Line: line, Col: src.indent(line) + 1}
 	switch {
 	case strings.HasPrefix(msg, "found a tab character"):
+		// The scanner names the line before the tab, or the block's.
+		if tl, tc, ok := findIndentTab(src, line); ok {
+			p = Pos{File: src.Name, Line: tl, Col: tc}
+		}
 		hint = " (indent with spaces, not tabs)"
+	case msg == "found character that cannot start any token":
+		if c, what, ok := badTokenStart(text); ok {
+			p.Col = c
+			hint = what
+		}
 	case msg == "mapping values are not allowed in this context":
 		hint = " (check this line's indentation, or quote a value that contains ': ')"
-	}
-	if line > 0 {
-		line = min(line, max(len(src.lines), 1))
-		p := Pos{File: src.Name, Line: line, Col: src.indent(line) + 1}
-		switch {
-		case strings.HasPrefix(msg, "found a tab character"):
-			// The scanner names the line before the tab, or the block's.
-			if tl, tc, ok := findIndentTab(src, line); ok {
-				p = Pos{File: src.Name, Line: tl, Col: tc}
-			}
-		case msg == "did not find expected ',' or '}'":
-			if c, ok := unclosedBracket(src.Line(line), '{', '}'); ok {
-				p.Col = c
-			}
-		case msg == "did not find expected ',' or ']'":
-			if c, ok := unclosedBracket(src.Line(line), '[', ']'); ok {
-				p.Col = c
-			}
+	case msg == "did not find expected ',' or '}'":
+		if c, ok := unclosedBracket(text, '{', '}'); ok {
+			p.Col = c
 		}
-		ds.Add(src, p, "YAML syntax error: %s%s", msg, hint)
-		return
-	}
-	msg += hint
-	p := Pos{File: src.Name, Line: 1, Col: src.indent(1) + 1} // yaml.v3 omits line 0
-	switch {
+	case msg == "did not find expected ',' or ']'":
+		if c, ok := unclosedBracket(text, '[', ']'); ok {
+			p.Col = c
+		}
+	case known:
 	case strings.Contains(msg, "max depth"):
 		p = Pos{File: src.Name}
 	case strings.HasPrefix(msg, "unknown anchor '"):
@@ -394,7 +396,35 @@ func addYAMLError(src *Source, err error, ds *Diagnostics) {
 			p = offsetToPos(src, i)
 		}
 	}
-	ds.Add(src, p, "YAML syntax error: %s", msg)
+	ds.Add(src, p, "YAML syntax error: %s%s", msg, hint)
+}
+
+// badTokenStart finds, in one line, the character the scanner could not
+// start a token with: a tab in the indentation, or a reserved @ or ` at
+// the start of a value. It returns its column and a hint.
+func badTokenStart(line string) (int, string, bool) {
+	rs := []rune(line)
+	for i, r := range rs {
+		if r == '\t' {
+			return i + 1, " (a tab: indent with spaces, not tabs)", true
+		}
+		if r != ' ' {
+			break
+		}
+	}
+	for i, r := range rs {
+		if r != '@' && r != '`' {
+			continue
+		}
+		j := i - 1
+		for j >= 0 && rs[j] == ' ' {
+			j--
+		}
+		if j < 0 || (j < i-1 && strings.ContainsRune(":-,[{?", rs[j])) || strings.ContainsRune("[{,", rs[j]) {
+			return i + 1, " (" + string(r) + " cannot start a plain value: quote it)", true
+		}
+	}
+	return 0, "", false
 }
 
 // parserProblem reports whether msg is one of the libyaml parser's

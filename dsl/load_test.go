@@ -504,6 +504,56 @@ steps:
 			want: []string{`w.yaml:2:52: alias *args refers to a value that contains it`},
 		},
 		{
+			name: "tab in the indentation",
+			src:  "name: x\nsteps:\n  - id: a\n  \ttool: b\n",
+			want: []string{`w.yaml:4:3: YAML syntax error: found a tab character that violates indentation (indent with spaces, not tabs)`},
+		},
+		{
+			name: "tab at the start of a line",
+			src:  "name: x\nsteps:\n\t- id: a\n",
+			want: []string{`w.yaml:3:1: YAML syntax error: found character that cannot start any token (a tab: indent with spaces, not tabs)`},
+		},
+		{
+			name: "reserved character",
+			src:  "name: x\nsteps:\n  - {id: a, tool: @b}\n",
+			want: []string{"w.yaml:3:19: YAML syntax error: found character that cannot start any token (@ cannot start a plain value: quote it)"},
+		},
+		{
+			name: "unclosed flow mapping",
+			src:  "name: x\nsteps:\n  - id: a\n    arguments: {note: \"a {b\", c: [1, 2], d: 1\n  - id: b\n",
+			want: []string{`w.yaml:4:16: YAML syntax error: did not find expected ',' or '}' (the { … } mapping that starts here is not closed, or lacks a comma)`},
+		},
+		{
+			name: "unknown step type is reported alone",
+			src:  "name: x\nsteps:\n  - id: a\n    type: question\n    message: hi\n    schema: {type: object, properties: {}}\n",
+			want: []string{`w.yaml:4:11: "type" of step "a" must be one of tool, elicitation, got "question"`},
+		},
+		{
+			name: "elicitation schema of the wrong type needs no properties",
+			src:  "name: x\nsteps:\n  - id: a\n    type: elicitation\n    message: hi\n    schema: {type: string}\n  - id: b\n    type: elicitation\n    message: hi\n    schema: {type: object}\n",
+			want: []string{
+				`w.yaml:6:20: "schema.type" of step "a" must be object, got "string"`,
+				`w.yaml:10:13: "schema" of step "b": missing required key "properties"`,
+			},
+		},
+		{
+			name: "for_each given a list",
+			src:  "name: x\nsteps:\n  - id: a\n    tool: t\n    for_each: [a, 2, true]\n  - id: b\n    tool: t\n    for_each: [{x: 1}]\n",
+			want: []string{
+				`w.yaml:5:15: "for_each" of step "a" must be a {{ }} expression that gives a list, e.g. "{{ ['a', 2, true] }}"`,
+				`w.yaml:8:15: "for_each" of step "b" must be a {{ }} expression that gives a list, e.g. "{{ steps.fetch.output.items }}"`,
+			},
+		},
+		{
+			name: "unknown keys list the keys that step kind allows",
+			src:  "name: x\nsteps:\n  - id: a\n    tool: t\n    cache: true\n  - id: b\n    type: elicitation\n    message: hi\n    schema: {type: object, properties: {}}\n    cache: true\n  - id: c\n    tool: t\n    retries: 3\n",
+			want: []string{
+				`w.yaml:5:5: unknown key "cache" in step "a" (allowed: id, type, depends_on, condition, timeout, on_error, default_output, tool, arguments, retry, for_each, as, max_parallel)`,
+				`w.yaml:10:5: unknown key "cache" in step "b" (allowed: id, type, depends_on, condition, timeout, on_error, default_output, message, schema, on_decline, on_cancel)`,
+				`w.yaml:13:5: unknown key "retries" in step "c"; did you mean "retry"?`,
+			},
+		},
+		{
 			name: "aliases are fine",
 			src:  "name: x\nsteps:\n  - &s {id: a, tool: t.t, timeout: &d 5s}\n  - {id: b, tool: t.t, timeout: *d}\n",
 			want: nil,
@@ -562,5 +612,40 @@ func TestRender(t *testing.T) {
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestDiagnosticSpans: a diagnostic about a value spans it (End), one
+// about a key that should not be there spans the key and its value, and
+// one about a missing key has no end.
+func TestDiagnosticSpans(t *testing.T) {
+	src := `name: x
+steps:
+  - id: a
+    tool: t
+    timeout: soon
+    cache:
+      size: 10
+  - id: b
+    type: elicitation
+    message: "m"
+`
+	_, ds := newTestLoader(t).LoadWorkflow("w.yaml", []byte(src))
+	type span struct{ From, To string }
+	got := map[string]span{}
+	for _, d := range ds {
+		end := ""
+		if d.End.IsValid() {
+			end = d.End.String()
+		}
+		got[d.Msg[:strings.IndexAny(d.Msg, ":;(")]] = span{d.Pos.String(), end}
+	}
+	want := map[string]span{
+		`"timeout" of step "a"`:            {"w.yaml:5:14", "w.yaml:5:18"},
+		`unknown key "cache" in step "a" `: {"w.yaml:6:5", "w.yaml:7:15"},
+		`step "b"`:                         {"w.yaml:8:5", ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("spans (-want +got):\n%s\n%v", diff, ds)
 	}
 }

@@ -354,6 +354,18 @@ func (c *compiler) compileParams() (json.RawMessage, *paramSchema) {
 		c.errorf(c.pos(n), "parameters: %v", err)
 		return nil, nil
 	}
+	// Keep the author's property order in what clients see.
+	if n != nil {
+		if ordered, err := dsl.NodeJSON(n); err == nil {
+			v, _ := dsl.NodeValue(n)
+			written, _ := v.(map[string]any)
+			if _, isSchema := written["type"].(string); isSchema {
+				raw = ordered
+			} else {
+				raw = append(append(json.RawMessage(`{"type":"object","properties":`), ordered...), '}')
+			}
+		}
+	}
 	s, err := steps.CompileSchema(raw)
 	if err != nil {
 		c.schemaError(n, "parameters", err)
@@ -428,11 +440,7 @@ func keyOf(n *yaml.Node, key string) *yaml.Node {
 
 // schemaOf compiles the JSON Schema written at n.
 func (c *compiler) schemaOf(n *yaml.Node) (*steps.Schema, error) {
-	v, err := dsl.NodeValue(n)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := steps.EncodeJSON(v)
+	raw, err := dsl.NodeJSON(n)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +675,7 @@ func (c *compiler) compileForEach(in *stepInfo, call *steps.ToolCall) *steps.For
 			list, isList := v.([]any)
 			switch {
 			case static:
-				c.errorf(c.pos(s.ForEach.Node), "for_each must be a {{ }} expression giving a list, e.g. \"{{ steps.incident.output.teams }}\" or \"{{ ['#a', '#b'] }}\"")
+				c.errorf(c.pos(s.ForEach.Node), "for_each must be a {{ }} expression that gives a list, e.g. \"{{ steps.incident.output.teams }}\" or \"{{ ['#a', '#b'] }}\"")
 			case !isList:
 				c.errorf(c.pos(s.ForEach.Node), "for_each must give a list, but this expression gives %s", steps.TypeName(v))
 			case len(list) > MaxForEachItems:
@@ -708,7 +716,7 @@ func (c *compiler) compileElicitation(in *stepInfo) *steps.Elicitation {
 		if len(problems) > 0 {
 			return el
 		}
-		raw, _ := steps.EncodeJSON(v)
+		raw, _ := dsl.NodeJSON(n) // keeps the author's field order for forms
 		sch, err := steps.CompileSchema(raw)
 		if err != nil {
 			c.schemaError(n, "schema", err)

@@ -13,9 +13,11 @@ import (
 )
 
 // TestCompileCases runs each ../testdata/compile/{valid,invalid}/*.txtar:
-// a workflow (section "workflow.yaml"), compiled against the demo
-// catalogue unless the case has its own "catalog.json" (an empty one means
-// offline, no catalogue). Invalid cases compare the rendered diagnostics
+// a workflow (section "workflow.yaml"), loaded and compiled the way the
+// CLI does it (LoadAndCompile: compiled even after load errors, the two
+// stages' diagnostics merged), against the demo catalogue unless the case
+// has its own "catalog.json" (an empty one means offline, no catalogue).
+// Invalid cases compare the rendered diagnostics
 // (with source lines and carets) with "diagnostics"; valid ones compare
 // Plan.Dump with "plan". Run with -update to rewrite the goldens.
 func TestCompileCases(t *testing.T) {

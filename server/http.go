@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -47,7 +48,33 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/runs/{id}", g.apiGet)
 	mux.HandleFunc("POST /api/v1/runs/{id}/resume", g.apiResume)
 	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", g.apiCancel)
-	return mux
+	return rejectRebinding(mux)
+}
+
+// rejectRebinding refuses requests that arrive over loopback but name a
+// host that is not a loopback name: a web page's DNS-rebinding attack on a
+// local vmcp (mcp-go applies the same rule to /mcp).
+func rejectRebinding(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(remote); ip != nil && ip.IsLoopback() && !loopbackHost(r.Host) {
+			apiError(w, http.StatusForbidden, "forbidden", "Host "+r.Host+" is not allowed for a loopback connection (DNS rebinding protection)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }
 
 func limitBody(h http.Handler) http.Handler {

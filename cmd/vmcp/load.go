@@ -75,7 +75,8 @@ func (l *loader) fsys(fsys fs.FS, prefix string) error {
 // add compiles a loaded workflow with engine.CompileLoaded, as the
 // golden tests do: a workflow with load (schema) errors is compiled all
 // the same when the loader returned one, so that one run reports every
-// problem, each once. Only a clean workflow yields a plan.
+// problem, each once. Only a clean workflow yields a plan (a config's
+// workflow: one that compiles cleanly).
 func (l *loader) add(wf *dsl.Workflow, loadDiags dsl.Diagnostics) {
 	if wf == nil {
 		l.diags.Append(loadDiags)
@@ -94,6 +95,16 @@ func (l *loader) add(wf *dsl.Workflow, loadDiags dsl.Diagnostics) {
 			return
 		}
 		l.names[name] = pos
+	}
+	if l.fromConfig {
+		// The config loader's diagnostics, already in l.diags, hold this
+		// workflow's load problems: merge the compiler's into them.
+		plan, diags := engine.Compile(wf, l.opts)
+		l.diags = engine.MergeDiagnostics(wf, l.diags, diags)
+		if plan != nil {
+			l.plans = append(l.plans, compiled{wf: wf, plan: plan})
+		}
+		return
 	}
 	plan, diags := engine.CompileLoaded(wf, loadDiags, l.opts)
 	l.diags.Append(diags)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,15 +228,61 @@ func TestVersion(t *testing.T) {
 // says plainly that the gateway is not built yet.
 func TestServeEmbeddedDemo(t *testing.T) {
 	t.Chdir(t.TempDir())
-	code, out, errs := vmcp(t, "serve")
-	if code != exitOK || out != "" {
-		t.Fatalf("serve: exit %d, stdout %q; stderr:\n%s", code, out, errs)
-	}
-	for _, want := range []string{"loaded 4 workflows from the embedded demo", "investigate_incident", "not built yet"} {
-		if !strings.Contains(errs, want) {
-			t.Errorf("serve stderr lacks %q:\n%s", want, errs)
+	tools, errs := serveStdioToolsList(t)
+	for _, want := range []string{"investigate_incident", "deploy_with_confirmation", "incidents_get_incident", "logs_search", "vmcp_run_resume"} {
+		if !strings.Contains(tools, `"name":"`+want+`"`) {
+			t.Errorf("tools/list over stdio lacks %s:\n%s\nstderr:\n%s", want, tools, errs)
 		}
 	}
+	if !strings.Contains(errs, "the embedded demo") {
+		t.Errorf("serve does not say it serves the embedded demo:\n%s", errs)
+	}
+}
+
+// serveStdioToolsList runs `vmcp serve --stdio` in the current directory,
+// lists the tools over MCP on its stdin/stdout, then closes stdin (which
+// ends serve). It returns the tools/list response line and stderr.
+func serveStdioToolsList(t *testing.T) (string, string) {
+	t.Helper()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	var errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runWithStdin([]string{"serve", "--stdio"}, inR, outW, &errb)
+		_ = outW.Close()
+	}()
+	send := func(s string) {
+		if _, err := io.WriteString(inW, s+"\n"); err != nil {
+			t.Errorf("writing to serve: %v", err)
+		}
+	}
+	lines := bufio.NewScanner(outR)
+	lines.Buffer(make([]byte, 1<<20), 16<<20)
+	next := func() string {
+		if !lines.Scan() {
+			t.Fatalf("serve closed stdout early; stderr:\n%s", errb.String())
+		}
+		return lines.Text()
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}`)
+	if first := next(); !strings.Contains(first, `"id":1`) {
+		t.Fatalf("initialize: %s", first)
+	}
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	send(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	var tools string
+	for tools == "" {
+		if l := next(); strings.Contains(l, `"id":2`) {
+			tools = l
+		}
+	}
+	_ = inW.Close()
+	go func() { _, _ = io.Copy(io.Discard, outR) }()
+	if code := <-done; code != exitOK {
+		t.Fatalf("serve --stdio exited %d; stderr:\n%s", code, errb.String())
+	}
+	return tools, errb.String()
 }
 
 // The README's tour shows a real diagnostic; keep it true. The test makes
@@ -302,6 +350,11 @@ func TestConfig(t *testing.T) {
 	const config = `name: test
 backends:
   - {name: incidents, builtin: incidents}
+  - {name: logs, builtin: logs}
+  - {name: metrics, builtin: metrics}
+  - {name: deploys, builtin: deploys}
+  - {name: chat, builtin: chat}
+  - {name: tickets, builtin: tickets}
 workflows: [wf/*.yaml]
 composite_tools:
   - name: inline_one
@@ -315,11 +368,16 @@ composite_tools:
 		if code != exitOK || out != "ok: 2 workflows\n" {
 			t.Fatalf("validate --config: exit %d, stdout %q; stderr:\n%s", code, out, errs)
 		}
+		// Online: against the live (builtin) backends.
+		code, out, errs = vmcp(t, "validate", "--config", filepath.Join(dir, "vmcp.yaml"))
+		if code != exitOK || out != "ok: 2 workflows\n" {
+			t.Fatalf("validate --config (online): exit %d, stdout %q; stderr:\n%s", code, out, errs)
+		}
 
 		t.Chdir(dir)
-		code, out, errs = vmcp(t, "serve")
-		if code != exitOK || out != "" || !strings.Contains(errs, "loaded 2 workflows from ./vmcp.yaml: investigate_incident, inline_one") {
-			t.Fatalf("serve: exit %d, stdout %q; stderr:\n%s", code, out, errs)
+		tools, errs := serveStdioToolsList(t)
+		if !strings.Contains(tools, `"name":"inline_one"`) || !strings.Contains(tools, `"name":"investigate_incident"`) || !strings.Contains(errs, "vmcp.yaml") {
+			t.Fatalf("serve with ./vmcp.yaml: tools %s\nstderr:\n%s", tools, errs)
 		}
 	})
 	t.Run("duplicate name", func(t *testing.T) {

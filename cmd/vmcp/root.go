@@ -41,8 +41,17 @@ var errReported = &exitError{code: exitFailure}
 
 // run executes the command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runWithStdin(args, nil, stdout, stderr)
+}
+
+// runWithStdin is run with the input that commands read answers from
+// (nil: os.Stdin).
+func runWithStdin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
+	if stdin != nil {
+		root.SetIn(stdin)
+	}
 
 	// Cobra's own errors (unknown command or flag, wrong argument count)
 	// happen before any command's PersistentPreRun; everything after it is
@@ -96,6 +105,9 @@ questions that survive restarts, and run with retries, timeouts and audit.`,
 		newGraphCmd(stdout, stderr),
 		newVersionCmd(stdout),
 		newDemoBackendCmd(stdout),
+		newToolsCmd(stdout, stderr),
+		newCallCmd(stdout, stderr),
+		newRunsCmd(stdout, stderr),
 	)
 	return root
 }

@@ -82,7 +82,7 @@ reaped.`,
 			st := g.Status()
 			if stdio {
 				log.Info("serving MCP on stdin/stdout", "config", source, "tools", st.Tools, "composite_tools", st.Composites)
-				err := g.ServeStdio(ctx, os.Stdin, os.Stdout)
+				err := g.ServeStdio(ctx, cmd.InOrStdin(), cmd.OutOrStdout())
 				if err != nil && !errors.Is(err, context.Canceled) {
 					return err
 				}
