@@ -1,0 +1,274 @@
+package state
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// FormatVersion is the version of the file layout and run documents this
+// package writes. Open refuses a file with a newer version.
+const FormatVersion = 1
+
+// Default batching of concurrent transitions (see Options), chosen with
+// BenchmarkPauseTuning on a 2-core machine: a lone transition commits at
+// once (no batch delay at all); under concurrency, up to 64 transitions
+// share one commit, the batch waiting at most 1 ms to fill. bbolt's own
+// defaults (1000, 10 ms) make every lone write wait 10 ms.
+const (
+	DefaultBatchDelay   = time.Millisecond
+	DefaultBatchSize    = 64
+	DefaultLockTimeout  = time.Second
+	defaultPageSize     = 50
+	maxPageSize         = 1000
+	maintenanceTxnLimit = 1000 // runs per commit in Recover and Prune
+)
+
+// Options tune Open; nil is valid and every zero value means the default.
+type Options struct {
+	// Retention of finished runs, used by Prune with a zero cut-off
+	// (0 = keep forever).
+	Retention time.Duration
+	// Clock stamps transitions (default time.Now).
+	Clock func() time.Time
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+	// LockTimeout bounds the wait for the file lock (default 1s).
+	LockTimeout time.Duration
+	// BatchDelay is how long a transition that arrives while others are
+	// committing waits for company (default DefaultBatchDelay).
+	BatchDelay time.Duration
+	// BatchSize is the most transitions committed together; a full batch
+	// commits without waiting (default DefaultBatchSize). Match it to the
+	// number of runs expected to pause or checkpoint at once.
+	BatchSize int
+}
+
+// Store keeps runs in one bbolt file. It is safe for concurrent use; only
+// one process may have the file open. Nothing is kept in memory per run.
+type Store struct {
+	db      *bbolt.DB
+	path    string
+	clock   func() time.Time
+	log     *slog.Logger
+	keep    time.Duration
+	writers atomic.Int64
+	// alwaysBatch sends even a lone transition through the batcher (it
+	// then waits BatchDelay), as plain bbolt would; for benchmarks.
+	alwaysBatch bool
+
+	keyMu sync.Mutex
+	key   []byte
+}
+
+// Bucket names. A run's records are keyed by its position, pos = created
+// (8 bytes, big-endian Unix nanoseconds) + id, so runs created close in
+// time share pages: concurrent transitions of recent runs dirty a few pages
+// at the tail of each tree, not one random page per run. Index keys end in
+// pos, so a prefix scan walked backwards lists newest first.
+var (
+	bMeta        = []byte("meta")
+	bIDs         = []byte("ids")         // id → created (8 bytes): finds pos
+	bRuns        = []byte("runs")        // pos+0 → run document (JSON), pos+1 → RunSummary (JSON)
+	bCheckpoints = []byte("checkpoints") // pos → checkpoint (raw JSON), apart so a claim does not rewrite it
+	bDefinitions = []byte("definitions") // sha256 hex → refcount (8 bytes) + source
+	bIxStatus    = []byte("ix_status")   // status + pos
+	bIxOwner     = []byte("ix_owner")    // owner + pos
+	bIxOwnerStat = []byte("ix_owner_status")
+	bIxWorkflow  = []byte("ix_workflow") // workflow + pos
+	bIxDeadline  = []byte("ix_deadline") // deadline + pos → seq (8 bytes) + step
+	bIxFinished  = []byte("ix_finished") // finished + pos
+
+	allBuckets = [][]byte{bMeta, bIDs, bRuns, bCheckpoints, bDefinitions,
+		bIxStatus, bIxOwner, bIxOwnerStat, bIxWorkflow, bIxDeadline, bIxFinished}
+	indexBuckets = [][]byte{bIxStatus, bIxOwner, bIxOwnerStat, bIxWorkflow, bIxDeadline, bIxFinished}
+
+	kFormat = []byte("format")
+	kKey    = []byte("token_key")
+)
+
+// Open opens (creating if needed, with its parent directories) the state
+// file at path. It fails after LockTimeout with ErrLocked when another
+// process holds the file, and with ErrNewerFormat when a newer vmcp wrote
+// it. Call Recover next, before any run executes.
+func Open(path string, opts *Options) (*Store, error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	s := &Store{path: path, clock: opts.Clock, log: opts.Logger, keep: opts.Retention}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("state file %s: %w", path, err)
+		}
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:      timeout,
+		FreelistType: bbolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, &wrapped{fmt.Sprintf("state file %s is in use by another vmcp process (open timed out after %v)", path, timeout), ErrLocked}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	db.MaxBatchDelay = opts.BatchDelay
+	if db.MaxBatchDelay <= 0 {
+		db.MaxBatchDelay = DefaultBatchDelay
+	}
+	db.MaxBatchSize = opts.BatchSize
+	if db.MaxBatchSize <= 0 {
+		db.MaxBatchSize = DefaultBatchSize
+	}
+	s.db = db
+	if err := s.init(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// init creates the buckets and the format version of a new file, and
+// checks the version of an existing one.
+func (s *Store) init() error {
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if meta != nil {
+			raw := meta.Get(kFormat)
+			v, err := strconv.Atoi(string(raw))
+			if err != nil {
+				return fmt.Errorf("state file %s: unreadable format version %q", s.path, raw)
+			}
+			if v > FormatVersion {
+				return &wrapped{fmt.Sprintf("state file %s has format version %d; this vmcp understands up to %d: upgrade vmcp (or use another --state file)",
+					s.path, v, FormatVersion), ErrNewerFormat}
+			}
+			// Older versions would be migrated here, in this transaction.
+		}
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("state file %s: %w", s.path, err)
+			}
+		}
+		if meta == nil {
+			return tx.Bucket(bMeta).Put(kFormat, []byte(strconv.Itoa(FormatVersion)))
+		}
+		return nil
+	})
+}
+
+// Path is the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the file. Transitions after Close return ErrClosed.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// now is the transition time: UTC, no monotonic reading.
+func (s *Store) now() time.Time { return s.clock().UTC() }
+
+// write runs fn as one durable commit. A lone writer commits at once;
+// concurrent writers are grouped by bbolt's Batch, so fn may run more than
+// once (it must derive everything from tx and reset what it reports).
+func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var err error
+	if s.writers.Add(1) == 1 && !s.alwaysBatch {
+		err = s.db.Update(fn)
+	} else {
+		err = s.db.Batch(fn)
+	}
+	s.writers.Add(-1)
+	return mapErr(err)
+}
+
+func (s *Store) read(ctx context.Context, fn func(*bbolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return mapErr(s.db.View(fn))
+}
+
+func mapErr(err error) error {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Key returns the 32-byte key for sealing resume tokens, generating and
+// storing it on first use. It is the same across reopen.
+func (s *Store) Key(ctx context.Context) ([]byte, error) {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if s.key == nil {
+		var key []byte
+		err := s.read(ctx, func(tx *bbolt.Tx) error {
+			key = clone(tx.Bucket(bMeta).Get(kKey))
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if key == nil {
+			fresh := make([]byte, 32)
+			_, _ = rand.Read(fresh)
+			err = s.write(ctx, func(tx *bbolt.Tx) error {
+				meta := tx.Bucket(bMeta)
+				if k := meta.Get(kKey); k != nil {
+					key = clone(k)
+					return nil
+				}
+				key = fresh
+				return meta.Put(kKey, fresh)
+			})
+			if err != nil {
+				return nil, err
+			}
+		}
+		if len(key) != 32 {
+			return nil, fmt.Errorf("state file %s: token key has %d bytes, want 32", s.path, len(key))
+		}
+		s.key = key
+	}
+	return clone(s.key), nil
+}
+
+// wrapped is an error with its own message that still matches err.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
+
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}

@@ -1,0 +1,383 @@
+package state
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Every exported method here is one transition: one durable commit, or a
+// refusal (*TransitionError) that changes nothing. Concurrent transitions
+// share commits; the closures handed to write may run more than once, so
+// each derives everything from the transaction and resets what it reports.
+
+const maxIDLen = 200
+
+// Create stores a new run, status running, and records "created". On
+// success it fills in r.ID (when empty), Status, Created (when zero),
+// Updated, FormatVersion and DefinitionHash, and puts the created event
+// first in r.History. Params and Checkpoint, when set, must be valid JSON.
+func (s *Store) Create(ctx context.Context, r *Run) error {
+	if r == nil {
+		return fmt.Errorf("create run: nil run: %w", ErrInvalid)
+	}
+	id := r.ID
+	if id == "" {
+		id = NewRunID()
+	}
+	if why := createArgs(id, r); why != "" {
+		return invalid("create", id, why)
+	}
+	now := s.now()
+	created := r.Created
+	if created.IsZero() {
+		created = now
+	}
+	created = created.UTC()
+	var hash string
+	if len(r.Definition) > 0 {
+		hash = hashHex(r.Definition)
+	}
+	history := append([]Event{{At: created, Who: r.Owner, Kind: EventCreated}}, r.History...)
+	d := &runDoc{V: FormatVersion, ID: id, Workflow: r.Workflow, Owner: r.Owner, Status: StatusRunning,
+		Created: created, Updated: now, DefName: r.DefinitionName, DefHash: hash,
+		Params: r.Params, InFlight: slices.Clone(r.InFlight), History: history}
+	var refused error
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		refused = nil
+		if lookup(tx, id) != nil {
+			refused = &TransitionError{Op: "create", RunID: id, Err: ErrExists}
+			return nil
+		}
+		return insertRun(tx, d, r.Checkpoint, r.Definition)
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return err
+	}
+	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History =
+		id, StatusRunning, created, now, FormatVersion, hash, history
+	return nil
+}
+
+func validID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// createArgs says what is wrong with a new run ("" if nothing).
+func createArgs(id string, r *Run) string {
+	switch {
+	case !validID(id):
+		return fmt.Sprintf("id must be 1 to %d characters of A-Z a-z 0-9 _ -", maxIDLen)
+	case r.Workflow == "":
+		return "empty workflow"
+	case r.Owner == "":
+		return "empty owner"
+	case r.Status != "" && r.Status != StatusRunning:
+		return fmt.Sprintf("a new run is running, not %s", r.Status)
+	case r.Pending != nil || r.Result != nil || r.Error != "" || r.Seq != 0 || !r.Finished.IsZero():
+		return "a new run has no question, result or error"
+	case len(r.Definition) == 0 && r.DefinitionHash != "":
+		return "definition hash without the definition"
+	case len(r.Definition) > 0 && r.DefinitionHash != "" && r.DefinitionHash != hashHex(r.Definition):
+		return "definition hash does not match the definition"
+	}
+	if err := validJSON("params", r.Params, true); err != nil {
+		return err.Error()
+	}
+	if err := validJSON("checkpoint", r.Checkpoint, true); err != nil {
+		return err.Error()
+	}
+	for _, ev := range r.History {
+		if err := validJSON("history detail", ev.Detail, true); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
+}
+
+func hashHex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// validJSON checks an optional (empty ok when optional) raw JSON value.
+func validJSON(what string, raw json.RawMessage, optional bool) error {
+	if len(raw) == 0 {
+		if optional {
+			return nil
+		}
+		return fmt.Errorf("empty %s", what)
+	}
+	if !json.Valid(raw) {
+		return fmt.Errorf("%s is not valid JSON", what)
+	}
+	return nil
+}
+
+// refusal builds the *TransitionError for a run in the wrong status.
+func refusal(op string, d *runDoc, err error, detail string) error {
+	return &TransitionError{Op: op, RunID: d.ID, Status: d.Status, Err: err, Detail: detail}
+}
+
+// modify is one transition of an existing run: fn checks the freshly
+// decoded document and refuses (returning a *TransitionError, having
+// written nothing) or changes it and makes any other writes; modify then
+// stores the document and moves its index entries. now is read inside the
+// commit, so a run's history is in time order.
+func (s *Store) modify(ctx context.Context, op, id string, fn func(tx *bbolt.Tx, d *runDoc, now time.Time) error) error {
+	var refused error
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		refused = nil
+		now := s.now()
+		d, err := loadDoc(tx, id)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		if d == nil {
+			refused = &TransitionError{Op: op, RunID: id, Err: ErrNotFound}
+			return nil
+		}
+		old := d.entries()
+		if err := fn(tx, d, now); err != nil {
+			if te := (*TransitionError)(nil); errors.As(err, &te) {
+				refused = err
+				return nil
+			}
+			return err
+		}
+		return putDoc(tx, old, d)
+	})
+	if err != nil {
+		return err
+	}
+	return refused
+}
+
+func invalid(op, id, why string) error {
+	return fmt.Errorf("%s run %s: %s: %w", op, id, why, ErrInvalid)
+}
+
+// Checkpoint stores a running run's checkpoint and the steps in flight.
+func (s *Store) Checkpoint(ctx context.Context, id string, checkpoint json.RawMessage, inFlight []string) error {
+	if err := validJSON("checkpoint", checkpoint, false); err != nil {
+		return invalid("checkpoint", id, err.Error())
+	}
+	inFlight = slices.Clone(inFlight)
+	return s.modify(ctx, "checkpoint", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		if d.Status != StatusRunning {
+			return refusal("checkpoint", d, ErrNotRunning, "")
+		}
+		d.InFlight, d.Updated = inFlight, now
+		return appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint)
+	})
+}
+
+// Pause makes a running (or interrupted) run wait on q: it stores the
+// checkpoint (nil keeps the stored one), sets Pending with the next
+// sequence number and records "paused". It returns that sequence number,
+// which a resume token binds.
+func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage, q Question) (uint64, error) {
+	if err := validJSON("checkpoint", checkpoint, true); err != nil {
+		return 0, invalid("pause", id, err.Error())
+	}
+	if q.Step == "" {
+		return 0, invalid("pause", id, "question without a step")
+	}
+	if err := validJSON("question schema", q.Schema, true); err != nil {
+		return 0, invalid("pause", id, err.Error())
+	}
+	if !q.Deadline.IsZero() {
+		q.Deadline = q.Deadline.UTC()
+	}
+	var seq uint64
+	err := s.modify(ctx, "pause", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		seq = 0
+		if d.Status != StatusRunning && d.Status != StatusInterrupted {
+			return refusal("pause", d, ErrNotRunning, "")
+		}
+		if len(checkpoint) > 0 {
+			if err := appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint); err != nil {
+				return err
+			}
+		}
+		pending := q
+		pending.Seq = d.Seq + 1
+		detail, _ := json.Marshal(struct {
+			Seq      uint64    `json:"seq"`
+			Deadline time.Time `json:"deadline,omitzero"`
+		}{pending.Seq, pending.Deadline})
+		d.Seq, d.Pending, d.Status, d.InFlight, d.Updated = pending.Seq, &pending, StatusWaiting, nil, now
+		d.History = append(d.History, Event{At: now, Kind: EventPaused, Step: q.Step, Detail: detail})
+		seq = pending.Seq
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+// Claim is the answer transition: a run waiting on step at pause seq
+// becomes running, its question is cleared, and "answered" is recorded with
+// who, when and the answer (raw JSON). It returns the run as it is now,
+// checkpoint and definition included, for the caller to resume. Exactly one
+// of several concurrent answers to the same question succeeds; the others
+// get ErrNotWaiting, or ErrStaleAnswer when the run has paused again since.
+// Checking that who may answer is the caller's job.
+func (s *Store) Claim(ctx context.Context, id, step string, seq uint64, who string, answer json.RawMessage) (*Run, error) {
+	return s.claim(ctx, "claim", id, step, seq, who, EventAnswered, answer, false)
+}
+
+// ClaimDeadline is Claim for a question whose deadline has passed (see
+// DueDeadlines): it records "deadline" (who "vmcp") with the answer the
+// caller applies on time-out, and refuses with ErrNotDue before the
+// deadline. Like Claim it applies once.
+func (s *Store) ClaimDeadline(ctx context.Context, due DueQuestion, answer json.RawMessage) (*Run, error) {
+	return s.claim(ctx, "claim deadline of", due.RunID, due.Step, due.Seq, "vmcp", EventDeadline, answer, true)
+}
+
+func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who, kind string, answer json.RawMessage, due bool) (*Run, error) {
+	if err := validJSON("answer", answer, false); err != nil {
+		return nil, invalid(op, id, err.Error())
+	}
+	var out *Run
+	err := s.modify(ctx, op, id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		out = nil
+		if d.Status != StatusWaiting || d.Pending == nil {
+			return refusal(op, d, ErrNotWaiting, "")
+		}
+		if p := d.Pending; p.Step != step || p.Seq != seq {
+			return refusal(op, d, ErrStaleAnswer, fmt.Sprintf("the answer is for step %q (pause %d); the run waits on step %q (pause %d)",
+				step, seq, p.Step, p.Seq))
+		}
+		if due && (d.Pending.Deadline.IsZero() || now.Before(d.Pending.Deadline)) {
+			return refusal(op, d, ErrNotDue, "")
+		}
+		d.Status, d.Pending, d.InFlight, d.Updated = StatusRunning, nil, nil, now
+		d.History = append(d.History, Event{At: now, Who: who, Kind: kind, Step: step, Detail: answer})
+		out = fullRun(tx, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fullRun is d with its checkpoint and definition, copied out of tx.
+func fullRun(tx *bbolt.Tx, d *runDoc) *Run {
+	r := d.run()
+	r.Checkpoint = clone(tx.Bucket(bCheckpoints).Get(d.pos()))
+	if d.DefHash != "" {
+		if v := tx.Bucket(bDefinitions).Get([]byte(d.DefHash)); len(v) >= 8 {
+			r.Definition = clone(v[8:])
+		}
+	}
+	return r
+}
+
+// Resume makes an interrupted run running again (history "resumed", by
+// who) and returns it whole. Which in-flight steps may run again is the
+// caller's decision (SPEC §5).
+func (s *Store) Resume(ctx context.Context, id, who string) (*Run, error) {
+	var out *Run
+	err := s.modify(ctx, "resume", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		out = nil
+		if d.Status != StatusInterrupted {
+			return refusal("resume", d, ErrNotInterrupted, "")
+		}
+		d.Status, d.Updated = StatusRunning, now
+		d.History = append(d.History, Event{At: now, Who: who, Kind: EventResumed})
+		out = fullRun(tx, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Finish ends a running (or interrupted) run with status completed, failed
+// or cancelled, its result (raw JSON, may be nil) and error message.
+func (s *Store) Finish(ctx context.Context, id, status string, result json.RawMessage, errMsg string) error {
+	if !Finished(status) {
+		return invalid("finish", id, fmt.Sprintf("%q is not a final status", status))
+	}
+	if err := validJSON("result", result, true); err != nil {
+		return invalid("finish", id, err.Error())
+	}
+	var detail json.RawMessage
+	if errMsg != "" {
+		detail, _ = json.Marshal(map[string]string{"error": errMsg})
+	}
+	return s.modify(ctx, "finish", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		if d.Status != StatusRunning && d.Status != StatusInterrupted {
+			return refusal("finish", d, ErrNotRunning, "")
+		}
+		d.Status, d.Result, d.Error, d.Pending, d.InFlight = status, result, errMsg, nil, nil
+		d.Updated, d.Finished = now, now
+		d.History = append(d.History, Event{At: now, Kind: status, Detail: detail})
+		return nil
+	})
+}
+
+// Cancel ends a waiting or interrupted run as cancelled, by who. A running
+// run is cancelled by cancelling its call; Cancel refuses it (and finished
+// runs) with ErrNotCancellable.
+func (s *Store) Cancel(ctx context.Context, id, who string) error {
+	return s.modify(ctx, "cancel", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		if d.Status != StatusWaiting && d.Status != StatusInterrupted {
+			detail := ""
+			if d.Status == StatusRunning {
+				detail = "cancel the call that is executing it"
+			}
+			return refusal("cancel", d, ErrNotCancellable, detail)
+		}
+		step := ""
+		if d.Pending != nil {
+			step = d.Pending.Step
+		}
+		d.Status, d.Pending, d.InFlight, d.Updated, d.Finished = StatusCancelled, nil, nil, now, now
+		d.History = append(d.History, Event{At: now, Who: who, Kind: EventCancelled, Step: step})
+		return nil
+	})
+}
+
+// AppendHistory adds ev to a run's history (At defaults to now). The
+// history is append-only.
+func (s *Store) AppendHistory(ctx context.Context, id string, ev Event) error {
+	if ev.Kind == "" {
+		return invalid("append history to", id, "event without a kind")
+	}
+	if err := validJSON("event detail", ev.Detail, true); err != nil {
+		return invalid("append history to", id, err.Error())
+	}
+	at := ev.At.UTC()
+	return s.modify(ctx, "append history to", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		e := ev
+		if e.At = at; at.IsZero() {
+			e.At = now
+		}
+		d.History = append(d.History, e)
+		d.Updated = now
+		return nil
+	})
+}
