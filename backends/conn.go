@@ -84,6 +84,13 @@ func (c *Conn) run(ctx context.Context, tried func()) {
 	first := true
 	for ctx.Err() == nil {
 		err := c.connect(ctx)
+		// The state is set before the first attempt is reported, so that
+		// whoever waits on Start sees this backend's outcome.
+		if err != nil {
+			c.setState(StateUnhealthy, err)
+		} else {
+			c.setState(StateReady, nil)
+		}
 		c.mu.Lock()
 		c.tried = true
 		c.mu.Unlock()
@@ -92,7 +99,6 @@ func (c *Conn) run(ctx context.Context, tried func()) {
 			first = false
 		}
 		if err != nil {
-			c.setState(StateUnhealthy, err)
 			c.m.log.Warn("backend connect failed", "backend", c.spec.Name, "err", err, "retry_in", backoff)
 			if !sleepCtx(ctx, backoff) {
 				return
@@ -101,7 +107,6 @@ func (c *Conn) run(ctx context.Context, tried func()) {
 			continue
 		}
 		backoff = 500 * time.Millisecond
-		c.setState(StateReady, nil)
 		c.m.changed()
 		c.watch(ctx)
 		c.disconnect()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vmcp-dev/vmcp/backends"
 	"github.com/vmcp-dev/vmcp/backends/demo"
@@ -27,6 +28,8 @@ type Options struct {
 	// Health overrides the config's health policy (tests use short
 	// intervals).
 	Health *backends.HealthPolicy
+	// StatePath overrides the config's state.path (the bbolt file).
+	StatePath string
 }
 
 // Gateway is one vmcp: backends, the engine, the catalogue and the MCP
@@ -38,13 +41,22 @@ type Gateway struct {
 	mgr  *backends.Manager
 	eng  *engine.Engine
 	mcp  *mcpserver.MCPServer
-	runs *runRegistry
+	runs *runs
+
+	statePath string
+	cancel    context.CancelFunc
+	bg        sync.WaitGroup
+	// defs maps a composite's name to the definition its runs store.
+	defs atomic.Pointer[map[string]workflowDef]
 
 	// cat is the current catalogue; rebuilt (under buildMu) when a
 	// backend's lists or health change.
 	cat     atomic.Pointer[catalog]
 	buildMu sync.Mutex
 	started atomic.Bool
+	// pending records a backend change that arrived before Start finished
+	// (it is applied right after).
+	pending atomic.Bool
 
 	subs *subscriptions
 }
@@ -54,7 +66,13 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions()}
+	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions(), statePath: opts.StatePath}
+	if g.statePath == "" {
+		g.statePath = cfg.State.Path.Value
+	}
+	if g.statePath == "" {
+		g.statePath = ".vmcp/state.db"
+	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -83,8 +101,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log})
-	g.runs = newRunRegistry()
+	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}})
 	g.mcp = newMCPServer(g)
 	return g, nil
 }
@@ -124,12 +141,28 @@ func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) {
 // and workflows that do not compile against the backends, are startup
 // errors listing every problem.
 func (g *Gateway) Start(ctx context.Context) error {
+	r, err := openRuns(ctx, g, g.statePath, g.cfg.State.Retention.Value)
+	if err != nil {
+		return err
+	}
+	g.runs = r
 	g.mgr.Start(ctx)
 	if err := g.rebuild(true); err != nil {
 		_ = g.mgr.Close()
+		_ = r.close()
 		return err
 	}
 	g.started.Store(true)
+	if g.pending.Swap(false) {
+		if err := g.rebuild(false); err != nil {
+			g.log.Error("catalogue rebuild", "err", err)
+		}
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	g.cancel = cancel
+	g.bg.Add(2)
+	go func() { defer g.bg.Done(); r.sweepDeadlines(bg) }()
+	go func() { defer g.bg.Done(); r.pruneLoop(bg) }()
 	for _, st := range g.mgr.Status() {
 		if st.State != backends.StateReady {
 			g.log.Warn("backend not available at startup; retrying in the background", "backend", st.Name, "err", st.LastError)
@@ -138,13 +171,23 @@ func (g *Gateway) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the backends (children are reaped).
+// Close stops the background loops and the backends (children are
+// reaped) and closes the state file.
 func (g *Gateway) Close() error {
-	return g.mgr.Close()
+	if g.cancel != nil {
+		g.cancel()
+	}
+	g.bg.Wait()
+	err := g.mgr.Close()
+	if g.runs != nil {
+		err = errors.Join(err, g.runs.close())
+	}
+	return err
 }
 
 func (g *Gateway) onBackendChange() {
 	if !g.started.Load() {
+		g.pending.Store(true)
 		return
 	}
 	if err := g.rebuild(false); err != nil {
@@ -206,6 +249,7 @@ func (g *Gateway) rebuild(startup bool) error {
 	for _, n := range order {
 		ec.configured[n] = len(all[n]) == 0
 	}
+	defs := map[string]workflowDef{}
 	for _, wf := range g.cfg.LoadedWorkflows {
 		p, ds := engine.Compile(wf, &engine.CompileOptions{Catalog: ec})
 		if len(ds) > 0 {
@@ -214,6 +258,12 @@ func (g *Gateway) rebuild(startup bool) error {
 		}
 		cat.plans[p.Name] = p
 		cat.tools[p.Name] = &toolEntry{name: p.Name, plan: p, composite: true}
+		name, src := definition(p, wf)
+		defs[p.Name] = workflowDef{name: name, src: src}
+	}
+	g.defs.Store(&defs)
+	if g.runs != nil {
+		g.runs.forgetPlans()
 	}
 	healthy := map[string]bool{}
 	for _, b := range snap.Order {
@@ -221,6 +271,10 @@ func (g *Gateway) rebuild(startup bool) error {
 	}
 	for _, e := range entries {
 		if e.Advertised == "" || !healthy[e.Backend] {
+			continue
+		}
+		if taskRequired(e.Tool.JSON) {
+			g.log.Warn("tool requires task augmentation, which vmcp does not pass through yet; not advertised", "backend", e.Backend, "tool", e.Tool.Name)
 			continue
 		}
 		t := toEngineTool(e)
@@ -242,6 +296,16 @@ func (g *Gateway) rebuild(startup bool) error {
 	g.installTools(cat, prev)
 	g.installResources(cat)
 	return nil
+}
+
+// taskRequired reports a tool whose execution.taskSupport is "required".
+func taskRequired(tool []byte) bool {
+	var t struct {
+		Execution struct {
+			TaskSupport string `json:"taskSupport"`
+		} `json:"execution"`
+	}
+	return jsonUnmarshal(tool, &t) == nil && t.Execution.TaskSupport == "required"
 }
 
 func indent(s string) string {
@@ -426,6 +490,34 @@ func (g *Gateway) Status() Status {
 		st.Tools = len(c.tools)
 		st.Composites = len(c.plans)
 	}
-	st.Runs = g.runs.counts()
+	st.Runs = g.runCounts(context.Background())
 	return st
 }
+
+// workflowDef is the source a composite's runs store.
+type workflowDef struct {
+	name string
+	src  []byte
+}
+
+func (g *Gateway) definitionOf(p *engine.Plan) (string, []byte) {
+	if m := g.defs.Load(); m != nil {
+		if d, ok := (*m)[p.Name]; ok {
+			return d.name, d.src
+		}
+	}
+	return p.Name, nil
+}
+
+// engineCatalog resolves tool references against the current catalogue.
+func (g *Gateway) engineCatalog() engine.Catalog {
+	cat := g.cat.Load()
+	all := g.mgr.AllTools()
+	ec := &engineCatalog{cat: cat, configured: map[string]bool{}}
+	for _, n := range g.mgr.Names() {
+		ec.configured[n] = len(all[n]) == 0
+	}
+	return ec
+}
+
+func yamlMarshal(n *yaml.Node) ([]byte, error) { return yaml.Marshal(n) }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -100,20 +99,22 @@ func apiError(w http.ResponseWriter, code int, kind, msg string) {
 func (g *Gateway) apiList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	limit, _ := strconv.Atoi(q.Get("limit"))
-	runs := g.runs.list(principal(r.Context()), q.Get("status"), q.Get("workflow"), limit)
-	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+	out, err := g.listRuns(r.Context(), q.Get("status"), q.Get("workflow"), limit, q.Get("cursor"))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (g *Gateway) apiGet(w http.ResponseWriter, r *http.Request) {
-	run, err := g.runs.get(r.PathValue("id"), principal(r.Context()))
+	v, err := g.runView(r.Context(), r.PathValue("id"))
 	if err != nil {
-		apiError(w, http.StatusNotFound, "not_found", err.Error())
+		code, kind := apiStatus(err)
+		apiError(w, code, kind, err.Error())
 		return
 	}
-	g.runs.mu.Lock()
-	d := run.detail()
-	g.runs.mu.Unlock()
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (g *Gateway) apiResume(w http.ResponseWriter, r *http.Request) {
@@ -127,41 +128,36 @@ func (g *Gateway) apiResume(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "bad_request", "body must be {\"action\": \"accept|decline|cancel\", \"content\": {…}}: "+err.Error())
 		return
 	}
-	out, run, err := g.Resume(r.Context(), r.PathValue("id"), engine.Answer{Action: in.Action, Content: in.Content})
-	switch {
-	case errors.Is(err, errNoRun):
-		apiError(w, http.StatusNotFound, "not_found", err.Error())
-		return
-	case engine.IsInvalidAnswer(err):
-		apiError(w, http.StatusUnprocessableEntity, "invalid_answer", err.Error())
-		return
-	case err != nil:
-		apiError(w, http.StatusConflict, "conflict", err.Error())
+	id := r.PathValue("id")
+	out, p, err := g.ResumeRun(r.Context(), id, engine.Answer{Action: in.Action, Content: in.Content})
+	if err != nil {
+		code, kind := apiStatus(err)
+		apiError(w, code, kind, err.Error())
 		return
 	}
-	res, err := g.deliver(r.Context(), run.plan, out, &engine.RunOptions{RunID: run.id}, principal(r.Context()))
+	res, err := g.deliver(r.Context(), p, out, &engine.RunOptions{RunID: id, Durable: true}, principal(r.Context()))
 	if err != nil {
 		apiError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
-	g.runs.mu.Lock()
-	d := run.detail()
-	g.runs.mu.Unlock()
-	d["result"] = res
-	writeJSON(w, http.StatusOK, d)
+	v, err := g.runView(r.Context(), id)
+	if err != nil {
+		code, kind := apiStatus(err)
+		apiError(w, code, kind, err.Error())
+		return
+	}
+	v["result"] = res
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (g *Gateway) apiCancel(w http.ResponseWriter, r *http.Request) {
-	run, err := g.runs.cancel(r.PathValue("id"), principal(r.Context()))
-	if err != nil {
-		code := http.StatusConflict
-		if errors.Is(err, errNoRun) {
-			code = http.StatusNotFound
-		}
-		apiError(w, code, strings.ReplaceAll(http.StatusText(code), " ", "_"), err.Error())
+	id := r.PathValue("id")
+	if err := g.cancelRun(r.Context(), id); err != nil {
+		code, kind := apiStatus(err)
+		apiError(w, code, kind, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": run.id, "status": run.status})
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "status": "cancelled"})
 }
 
 // ServeStdio serves MCP on in/out until ctx ends or in closes.

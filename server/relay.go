@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
@@ -13,27 +14,54 @@ import (
 // call caused it (ctx is that call's context, carrying its session).
 type relay struct{ g *Gateway }
 
-func (r relay) Elicit(ctx context.Context, backend string, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+// relayWait bounds how long a backend's request waits for the client when
+// the call itself has no deadline.
+const relayWait = 5 * time.Minute
+
+func (r relay) check(ctx context.Context, backend, what string, declared func(mcp.ClientCapabilities) bool) error {
 	caps, modern := clientCaps(ctx)
-	if mcpserver.ClientSessionFromContext(ctx) == nil || modern || caps.Elicitation == nil {
-		return nil, fmt.Errorf("backend %q asked for elicitation, but the calling client cannot answer one", backend)
+	switch {
+	case mcpserver.ClientSessionFromContext(ctx) == nil:
+		return fmt.Errorf("backend %q asked for %s outside of any client call", backend, what)
+	case modern:
+		return fmt.Errorf("backend %q asked for %s, which vmcp cannot relay to a 2026-07-28 client yet (that protocol has no server-initiated requests)", backend, what)
+	case !declared(caps):
+		return fmt.Errorf("backend %q asked for %s, but the calling client did not declare it", backend, what)
 	}
+	return nil
+}
+
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, relayWait)
+}
+
+func (r relay) Elicit(ctx context.Context, backend string, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	if err := r.check(ctx, backend, "elicitation", func(c mcp.ClientCapabilities) bool { return c.Elicitation != nil }); err != nil {
+		return nil, err
+	}
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	return r.g.mcp.RequestElicitation(ctx, req)
 }
 
 func (r relay) CreateMessage(ctx context.Context, backend string, req mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-	caps, modern := clientCaps(ctx)
-	if mcpserver.ClientSessionFromContext(ctx) == nil || modern || caps.Sampling == nil {
-		return nil, fmt.Errorf("backend %q asked for sampling, but the calling client does not offer it", backend)
+	if err := r.check(ctx, backend, "sampling", func(c mcp.ClientCapabilities) bool { return c.Sampling != nil }); err != nil {
+		return nil, err
 	}
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	return r.g.mcp.RequestSampling(ctx, req)
 }
 
 func (r relay) ListRoots(ctx context.Context, backend string, req mcp.ListRootsRequest) (*mcp.ListRootsResult, error) {
-	caps, modern := clientCaps(ctx)
-	if mcpserver.ClientSessionFromContext(ctx) == nil || modern || caps.Roots == nil {
+	if r.check(ctx, backend, "roots", func(c mcp.ClientCapabilities) bool { return c.Roots != nil }) != nil {
 		return &mcp.ListRootsResult{Roots: []mcp.Root{}}, nil
 	}
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	return r.g.mcp.RequestRoots(ctx, req)
 }
 

@@ -2,355 +2,325 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/mark3labs/mcp-go/mcp"
-	mcpserver "github.com/mark3labs/mcp-go/server"
-
+	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/elicitation"
 	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
-// runRegistry keeps the runs of composite tools. It is in memory: the
-// durable store (package state) replaces it.
-type runRegistry struct {
-	mu   sync.Mutex
-	runs map[string]*liveRun
+// runs ties composite runs to the durable store: every run is created in
+// the store before it executes, checkpointed at each step transition,
+// paused (persisted) before its question is delivered, and finished with
+// its outcome. Nothing waiting for a human lives only in memory.
+type runs struct {
+	g      *Gateway
+	store  *state.Store
+	sealer *elicitation.Sealer
+
+	// seqs holds the pause number of each run's latest pause, set by the
+	// checkpointer when the engine pauses (to bind resume tokens).
+	seqs sync.Map
+	// plans caches plans compiled from stored definitions, by hash.
+	plansMu sync.Mutex
+	plans   map[string]*engine.Plan
 }
 
-type liveRun struct {
-	id      string
-	plan    *engine.Plan
-	owner   string
-	status  string
-	cp      *engine.Checkpoint
-	seq     uint64
-	created time.Time
-	updated time.Time
-	result  any
-	errMsg  string
-	history []historyEntry
-}
-
-type historyEntry struct {
-	At     time.Time `json:"at"`
-	Who    string    `json:"who,omitempty"`
-	Kind   string    `json:"kind"`
-	Step   string    `json:"step,omitempty"`
-	Detail any       `json:"detail,omitempty"`
-}
-
-func newRunRegistry() *runRegistry { return &runRegistry{runs: map[string]*liveRun{}} }
-
-// newRunID returns "r_" and 128 random bits, URL-safe.
-func newRunID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "r_" + base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func (r *runRegistry) pause(p *engine.Plan, out *engine.Outcome, owner string) *liveRun {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now().UTC()
-	run := r.runs[out.RunID]
-	if run == nil {
-		run = &liveRun{id: out.RunID, plan: p, owner: owner, created: now}
-		run.history = append(run.history, historyEntry{At: now, Who: owner, Kind: "created"})
-		r.runs[out.RunID] = run
+// openRuns opens the store, recovers it (runs that were executing become
+// interrupted) and loads the token key.
+func openRuns(ctx context.Context, g *Gateway, path string, retention time.Duration) (*runs, error) {
+	st, err := state.Open(path, &state.Options{Retention: retention, Logger: g.log})
+	if err != nil {
+		return nil, err
 	}
-	run.status, run.cp, run.updated = string(engine.StatusWaiting), out.Checkpoint, now
-	run.seq++
-	run.history = append(run.history, historyEntry{At: now, Kind: "paused", Step: out.Question.Step})
-	return run
+	n, err := st.Recover(ctx)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	if n > 0 {
+		g.log.Warn("runs were executing when vmcp stopped; they are interrupted and wait for a resume", "runs", n)
+	}
+	key, err := st.Key(ctx)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	sealer, err := elicitation.NewSealer(key)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}}, nil
 }
 
-func (r *runRegistry) finish(id string, out *engine.Outcome) {
-	if id == "" {
+func (r *runs) close() error { return r.store.Close() }
+
+// checkpointer is the engine's Store: each checkpoint is one state
+// transition in the bbolt file.
+type checkpointer struct{ g *Gateway }
+
+func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
+	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
+	r := c.g.runs
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	if cp.Pending == nil {
+		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
+	}
+	q := cp.Pending
+	seq, err := r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
+	if err == nil {
+		r.seqs.Store(cp.RunID, seq)
+	}
+	return err
+}
+
+// definition returns the workflow source a run stores: the file for a
+// workflow file, the workflow's own YAML for an inline composite.
+func definition(p *engine.Plan, wf *dsl.Workflow) (name string, src []byte) {
+	if wf != nil && wf.Src != nil {
+		if loaded, ds := dsl.LoadWorkflow(wf.Src.Name, wf.Src.Data); len(ds) == 0 && loaded != nil && loaded.Name.Value == p.Name {
+			return wf.Src.Name, wf.Src.Data
+		}
+		if wf.Node != nil {
+			if b, err := yamlMarshal(wf.Node); err == nil {
+				return wf.Src.Name + "#" + p.Name, b
+			}
+		}
+	}
+	return p.Name, nil
+}
+
+// create records a new run before it executes.
+func (r *runs) create(ctx context.Context, p *engine.Plan, args json.RawMessage, owner string) (string, error) {
+	name, src := r.g.definitionOf(p)
+	if len(args) == 0 {
+		args = json.RawMessage("{}")
+	}
+	run := &state.Run{ID: state.NewRunID(), Workflow: p.Name, Owner: owner, Status: state.StatusRunning,
+		Definition: src, DefinitionName: name, Params: args}
+	if err := r.store.Create(context.WithoutCancel(ctx), run); err != nil {
+		return "", fmt.Errorf("recording the run: %w", err)
+	}
+	return run.ID, nil
+}
+
+// finish records a final outcome.
+func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
+	if out.RunID == "" {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	run := r.runs[id]
-	if run == nil {
-		return
+	var result json.RawMessage
+	if out.Output != nil {
+		result, _ = steps.EncodeJSON(out.Output)
 	}
-	now := time.Now().UTC()
-	run.status, run.updated = string(out.Status), now
-	run.result = out.Output
+	msg := ""
 	if out.Err != nil {
-		run.errMsg = out.Err.Error()
+		msg = out.Err.Error()
 	}
-	run.history = append(run.history, historyEntry{At: now, Kind: string(out.Status)})
+	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
+		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
+	}
+	r.seqs.Delete(out.RunID)
 }
 
-// token names the pending question for an input_required retry.
-func (r *runRegistry) token(run *liveRun) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return run.id + "." + strconv.FormatUint(run.seq, 10)
+// token seals a single-use resume token for a run's pending question.
+func (r *runs) token(runID, step, owner string, deadline time.Time) (string, error) {
+	seq, _ := r.seqs.Load(runID)
+	n, _ := seq.(uint64)
+	exp := deadline
+	if exp.IsZero() {
+		exp = time.Now().Add(7 * 24 * time.Hour)
+	}
+	return r.sealer.Seal(elicitation.Claims{Run: runID, Step: step, Owner: owner, Seq: n, Expiry: exp})
 }
 
-func (r *runRegistry) claimToken(tok, owner string) (*liveRun, error) {
-	id, seqStr, ok := strings.Cut(tok, ".")
-	seq, err := strconv.ParseUint(seqStr, 10, 64)
-	if !ok || err != nil {
-		return nil, fmt.Errorf("invalid requestState")
-	}
-	r.mu.Lock()
-	run := r.runs[id]
-	r.mu.Unlock()
-	if run == nil {
-		return nil, fmt.Errorf("invalid requestState: %w", errNoRun)
-	}
-	r.mu.Lock()
-	stale := run.seq != seq
-	r.mu.Unlock()
-	if stale {
-		return nil, fmt.Errorf("this requestState was already used (run %s moved on)", id)
-	}
-	step := ""
-	if run.cp != nil && run.cp.Pending != nil {
-		step = run.cp.Pending.Step
-	}
-	return r.claim(id, step, owner)
+// loaded is a run read back from the store, ready to continue.
+type loaded struct {
+	run  *state.Run
+	plan *engine.Plan
+	cp   *engine.Checkpoint
 }
 
-// claim moves a waiting run to running for one answer: a second answer to
-// the same question gets a clear error and changes nothing.
-func (r *runRegistry) claim(id, step, owner string) (*liveRun, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	run := r.runs[id]
-	if run == nil || run.owner != owner {
-		return nil, fmt.Errorf("run %s: %w", id, errNoRun)
+// load reads a run the caller owns, with its plan (from the definition it
+// started with) and checkpoint.
+func (r *runs) load(ctx context.Context, id, owner string) (*loaded, error) {
+	run, err := r.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	if run.status != string(engine.StatusWaiting) || run.cp == nil || run.cp.Pending == nil {
-		return nil, fmt.Errorf("run %s is %s, not waiting for an answer", id, run.status)
+	if run.Owner != owner {
+		// Not yours is reported exactly like not there.
+		return nil, &state.TransitionError{Op: "get", RunID: id, Err: state.ErrNotFound}
 	}
-	if step != "" && run.cp.Pending.Step != step {
-		return nil, fmt.Errorf("run %s waits on step %q, not %q", id, run.cp.Pending.Step, step)
+	p, err := r.planFor(run)
+	if err != nil {
+		return nil, err
 	}
-	run.status = string(engine.StatusRunning)
-	return run, nil
+	l := &loaded{run: run, plan: p}
+	if len(run.Checkpoint) > 0 {
+		if l.cp, err = engine.DecodeCheckpoint(run.Checkpoint); err != nil {
+			return nil, fmt.Errorf("run %s: %w", id, err)
+		}
+	} else {
+		var params map[string]any
+		if v, err := steps.DecodeJSON(run.Params); err == nil {
+			params, _ = v.(map[string]any)
+		}
+		l.cp = &engine.Checkpoint{Version: engine.CheckpointVersion, RunID: id, Workflow: run.Workflow, Params: params, Steps: map[string]*engine.StepState{}}
+	}
+	return l, nil
 }
 
-// release puts a claimed run back to waiting (the answer was rejected).
-func (r *runRegistry) release(run *liveRun) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if run.status == string(engine.StatusRunning) {
-		run.status = string(engine.StatusWaiting)
+// planFor compiles the definition a run started with (cached by hash).
+func (r *runs) planFor(run *state.Run) (*engine.Plan, error) {
+	if len(run.Definition) == 0 {
+		if p := r.g.cat.Load().plans[run.Workflow]; p != nil {
+			return p, nil
+		}
+		return nil, fmt.Errorf("run %s: workflow %q is not loaded and the run has no stored definition", run.ID, run.Workflow)
 	}
+	sum := sha256.Sum256(run.Definition)
+	key := hex.EncodeToString(sum[:])
+	r.plansMu.Lock()
+	p := r.plans[key]
+	r.plansMu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	name := run.DefinitionName
+	wf, ds := dsl.LoadWorkflow(name, run.Definition)
+	if len(ds) > 0 || wf == nil {
+		return nil, fmt.Errorf("run %s: its stored definition no longer loads: %v", run.ID, ds)
+	}
+	p, ds = engine.Compile(wf, &engine.CompileOptions{Catalog: r.g.engineCatalog()})
+	if len(ds) > 0 {
+		return nil, fmt.Errorf("run %s: the workflow it started with no longer compiles against the backends:\n%s", run.ID, indent(ds.Error()))
+	}
+	r.plansMu.Lock()
+	r.plans[key] = p
+	r.plansMu.Unlock()
+	return p, nil
 }
 
-func (r *runRegistry) answered(run *liveRun, who string, a engine.Answer) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	step := ""
-	if run.cp != nil && run.cp.Pending != nil {
-		step = run.cp.Pending.Step
-	}
-	run.history = append(run.history, historyEntry{At: time.Now().UTC(), Who: who, Kind: "answered", Step: step, Detail: a})
+// forgetPlans drops cached plans (the catalogue changed).
+func (r *runs) forgetPlans() {
+	r.plansMu.Lock()
+	r.plans = map[string]*engine.Plan{}
+	r.plansMu.Unlock()
 }
 
-func (r *runRegistry) cancel(id, owner string) (*liveRun, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	run := r.runs[id]
-	if run == nil || run.owner != owner {
-		return nil, fmt.Errorf("run %s: %w", id, errNoRun)
+// claim validates an answer against the pending question, then claims the
+// run for it (waiting → running, one commit; a second answer is refused).
+func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, who string, a engine.Answer) error {
+	if err := engine.ValidateAnswer(l.plan, l.cp, a); err != nil {
+		if engine.IsInvalidAnswer(err) {
+			detail, _ := json.Marshal(map[string]any{"reason": err.Error()})
+			_ = r.store.AppendHistory(ctx, l.run.ID, state.Event{Who: who, Kind: state.EventRejected, Step: step, Detail: detail})
+		}
+		return err
 	}
-	if run.status != string(engine.StatusWaiting) && run.status != string(engine.StatusInterrupted) {
-		return nil, fmt.Errorf("run %s is %s; only waiting or interrupted runs can be cancelled", id, run.status)
+	ans, _ := json.Marshal(a)
+	claimed, err := r.store.Claim(ctx, l.run.ID, step, seq, who, ans)
+	if err != nil {
+		return err
 	}
-	now := time.Now().UTC()
-	run.status, run.updated = string(engine.StatusCancelled), now
-	run.history = append(run.history, historyEntry{At: now, Who: owner, Kind: "cancelled"})
-	return run, nil
+	l.run = claimed
+	return nil
 }
 
-func (r *runRegistry) get(id, owner string) (*liveRun, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	run := r.runs[id]
-	if run == nil || run.owner != owner {
-		return nil, fmt.Errorf("run %s: %w", id, errNoRun)
+// pendingOf returns a waiting run's step and pause number.
+func pendingOf(run *state.Run) (string, uint64, error) {
+	if run.Status != state.StatusWaiting || run.Pending == nil {
+		return "", 0, &state.TransitionError{Op: "answer", RunID: run.ID, Status: run.Status, Err: state.ErrNotWaiting}
 	}
-	return run, nil
+	return run.Pending.Step, run.Pending.Seq, nil
 }
 
-func (r *runRegistry) list(owner, status, workflow string, limit int) []map[string]any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var runs []*liveRun
-	for _, run := range r.runs {
-		if run.owner == owner && (status == "" || run.status == status) && (workflow == "" || run.plan.Name == workflow) {
-			runs = append(runs, run)
+// isNotFound reports a run that does not exist (or is not the caller's).
+func isNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }
+
+// sweepDeadlines applies on_cancel to every question whose deadline has
+// passed, including deadlines that passed while vmcp was down. One loop
+// for all runs: no goroutine or timer per waiting run.
+func (r *runs) sweepDeadlines(ctx context.Context) {
+	for {
+		wait := time.Second
+		if at, ok, err := r.store.NextDeadline(ctx); err == nil && ok {
+			wait = min(max(time.Until(at), 10*time.Millisecond), time.Second)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		due, err := r.store.DueDeadlines(ctx, time.Now(), 100)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.g.log.Error("reading due deadlines", "err", err)
+			}
+			continue
+		}
+		for _, d := range due {
+			r.fireDeadline(ctx, d)
 		}
 	}
-	sort.Slice(runs, func(i, j int) bool { return runs[i].created.After(runs[j].created) })
-	if limit <= 0 || limit > 100 {
-		limit = 50
-	}
-	if len(runs) > limit {
-		runs = runs[:limit]
-	}
-	out := make([]map[string]any, len(runs))
-	for i, run := range runs {
-		out[i] = run.summary()
-	}
-	return out
 }
 
-func (r *runRegistry) counts() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c := map[string]int{}
-	for _, run := range r.runs {
-		c[run.status]++
+func (r *runs) fireDeadline(ctx context.Context, d state.DueQuestion) {
+	run, err := r.store.Get(ctx, d.RunID)
+	if err != nil {
+		return
 	}
-	return c
+	l, err := r.load(ctx, d.RunID, run.Owner)
+	if err != nil {
+		r.g.log.Error("deadline: loading run", "run_id", d.RunID, "err", err)
+		return
+	}
+	a := engine.Answer{Action: engine.ActionCancel, Timeout: true}
+	ans, _ := json.Marshal(a)
+	if _, err := r.store.ClaimDeadline(ctx, d, ans); err != nil {
+		return // answered meanwhile, or another sweep fired it
+	}
+	r.g.log.Info("question deadline passed; applying on_cancel", "run_id", d.RunID, "step", d.Step)
+	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: d.RunID, Durable: true})
+	if err != nil {
+		r.g.log.Error("deadline: resuming run", "run_id", d.RunID, "err", err)
+		r.finish(ctx, &engine.Outcome{RunID: d.RunID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})
+		return
+	}
+	if out.Status != engine.StatusWaiting {
+		r.finish(ctx, out)
+	}
 }
 
-func (run *liveRun) summary() map[string]any {
-	m := map[string]any{"id": run.id, "workflow": run.plan.Name, "status": run.status,
-		"created": run.created.Format(time.RFC3339Nano), "updated": run.updated.Format(time.RFC3339Nano)}
-	if run.status == string(engine.StatusWaiting) && run.cp != nil && run.cp.Pending != nil {
-		m["step"] = run.cp.Pending.Step
-		m["message"] = run.cp.Pending.Message
-	}
-	return m
-}
-
-func (run *liveRun) detail() map[string]any {
-	m := run.summary()
-	if run.status == string(engine.StatusWaiting) && run.cp != nil && run.cp.Pending != nil {
-		q := run.cp.Pending
-		m["question"] = map[string]any{"step": q.Step, "message": q.Message, "schema": json.RawMessage(q.Schema), "deadline": deadlineOrNil(q.Deadline)}
-	}
-	if run.cp != nil {
-		st := map[string]any{}
-		for id, s := range run.cp.Steps {
-			st[id] = map[string]any{"status": s.Status, "attempts": s.Attempts, "error": s.Error}
+// pruneLoop deletes finished runs past retention, hourly.
+func (r *runs) pruneLoop(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := r.store.Prune(ctx, time.Time{}); err != nil && ctx.Err() == nil {
+			r.g.log.Error("pruning finished runs", "err", err)
+		} else if n > 0 {
+			r.g.log.Info("pruned finished runs past retention", "runs", n)
 		}
-		m["steps"] = st
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
-	if run.result != nil {
-		m["output"] = run.result
-	}
-	if run.errMsg != "" {
-		m["error"] = run.errMsg
-	}
-	m["history"] = run.history
-	return m
-}
-
-// Built-in run tools (SPEC §5).
-const (
-	toolRunsList  = "vmcp_runs_list"
-	toolRunGet    = "vmcp_run_get"
-	toolRunResume = "vmcp_run_resume"
-	toolRunCancel = "vmcp_run_cancel"
-)
-
-func builtinToolNames() []string {
-	return []string{toolRunsList, toolRunGet, toolRunResume, toolRunCancel}
-}
-
-func (g *Gateway) builtinTools() []mcpserver.ServerTool {
-	ro, notDestructive := true, false
-	return []mcpserver.ServerTool{
-		{Tool: builtinTool(toolRunsList, "List your composite-tool runs, newest first (waiting runs have a pending question).",
-			`{"type":"object","properties":{"status":{"type":"string","enum":["running","waiting","interrupted","completed","failed","cancelled"]},"workflow":{"type":"string"},"limit":{"type":"integer","minimum":1,"maximum":100},"cursor":{"type":"string"}}}`,
-			mcp.ToolAnnotation{ReadOnlyHint: &ro}), Handler: g.handleRunsList},
-		{Tool: builtinTool(toolRunGet, "Show one run: status, steps, the pending question (message and schema) and its history.",
-			`{"type":"object","properties":{"run_id":{"type":"string"}},"required":["run_id"]}`,
-			mcp.ToolAnnotation{ReadOnlyHint: &ro}), Handler: g.handleRunGet},
-		{Tool: builtinTool(toolRunResume, "Answer a waiting run's question (accept with content, decline or cancel) and continue it.",
-			`{"type":"object","properties":{"run_id":{"type":"string"},"action":{"type":"string","enum":["accept","decline","cancel"]},"content":{"type":"object"}},"required":["run_id","action"]}`,
-			mcp.ToolAnnotation{DestructiveHint: &notDestructive}), Handler: g.handleRunResume},
-		{Tool: builtinTool(toolRunCancel, "Cancel a waiting or interrupted run.",
-			`{"type":"object","properties":{"run_id":{"type":"string"}},"required":["run_id"]}`,
-			mcp.ToolAnnotation{DestructiveHint: &notDestructive}), Handler: g.handleRunCancel},
-	}
-}
-
-func builtinTool(name, desc, schema string, a mcp.ToolAnnotation) mcp.Tool {
-	t := mcp.NewToolWithRawSchema(name, desc, json.RawMessage(schema))
-	t.Annotations = a
-	return t
-}
-
-func jsonResult(v any) *mcp.CallToolResult {
-	b, _ := steps.EncodeJSON(v)
-	res := &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(string(b))}}
-	if _, ok := v.(map[string]any); ok {
-		res.RawStructuredContent = b
-	}
-	return res
-}
-
-func (g *Gateway) handleRunsList(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	runs := g.runs.list(principal(ctx), req.GetString("status", ""), req.GetString("workflow", ""), req.GetInt("limit", 50))
-	return jsonResult(map[string]any{"runs": runs}), nil
-}
-
-func (g *Gateway) handleRunGet(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	run, err := g.runs.get(req.GetString("run_id", ""), principal(ctx))
-	if err != nil {
-		return mcp.NewToolResultError(err.Error()), nil
-	}
-	g.runs.mu.Lock()
-	d := run.detail()
-	g.runs.mu.Unlock()
-	return jsonResult(d), nil
-}
-
-func (g *Gateway) handleRunResume(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	var in struct {
-		RunID   string         `json:"run_id"`
-		Action  string         `json:"action"`
-		Content map[string]any `json:"content"`
-	}
-	if err := json.Unmarshal(rawArgs(req), &in); err != nil {
-		return mcp.NewToolResultError("invalid arguments: " + err.Error()), nil
-	}
-	out, run, err := g.Resume(ctx, in.RunID, engine.Answer{Action: in.Action, Content: in.Content})
-	if err != nil {
-		return mcp.NewToolResultError(err.Error()), nil
-	}
-	ro := &engine.RunOptions{RunID: run.id}
-	return g.deliver(ctx, run.plan, out, ro, principal(ctx))
-}
-
-// Resume answers a waiting run on behalf of the caller (built-in tool and
-// HTTP API).
-func (g *Gateway) Resume(ctx context.Context, runID string, a engine.Answer) (*engine.Outcome, *liveRun, error) {
-	owner := principal(ctx)
-	run, err := g.runs.claim(runID, "", owner)
-	if err != nil {
-		return nil, nil, err
-	}
-	out, err := g.answer(ctx, run, a, owner, &engine.RunOptions{RunID: run.id})
-	if err != nil {
-		return nil, nil, err
-	}
-	return out, run, nil
-}
-
-func (g *Gateway) handleRunCancel(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	run, err := g.runs.cancel(req.GetString("run_id", ""), principal(ctx))
-	if err != nil {
-		return mcp.NewToolResultError(err.Error()), nil
-	}
-	return jsonResult(map[string]any{"id": run.id, "status": run.status}), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,7 @@ func startDemo(t *testing.T) (*Gateway, string) {
 	if len(ds) > 0 {
 		t.Fatal(ds)
 	}
-	g, err := New(cfg, nil)
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

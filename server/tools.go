@@ -12,6 +12,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/vmcp-dev/vmcp/backends"
+	"github.com/vmcp-dev/vmcp/elicitation"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/steps"
 )
@@ -106,35 +107,66 @@ func passThrough(r *steps.Result) *mcp.CallToolResult {
 // callComposite runs (or resumes) a composite tool and delivers its
 // outcome: the result, the next question, or a paused result.
 func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.CallToolRequest, args json.RawMessage) (*mcp.CallToolResult, error) {
-	ro := &engine.RunOptions{}
+	owner := principal(ctx)
+	ro := &engine.RunOptions{Durable: true}
 	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 		ro.Observer = progressObserver(ctx, g.mcp, req.Params.Meta.ProgressToken)
 	}
-	owner := principal(ctx)
 	// A 2026-07-28 client retrying with the answer to input_required.
-	if state := req.Params.RequestState; state != "" {
-		run, err := g.runs.claimToken(state, owner)
+	if tok := req.Params.RequestState; tok != "" {
+		out, l, err := g.answerToken(ctx, tok, req.Params.InputResponses, owner, ro)
 		if err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
 		}
-		ans := mcpserver.ElicitationResponse(req.Params.InputResponses, run.cp.Pending.Step)
-		if ans == nil {
-			g.runs.release(run)
-			return mcp.NewToolResultError(fmt.Sprintf("the retry carries no answer to question %q of run %s", run.cp.Pending.Step, run.id)), nil
-		}
-		ro.RunID = run.id
-		out, err := g.answer(ctx, run, toAnswer(ans), owner, ro)
-		if err != nil {
-			return mcp.NewToolResultError(err.Error()), nil
-		}
-		return g.deliver(ctx, run.plan, out, ro, owner)
+		return g.deliver(ctx, l.plan, out, ro, owner)
 	}
-	ro.RunID = newRunID()
+	id, err := g.runs.create(ctx, p, args, owner)
+	if err != nil {
+		return nil, err
+	}
+	ro.RunID = id
 	out, err := g.eng.Run(ctx, p, args, ro)
 	if err != nil {
 		return nil, err
 	}
 	return g.deliver(ctx, p, out, ro, owner)
+}
+
+// answerToken applies the answer a 2026-07-28 client sent with its
+// resume token. The token is sealed, bound to run, step, owner and pause,
+// and single-use: replayed, tampered, expired or someone else's tokens are
+// refused and change nothing.
+func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.InputResponses, owner string, ro *engine.RunOptions) (*engine.Outcome, *loaded, error) {
+	c, err := g.runs.sealer.Open(tok, time.Now())
+	switch {
+	case errors.Is(err, elicitation.ErrTokenExpired):
+		return nil, nil, fmt.Errorf("the question's requestState has expired (run %s); the run keeps waiting: see vmcp_run_get", c.Run)
+	case err != nil:
+		return nil, nil, errors.New("invalid requestState: not a resume token issued by this vmcp")
+	case c.Owner != owner:
+		return nil, nil, errors.New("invalid requestState: this question was asked to another principal")
+	}
+	l, err := g.runs.load(ctx, c.Run, owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.run.Pending == nil || l.run.Pending.Step != c.Step || l.run.Pending.Seq != c.Seq {
+		return nil, nil, fmt.Errorf("this requestState was already used: run %s is %s", c.Run, l.run.Status)
+	}
+	res := mcpserver.ElicitationResponse(responses, c.Step)
+	if res == nil {
+		return nil, nil, fmt.Errorf("the retry carries no answer to question %q of run %s", c.Step, c.Run)
+	}
+	a := toAnswer(res)
+	if err := g.runs.claim(ctx, l, c.Step, c.Seq, owner, a); err != nil {
+		return nil, nil, err
+	}
+	ro.RunID = c.Run
+	out, err := g.eng.Resume(ctx, l.plan, l.cp, a, ro)
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, l, nil
 }
 
 func toAnswer(r *mcp.ElicitationResult) engine.Answer {
@@ -148,85 +180,92 @@ func toAnswer(r *mcp.ElicitationResult) engine.Answer {
 	return a
 }
 
-// deliver turns an outcome into the tool result. A pause is stored first,
-// then asked by the best means the client supports (SPEC §5).
+// deliver turns an outcome into the tool result. A pause was persisted by
+// the engine (durable runs) before this is reached; the question is then
+// asked by the best means the client supports (SPEC §5).
 func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outcome, ro *engine.RunOptions, owner string) (*mcp.CallToolResult, error) {
 	for {
 		switch out.Status {
 		case engine.StatusCompleted:
-			g.runs.finish(out.RunID, out)
+			g.runs.finish(ctx, out)
 			return compositeResult(out), nil
 		case engine.StatusWaiting:
 		default:
-			g.runs.finish(out.RunID, out)
+			g.runs.finish(ctx, out)
 			return mcp.NewToolResultError(out.Err.Error()), nil
 		}
-		run := g.runs.pause(p, out, owner)
 		q := out.Question
 		params := mcp.ElicitationParams{Message: q.Message, RequestedSchema: json.RawMessage(q.Schema)}
 		caps, modern := clientCaps(ctx)
 		switch {
 		case modern:
-			tok := g.runs.token(run)
+			tok, err := g.runs.token(out.RunID, q.Step, owner, q.Deadline)
+			if err != nil {
+				return nil, err
+			}
 			return mcpserver.NewInputRequestBuilder(tok).Elicit(q.Step, params).ToolResult(), nil
 		case caps.Elicitation != nil:
-			wait := g.cfg.Elicitation.LiveWait.Value
-			if wait <= 0 {
-				wait = 60 * time.Second
-			}
-			if !q.Deadline.IsZero() {
-				wait = min(wait, time.Until(q.Deadline))
-			}
-			ectx, cancel := context.WithTimeout(ctx, wait)
-			res, err := g.mcp.RequestElicitation(ectx, mcp.ElicitationRequest{
-				Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
-				Params:  params,
-			})
-			cancel()
+			next, err := g.askLive(ctx, out, params, owner, ro)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				g.log.Info("live elicitation ended without an answer; run stays waiting", "run_id", run.id, "step", q.Step, "err", err)
-				return pausedResult(run, q), nil
+				return nil, err
 			}
-			claimed, cerr := g.runs.claim(run.id, q.Step, owner)
-			if cerr != nil {
-				return mcp.NewToolResultError(cerr.Error()), nil
-			}
-			next, err := g.answer(ctx, claimed, toAnswer(res), owner, ro)
-			if err != nil {
-				// An invalid answer leaves the run waiting: ask again.
-				if engine.IsInvalidAnswer(err) {
-					g.log.Info("answer rejected; asking again", "run_id", run.id, "err", err)
-					out = &engine.Outcome{RunID: run.id, Status: engine.StatusWaiting, Question: q, Checkpoint: claimed.cp}
-					continue
-				}
-				return mcp.NewToolResultError(err.Error()), nil
+			if next == nil {
+				return pausedResult(out.RunID, p.Name, q), nil
 			}
 			out = next
 		default:
-			return pausedResult(run, q), nil
+			return pausedResult(out.RunID, p.Name, q), nil
 		}
 	}
 }
 
-// answer resumes a claimed run with an answer. An invalid answer is
-// returned as an error and the run goes back to waiting.
-func (g *Gateway) answer(ctx context.Context, run *liveRun, a engine.Answer, who string, ro *engine.RunOptions) (*engine.Outcome, error) {
-	if ro.RunID == "" {
-		ro.RunID = run.id
+// askLive asks a session client within the call, for up to the live wait.
+// It returns the run's next outcome, or nil when the wait ended without a
+// usable answer (the run stays waiting).
+func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.ElicitationParams, owner string, ro *engine.RunOptions) (*engine.Outcome, error) {
+	q := out.Question
+	wait := g.cfg.Elicitation.LiveWait.Value
+	if wait <= 0 {
+		wait = 60 * time.Second
 	}
-	out, err := g.eng.Resume(ctx, run.plan, run.cp, a, ro)
-	if err != nil {
-		g.runs.release(run)
-		if engine.IsInvalidAnswer(err) {
+	if !q.Deadline.IsZero() {
+		wait = min(wait, time.Until(q.Deadline))
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		ectx, cancel := context.WithTimeout(ctx, wait)
+		res, err := g.mcp.RequestElicitation(ectx, mcp.ElicitationRequest{
+			Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
+			Params:  params,
+		})
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			g.log.Info("live elicitation ended without an answer; the run stays waiting", "run_id", out.RunID, "step", q.Step, "err", err)
+			return nil, nil
+		}
+		l, err := g.runs.load(ctx, out.RunID, owner)
+		if err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("resuming run %s: %w", run.id, err)
+		step, seq, err := pendingOf(l.run)
+		if err != nil {
+			return nil, nil // answered elsewhere meanwhile
+		}
+		a := toAnswer(res)
+		if err := g.runs.claim(ctx, l, step, seq, owner, a); err != nil {
+			if engine.IsInvalidAnswer(err) {
+				g.log.Info("answer rejected; asking again", "run_id", out.RunID, "err", err)
+				params.Message = q.Message + "\n\n(" + err.Error() + ")"
+				continue
+			}
+			return nil, nil
+		}
+		ro.RunID = out.RunID
+		return g.eng.Resume(ctx, l.plan, l.cp, a, ro)
 	}
-	g.runs.answered(run, who, a)
-	return out, nil
+	return nil, nil
 }
 
 // compositeResult: the structured value, and its JSON as text.
@@ -241,17 +280,17 @@ func compositeResult(out *engine.Outcome) *mcp.CallToolResult {
 }
 
 // pausedResult tells a client that cannot answer now how to resume.
-func pausedResult(run *liveRun, q *engine.Question) *mcp.CallToolResult {
+func pausedResult(runID, workflow string, q *engine.Question) *mcp.CallToolResult {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "Run %s of %s is waiting for an answer to step %q:\n\n%s\n\n", run.id, run.plan.Name, q.Step, q.Message)
+	fmt.Fprintf(&sb, "Run %s of %s is waiting for an answer to step %q:\n\n%s\n\n", runID, workflow, q.Step, q.Message)
 	fmt.Fprintf(&sb, "Answer schema: %s\n", q.Schema)
 	if !q.Deadline.IsZero() {
 		fmt.Fprintf(&sb, "Deadline: %s\n", q.Deadline.UTC().Format(time.RFC3339))
 	}
-	fmt.Fprintf(&sb, "\nResume with the tool vmcp_run_resume {\"run_id\": %q, \"action\": \"accept\", \"content\": {…}} (or decline / cancel), ", run.id)
-	fmt.Fprintf(&sb, "POST /api/v1/runs/%s/resume, or `vmcp runs resume %s`.", run.id, run.id)
+	fmt.Fprintf(&sb, "\nResume with the tool vmcp_run_resume {\"run_id\": %q, \"action\": \"accept\", \"content\": {…}} (or decline / cancel), ", runID)
+	fmt.Fprintf(&sb, "POST /api/v1/runs/%s/resume, or `vmcp runs resume %s`.", runID, runID)
 	meta := map[string]any{"vmcp/run": map[string]any{
-		"id": run.id, "status": "waiting", "workflow": run.plan.Name, "step": q.Step,
+		"id": runID, "status": "waiting", "workflow": workflow, "step": q.Step,
 		"message": q.Message, "schema": json.RawMessage(q.Schema), "deadline": deadlineOrNil(q.Deadline),
 	}}
 	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(sb.String())}, Result: mcp.Result{Meta: &mcp.Meta{AdditionalFields: meta}}}
@@ -302,5 +341,3 @@ func principal(ctx context.Context) string {
 }
 
 type principalKey struct{}
-
-var errNoRun = errors.New("no such run")

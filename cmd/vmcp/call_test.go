@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func startGateway(t *testing.T, liveWait time.Duration) string {
 	if liveWait > 0 {
 		cfg.Elicitation.LiveWait = dsl.Duration{Value: liveWait, Set: true}
 	}
-	g, err := server.New(cfg, nil)
+	g, err := server.New(cfg, &server.Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestClientRuns(t *testing.T) {
 		t.Errorf("runs cancel: %q", out)
 	}
 	_, errs = mustCLI(t, exitFailure, "", "runs", "cancel", third, "--url", url)
-	if !strings.Contains(errs, "vmcp: run "+third+" is cancelled") {
+	if !strings.Contains(errs, "vmcp: cancel run "+third+": run cannot be cancelled (it is cancelled)") {
 		t.Errorf("second cancel: %s", errs)
 	}
 	_, errs = mustCLI(t, exitFailure, "", "runs", "resume", third, "--url", url)
@@ -352,7 +353,7 @@ func TestClientRuns(t *testing.T) {
 	}
 
 	_, errs = mustCLI(t, exitFailure, "", "runs", "show", "r_nope", "--url", url)
-	if !strings.Contains(errs, "vmcp: run r_nope: no such run") {
+	if !strings.Contains(errs, "vmcp: get run r_nope: run not found") {
 		t.Errorf("unknown run: %s", errs)
 	}
 	mustCLI(t, exitUsage, "", "runs", "list", "--url", url, "--status", "paused")

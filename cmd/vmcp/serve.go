@@ -53,7 +53,6 @@ reaped.`,
 			if !cmd.Flags().Changed("state") && cfg.State.Path.Value != "" {
 				statePath = cfg.State.Path.Value
 			}
-			_ = statePath // the durable run store arrives with the state package
 			level := slog.LevelInfo
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return usageErrorf("--log-level: %v", err)
@@ -67,7 +66,7 @@ reaped.`,
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			g, err := server.New(cfg, &server.Options{Logger: log, Version: version})
+			g, err := server.New(cfg, &server.Options{Logger: log, Version: version, StatePath: statePath})
 			if err != nil {
 				return err
 			}
