@@ -67,8 +67,18 @@ func (r relay) ListRoots(ctx context.Context, backend string, req mcp.ListRootsR
 
 func (r relay) Notify(ctx context.Context, backend string, n mcp.JSONRPCNotification) {
 	switch n.Method {
-	case "notifications/progress", "notifications/message":
+	case "notifications/progress":
 		if mcpserver.ClientSessionFromContext(ctx) == nil {
+			return
+		}
+		_ = r.g.mcp.SendNotificationToClient(ctx, n.Method, n.Params.AdditionalFields)
+	case "notifications/message":
+		// A log message during a call goes to that call's client; one
+		// outside any call was caused by no client and goes to every
+		// session (backends filter by the level clients set, which vmcp
+		// forwards).
+		if mcpserver.ClientSessionFromContext(ctx) == nil {
+			r.g.mcp.SendNotificationToAllClients(n.Method, n.Params.AdditionalFields)
 			return
 		}
 		_ = r.g.mcp.SendNotificationToClient(ctx, n.Method, n.Params.AdditionalFields)
