@@ -59,6 +59,7 @@ type Gateway struct {
 	pending atomic.Bool
 
 	subs *subscriptions
+	auth *authenticator // nil: anonymous
 }
 
 // New prepares a gateway from a loaded config.
@@ -81,6 +82,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	specs, err := backendSpecs(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if g.auth, err = newAuthenticator(cfg); err != nil {
 		return nil, err
 	}
 	health := backends.HealthPolicy{

@@ -24,6 +24,13 @@ const MaxRequestBody = 4 << 20
 func (g *Gateway) Handler() http.Handler {
 	mcpHTTP := mcpserver.NewStreamableHTTPServer(g.mcp,
 		mcpserver.WithStateful(true),
+		// The principal the auth middleware found travels into tool calls.
+		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			if p, ok := r.Context().Value(principalKey{}).(string); ok {
+				return context.WithValue(ctx, principalKey{}, p)
+			}
+			return ctx
+		}),
 		mcpserver.WithSessionIdleTTL(30*time.Minute),
 		mcpserver.WithHeartbeatInterval(30*time.Second),
 	)
@@ -47,7 +54,12 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/runs/{id}", g.apiGet)
 	mux.HandleFunc("POST /api/v1/runs/{id}/resume", g.apiResume)
 	mux.HandleFunc("POST /api/v1/runs/{id}/cancel", g.apiCancel)
-	return rejectRebinding(mux)
+	var h http.Handler = mux
+	if g.auth != nil {
+		mux.HandleFunc("GET /.well-known/oauth-protected-resource", protectedResource)
+		h = g.auth.wrap(mux)
+	}
+	return rejectRebinding(h)
 }
 
 // rejectRebinding refuses requests that arrive over loopback but name a
