@@ -36,6 +36,7 @@ type Conn struct {
 	spec Spec
 
 	mu        sync.Mutex
+	connectMu sync.Mutex // serialises lazy connects of per-client sessions
 	client    *client.Client
 	proc      *cmdTransport // stdio backends: the spawned process
 	state     string

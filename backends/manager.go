@@ -32,6 +32,8 @@ type Spec struct {
 	// ProtocolVersion pins the MCP revision spoken to the backend; empty
 	// negotiates (with a short server/discover probe).
 	ProtocolVersion string
+	// PerClient gives every front client its own backend session.
+	PerClient bool
 }
 
 // Kind names the transport for status output.
@@ -115,8 +117,8 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	changeMu sync.Mutex
 	changeCh chan struct{}
+	per      perClient
 }
 
 // ErrUnknownBackend is returned for calls to a backend that is not
@@ -210,6 +212,7 @@ func (m *Manager) Close() error {
 	if m.cancel != nil {
 		m.cancel()
 	}
+	m.closeAllClients()
 	var errs []error
 	for _, c := range m.conns {
 		if err := c.close(); err != nil {
@@ -320,9 +323,9 @@ type CallResult struct {
 // of vmcp's own, and the backend's progress is relayed under the caller's
 // token.
 func (m *Manager) CallTool(ctx context.Context, backend, tool string, args json.RawMessage, meta map[string]any) (*CallResult, error) {
-	c := m.byName[backend]
-	if c == nil {
-		return nil, fmt.Errorf("%w %q", ErrUnknownBackend, backend)
+	c, err := m.route(ctx, backend)
+	if err != nil {
+		return nil, err
 	}
 	return c.callTool(ctx, tool, args, meta)
 }
@@ -330,9 +333,9 @@ func (m *Manager) CallTool(ctx context.Context, backend, tool string, args json.
 // Request sends one raw request (resources/read, prompts/get,
 // completion/complete, …) to a backend and returns the raw result.
 func (m *Manager) Request(ctx context.Context, backend, method string, params any) (json.RawMessage, error) {
-	c := m.byName[backend]
-	if c == nil {
-		return nil, fmt.Errorf("%w %q", ErrUnknownBackend, backend)
+	c, err := m.route(ctx, backend)
+	if err != nil {
+		return nil, err
 	}
 	return c.request(ctx, method, params)
 }

@@ -174,3 +174,44 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestPerClientSessions(t *testing.T) {
+	spec := stdioDemo(t, "tickets")
+	spec.PerClient = true
+	m, err := NewManager([]Spec{spec}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	create := func(ctx context.Context) string {
+		res, err := m.CallTool(ctx, "tickets", "create", json.RawMessage(`{"title":"t","body":"b"}`), nil)
+		if err != nil || res.IsError {
+			t.Fatalf("create: %v %+v", err, res)
+		}
+		var out struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(res.StructuredContent, &out)
+		return out.ID
+	}
+	a, b := WithClient(t.Context(), "client-a"), WithClient(t.Context(), "client-b")
+	// Each client has its own backend process, so its own ticket numbering.
+	if got := []string{create(a), create(a), create(b)}; strings.Join(got, ",") != "T-1,T-2,T-1" {
+		t.Fatalf("ticket ids %v: sessions are shared", got)
+	}
+	if n := m.ClientSessions(); n != 2 {
+		t.Fatalf("%d per-client sessions, want 2", n)
+	}
+	// No client key: the shared session.
+	if id := create(t.Context()); id != "T-1" {
+		t.Fatalf("shared session ticket %s", id)
+	}
+	m.CloseClient("client-a")
+	if n := m.ClientSessions(); n != 1 {
+		t.Fatalf("%d per-client sessions after CloseClient, want 1", n)
+	}
+	if id := create(a); id != "T-1" {
+		t.Fatalf("a new session for client-a should start fresh, got %s", id)
+	}
+}

@@ -114,7 +114,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) {
 	var specs []backends.Spec
 	for _, b := range cfg.Backends {
-		s := backends.Spec{Name: b.Name.Value, Timeout: b.Timeout.Value, ProtocolVersion: b.ProtocolVersion.Value}
+		s := backends.Spec{Name: b.Name.Value, Timeout: b.Timeout.Value, ProtocolVersion: b.ProtocolVersion.Value, PerClient: b.PerClient.Value}
 		switch b.Kind() {
 		case dsl.BackendURL:
 			s.URL, s.Transport = b.URL.Value, b.Transport.Value

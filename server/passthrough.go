@@ -118,7 +118,7 @@ func (g *Gateway) promptBackend(name string) (string, string, bool) {
 
 func (g *Gateway) readHandler(backend string) mcpserver.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-		raw, err := g.mgr.Request(ctx, backend, "resources/read", map[string]any{"uri": req.Params.URI})
+		raw, err := g.mgr.Request(clientCtx(ctx), backend, "resources/read", map[string]any{"uri": req.Params.URI})
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +142,7 @@ func (g *Gateway) promptHandler(backend, orig string) mcpserver.PromptHandlerFun
 		if len(req.Params.Arguments) > 0 {
 			params["arguments"] = req.Params.Arguments
 		}
-		raw, err := g.mgr.Request(ctx, backend, "prompts/get", params)
+		raw, err := g.mgr.Request(clientCtx(ctx), backend, "prompts/get", params)
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func (c completions) complete(ctx context.Context, backend string, ref map[strin
 	if len(cc.Arguments) > 0 {
 		params["context"] = cc
 	}
-	raw, err := c.g.mgr.Request(ctx, backend, "completion/complete", params)
+	raw, err := c.g.mgr.Request(clientCtx(ctx), backend, "completion/complete", params)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +256,7 @@ func (g *Gateway) installHooks(h *mcpserver.Hooks) {
 		}
 	})
 	h.AddOnUnregisterSession(func(ctx context.Context, s mcpserver.ClientSession) {
+		g.mgr.CloseClient(s.SessionID())
 		for _, uri := range g.subs.dropSession(s.SessionID()) {
 			g.unsubscribeBackend(context.WithoutCancel(ctx), uri)
 		}

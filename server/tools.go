@@ -24,11 +24,20 @@ func jsonUnmarshal(b []byte, v any) error        { return json.Unmarshal(b, v) }
 type caller struct{ mgr *backends.Manager }
 
 func (c caller) CallTool(ctx context.Context, call *steps.Call) (*steps.Result, error) {
-	r, err := c.mgr.CallTool(ctx, call.Backend, call.Tool, call.Arguments, call.Meta)
+	r, err := c.mgr.CallTool(clientCtx(ctx), call.Backend, call.Tool, call.Arguments, call.Meta)
 	if err != nil {
 		return nil, err
 	}
 	return &steps.Result{Content: r.Content, StructuredContent: r.StructuredContent, IsError: r.IsError, Meta: r.Meta}, nil
+}
+
+// clientCtx tags a call with the front session it serves, for backends
+// configured with per_client sessions.
+func clientCtx(ctx context.Context) context.Context {
+	if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
+		return backends.WithClient(ctx, s.SessionID())
+	}
+	return ctx
 }
 
 // rawContent passes one content item through byte for byte (mcp.Content is

@@ -1,0 +1,115 @@
+package backends
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Per-client sessions. A backend with Spec.PerClient gets one backend
+// session per front client (keyed by what the caller puts in the context
+// with WithClient, normally the MCP session id), opened on the client's
+// first call and closed by CloseClient when the client goes away. The
+// shared session still supplies the catalogue and health. Calls without a
+// client key use the shared session.
+
+type clientKey struct{}
+
+// WithClient tags ctx with the front client a call belongs to.
+func WithClient(ctx context.Context, key string) context.Context {
+	if key == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, clientKey{}, key)
+}
+
+func clientOf(ctx context.Context) string {
+	k, _ := ctx.Value(clientKey{}).(string)
+	return k
+}
+
+type perClient struct {
+	mu    sync.Mutex
+	conns map[string]map[string]*Conn // client → backend → conn
+}
+
+// route picks the connection for a call: the shared one, or the caller's
+// own for per-client backends (connected on first use).
+func (m *Manager) route(ctx context.Context, backend string) (*Conn, error) {
+	c := m.byName[backend]
+	if c == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownBackend, backend)
+	}
+	key := clientOf(ctx)
+	if !c.spec.PerClient || key == "" {
+		return c, nil
+	}
+	if _, err := c.acquire(); err != nil {
+		return nil, err // the backend is down: fail fast as for shared calls
+	}
+	m.per.mu.Lock()
+	if m.per.conns == nil {
+		m.per.conns = map[string]map[string]*Conn{}
+	}
+	byBackend := m.per.conns[key]
+	if byBackend == nil {
+		byBackend = map[string]*Conn{}
+		m.per.conns[key] = byBackend
+	}
+	own := byBackend[backend]
+	if own == nil {
+		own = newConn(m, c.spec)
+		byBackend[backend] = own
+	}
+	m.per.mu.Unlock()
+
+	own.connectMu.Lock()
+	defer own.connectMu.Unlock()
+	own.mu.Lock()
+	ready := own.state == StateReady && own.client != nil
+	own.mu.Unlock()
+	if !ready {
+		if err := own.connect(context.WithoutCancel(ctx)); err != nil {
+			return nil, fmt.Errorf("backend %q: opening this client's session: %w", backend, err)
+		}
+		own.setState(StateReady, nil)
+	}
+	return own, nil
+}
+
+// CloseClient closes the per-client backend sessions of one client (and
+// reaps their processes).
+func (m *Manager) CloseClient(key string) {
+	m.per.mu.Lock()
+	byBackend := m.per.conns[key]
+	delete(m.per.conns, key)
+	m.per.mu.Unlock()
+	for _, c := range byBackend {
+		_ = c.close()
+	}
+}
+
+// closeAllClients closes every per-client session (shutdown).
+func (m *Manager) closeAllClients() {
+	m.per.mu.Lock()
+	all := m.per.conns
+	m.per.conns = nil
+	m.per.mu.Unlock()
+	for _, byBackend := range all {
+		for _, c := range byBackend {
+			_ = c.close()
+		}
+	}
+}
+
+// ClientSessions counts open per-client backend sessions (for /status and
+// tests).
+func (m *Manager) ClientSessions() int {
+	m.per.mu.Lock()
+	defer m.per.mu.Unlock()
+	n := 0
+	for _, byBackend := range m.per.conns {
+		n += len(byBackend)
+	}
+	return n
+}
