@@ -182,14 +182,23 @@ const (
 
 // IncomingAuth is `incoming_auth`.
 type IncomingAuth struct {
-	Node                      *yaml.Node `yaml:"-"`
-	Type                      String     `yaml:"type"` // default anonymous
-	Tokens                    []*Token   `yaml:"tokens"`
-	Issuer                    String     `yaml:"issuer"`
-	Audience                  String     `yaml:"audience"`
-	JWKSURL                   String     `yaml:"jwks_url"`
-	ClockSkew                 Duration   `yaml:"clock_skew"`
-	AllowAnonymousNonLoopback Bool       `yaml:"allow_anonymous_non_loopback"`
+	Node      *yaml.Node `yaml:"-"`
+	Type      String     `yaml:"type"` // default anonymous
+	Tokens    []*Token   `yaml:"tokens"`
+	Issuer    String     `yaml:"issuer"`
+	Audience  String     `yaml:"audience"`
+	JWKSURL   String     `yaml:"jwks_url"`
+	ClockSkew Duration   `yaml:"clock_skew"` // default 60s
+	// Scopes are advertised in the RFC 9728 metadata (scopes_supported)
+	// and in WWW-Authenticate; they are not enforced.
+	Scopes []String `yaml:"scopes"`
+	// PrincipalClaim names the claim that becomes the principal; default sub.
+	PrincipalClaim String `yaml:"principal_claim"`
+	// GroupsClaim names the claim holding the principal's groups (a string
+	// or an array of strings); default groups.
+	GroupsClaim String `yaml:"groups_claim"`
+
+	AllowAnonymousNonLoopback Bool `yaml:"allow_anonymous_non_loopback"`
 }
 
 // Token is one static token of incoming_auth type tokens: exactly one of

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -16,8 +18,10 @@ import (
 
 // Incoming authentication. `anonymous` (the default) makes every caller the
 // principal "anonymous"; `tokens` maps static bearer tokens (kept as
-// SHA-256 hashes, or read from an env variable or a file) to principals.
-// OIDC is specified in the identity issue and not built yet.
+// SHA-256 hashes, or read from an env variable or a file) to principals;
+// `oidc` verifies JWTs signed by an OpenID Connect issuer (auth_oidc.go).
+// Both strategies share wrap: the 401 answers, the protected-resource
+// metadata and the binding of MCP sessions to principals.
 
 // Principal is an authenticated caller.
 type Principal struct {
@@ -25,30 +29,80 @@ type Principal struct {
 	Groups []string
 }
 
-type tokenEntry struct {
-	hash [32]byte
-	p    Principal
+// credentials is an authentication strategy: it turns a bearer token into
+// a principal. Errors are authError, whose text is safe to send back.
+type credentials interface {
+	authenticate(ctx context.Context, token string) (Principal, error)
 }
+
+// authError is why a token was refused; its text goes into
+// WWW-Authenticate's error_description, so it never holds the token nor
+// anything copied from it.
+type authError string
+
+func (e authError) Error() string { return string(e) }
 
 // authenticator checks bearer tokens; nil means anonymous.
 type authenticator struct {
-	tokens []tokenEntry
+	creds credentials
+	// authServers and scopes are advertised in the RFC 9728 metadata.
+	authServers []string
+	scopes      []string
+	log         *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]string // MCP session id → principal that created it
 }
 
 // newAuthenticator builds the incoming_auth config. Errors name the key.
+// For oidc it runs discovery and fetches the signing keys: vmcp does not
+// start half-configured.
 func newAuthenticator(cfg *dsl.Config) (*authenticator, error) {
 	ia := cfg.IncomingAuth
+	// log is slog.Default until the gateway sets its own logger.
+	a := &authenticator{sessions: map[string]string{}, log: slog.Default(), authServers: []string{}}
 	switch ia.Type.Value {
-	case "", "anonymous":
+	case "", dsl.AuthAnonymous:
 		return nil, nil
-	case "tokens":
+	case dsl.AuthTokens:
+		st, err := newStaticTokens(cfg)
+		if err != nil {
+			return nil, err
+		}
+		a.creds = st
+	case dsl.AuthOIDC:
+		v, err := newOIDCVerifier(context.Background(), cfg, a.logger)
+		if err != nil {
+			return nil, err
+		}
+		a.creds = v
+		a.authServers = []string{v.issuer}
+		for _, sc := range ia.Scopes {
+			a.scopes = append(a.scopes, sc.Value)
+		}
 	default:
-		return nil, fmt.Errorf("%s: incoming_auth.type %q is not implemented yet (anonymous and tokens are)", cfg.Src.NodePos(ia.Type.Node), ia.Type.Value)
+		return nil, fmt.Errorf("%s: incoming_auth.type %q is not known (anonymous, tokens and oidc are)", cfg.Src.NodePos(ia.Type.Node), ia.Type.Value)
 	}
-	a := &authenticator{sessions: map[string]string{}}
+	return a, nil
+}
+
+// logger is how strategies log (a JWKS refresh that failed, say); never
+// with a token.
+func (a *authenticator) logger() *slog.Logger { return a.log }
+
+type tokenEntry struct {
+	hash [32]byte
+	p    Principal
+}
+
+// staticTokens is incoming_auth type tokens.
+type staticTokens struct {
+	tokens []tokenEntry
+}
+
+func newStaticTokens(cfg *dsl.Config) (*staticTokens, error) {
+	ia := cfg.IncomingAuth
+	a := &staticTokens{}
 	for i, t := range ia.Tokens {
 		where := fmt.Sprintf("%s: incoming_auth.tokens[%d] (%s)", cfg.Src.NodePos(t.Node), i, t.Principal.Value)
 		var secret string
@@ -94,8 +148,15 @@ func principalOf(t *dsl.Token) Principal {
 	return p
 }
 
+func (a *staticTokens) authenticate(_ context.Context, token string) (Principal, error) {
+	if p, ok := a.lookup(token); ok {
+		return p, nil
+	}
+	return Principal{}, authError("invalid token")
+}
+
 // lookup finds the principal of a bearer token (constant time per entry).
-func (a *authenticator) lookup(token string) (Principal, bool) {
+func (a *staticTokens) lookup(token string) (Principal, bool) {
 	h := sha256.Sum256([]byte(token))
 	var found Principal
 	ok := false
@@ -114,18 +175,27 @@ func (a *authenticator) lookup(token string) (Principal, bool) {
 func (a *authenticator) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/healthz", "/readyz", "/.well-known/oauth-protected-resource":
+		case "/healthz", "/readyz":
 			h.ServeHTTP(w, r)
 			return
-		}
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			unauthorized(w, r, "missing bearer token")
+		case "/.well-known/oauth-protected-resource":
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authKey{}, a)))
 			return
 		}
-		p, ok := a.lookup(strings.TrimSpace(tok))
+		tok, ok := bearerToken(r)
 		if !ok {
-			unauthorized(w, r, "invalid token")
+			// RFC 6750 §3.1: no credentials, no error code.
+			a.challenge(w, r, "", "missing bearer token")
+			return
+		}
+		p, err := a.creds.authenticate(r.Context(), tok)
+		if err != nil {
+			why := "invalid token"
+			var ae authError
+			if errors.As(err, &ae) {
+				why = string(ae)
+			}
+			a.challenge(w, r, "invalid_token", why)
 			return
 		}
 		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
@@ -140,6 +210,17 @@ func (a *authenticator) wrap(h http.Handler) http.Handler {
 		ctx := context.WithValue(r.Context(), principalKey{}, p.Name)
 		h.ServeHTTP(&bindingWriter{ResponseWriter: w, a: a, principal: p.Name}, r.WithContext(ctx))
 	})
+}
+
+// bearerToken reads `Authorization: Bearer <token>` (the scheme is
+// case-insensitive, RFC 7235).
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
 }
 
 // bindingWriter records the session a response creates.
@@ -182,26 +263,47 @@ func (b *bindingWriter) bind() {
 	}
 }
 
-// unauthorized answers 401 the MCP way: WWW-Authenticate names the
-// protected-resource metadata (RFC 9728).
-func unauthorized(w http.ResponseWriter, r *http.Request, why string) {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+// authKey carries the authenticator to protectedResource.
+type authKey struct{}
+
+// challenge answers 401 the MCP way: WWW-Authenticate names the
+// protected-resource metadata (RFC 9728) and the scopes to ask for. code
+// is empty when the request carried no token (RFC 6750 §3.1).
+func (a *authenticator) challenge(w http.ResponseWriter, r *http.Request, code, why string) {
+	var b strings.Builder
+	b.WriteString("Bearer ")
+	if code != "" {
+		fmt.Fprintf(&b, "error=%q, error_description=%q, ", code, why)
 	}
-	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer error="invalid_token", error_description=%q, resource_metadata="%s://%s/.well-known/oauth-protected-resource"`, why, scheme, r.Host))
+	fmt.Fprintf(&b, "resource_metadata=%q", baseURL(r)+"/.well-known/oauth-protected-resource")
+	if len(a.scopes) > 0 {
+		fmt.Fprintf(&b, ", scope=%q", strings.Join(a.scopes, " "))
+	}
+	w.Header().Set("WWW-Authenticate", b.String())
 	apiError(w, http.StatusUnauthorized, "unauthorized", why)
 }
 
-// protectedResource serves RFC 9728 metadata.
-func protectedResource(w http.ResponseWriter, r *http.Request) {
+func baseURL(r *http.Request) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"resource":                 fmt.Sprintf("%s://%s/mcp", scheme, r.Host),
+	return scheme + "://" + r.Host
+}
+
+// protectedResource serves RFC 9728 metadata: the authorization servers
+// (the OIDC issuer) and the scopes configured.
+func protectedResource(w http.ResponseWriter, r *http.Request) {
+	md := map[string]any{
+		"resource":                 baseURL(r) + "/mcp",
 		"bearer_methods_supported": []string{"header"},
 		"authorization_servers":    []string{},
-	})
+	}
+	if a, ok := r.Context().Value(authKey{}).(*authenticator); ok {
+		md["authorization_servers"] = a.authServers
+		if len(a.scopes) > 0 {
+			md["scopes_supported"] = a.scopes
+		}
+	}
+	writeJSON(w, http.StatusOK, md)
 }

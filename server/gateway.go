@@ -30,6 +30,10 @@ type Options struct {
 	Health *backends.HealthPolicy
 	// StatePath overrides the config's state.path (the bbolt file).
 	StatePath string
+	// InProcess serves `builtin: <name>` backends whose name is a key here
+	// with that mcp-go server instead of a demo backend (tests and
+	// benchmarks build synthetic backends this way).
+	InProcess map[string]*mcpserver.MCPServer
 }
 
 // Gateway is one vmcp: backends, the engine, the catalogue and the MCP
@@ -60,6 +64,8 @@ type Gateway struct {
 
 	subs *subscriptions
 	auth *authenticator // nil: anonymous
+	// tl is the pre-serialised tools/list served over HTTP (toolslist.go).
+	tl toolsList
 }
 
 // New prepares a gateway from a loaded config.
@@ -80,12 +86,15 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if g.ver == "" {
 		g.ver = "dev"
 	}
-	specs, err := backendSpecs(cfg)
+	specs, err := backendSpecsWith(cfg, opts.InProcess)
 	if err != nil {
 		return nil, err
 	}
 	if g.auth, err = newAuthenticator(cfg); err != nil {
 		return nil, err
+	}
+	if g.auth != nil {
+		g.auth.log = g.log
 	}
 	health := backends.HealthPolicy{
 		Interval:           cfg.Health.Interval.Value,
@@ -107,11 +116,15 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}})
 	g.mcp = newMCPServer(g)
+	g.tl.watch(g.mcp)
 	return g, nil
 }
 
 // backendSpecs converts the config's backends.
-func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) {
+func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) { return backendSpecsWith(cfg, nil) }
+
+// backendSpecsWith is backendSpecs with Options.InProcess.
+func backendSpecsWith(cfg *dsl.Config, inProcess map[string]*mcpserver.MCPServer) ([]backends.Spec, error) {
 	var specs []backends.Spec
 	for _, b := range cfg.Backends {
 		s := backends.Spec{Name: b.Name.Value, Timeout: b.Timeout.Value, ProtocolVersion: b.ProtocolVersion.Value, PerClient: b.PerClient.Value}
@@ -129,6 +142,10 @@ func backendSpecs(cfg *dsl.Config) ([]backends.Spec, error) {
 				s.Env[k] = v.Value
 			}
 		case dsl.BackendBuiltin:
+			if srv, ok := inProcess[b.Builtin.Value]; ok {
+				s.InProcess = srv
+				break
+			}
 			srv, err := demo.New(b.Builtin.Value)
 			if err != nil {
 				return nil, fmt.Errorf("%s: backend %q: %w", cfg.Src.NodePos(b.Builtin.Node), b.Name.Value, err)
@@ -404,6 +421,7 @@ func (g *Gateway) installTools(cat, prev *catalog) {
 	if prev != nil && sameTools(prev, cat) {
 		return
 	}
+	g.tl.render(tools, g.log) // before SetTools: its list_changed must find the new list
 	g.mcp.SetTools(tools...)
 }
 
