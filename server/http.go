@@ -35,7 +35,9 @@ func (g *Gateway) Handler() http.Handler {
 		mcpserver.WithHeartbeatInterval(30*time.Second),
 	)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", limitBody(mcpHTTP))
+	// tools/list on a 2025-11-25 session is answered from pre-serialised
+	// bytes (toolslist.go); everything else reaches mcp-go unchanged.
+	mux.Handle("/mcp", limitBody(g.tl.wrap(g.mcp, mcpHTTP)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
