@@ -1,0 +1,83 @@
+package backends
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends/demo"
+)
+
+// A legacy SSE backend, with per-backend headers that reach it.
+func TestSSEBackendWithHeaders(t *testing.T) {
+	srv, err := demo.New("incidents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotAuth atomic.Value
+	sse := mcpserver.NewSSEServer(srv)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			gotAuth.Store(a)
+		}
+		sse.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+
+	m, err := NewManager([]Spec{{Name: "inc", URL: ts.URL + "/sse", Transport: "sse", Headers: map[string]string{"Authorization": "Bearer backend-secret"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	if st := m.Status()[0]; st.State != StateReady || st.Transport != "sse" || st.Tools == 0 {
+		t.Fatalf("status %+v", st)
+	}
+	res, err := m.CallTool(t.Context(), "inc", "get_incident", json.RawMessage(`{"id":"INC-1042"}`), nil)
+	if err != nil || res.IsError || !strings.Contains(string(res.StructuredContent), "checkout") {
+		t.Fatalf("call over SSE: %v %+v", err, res)
+	}
+	if a, _ := gotAuth.Load().(string); a != "Bearer backend-secret" {
+		t.Fatalf("backend saw Authorization %q", a)
+	}
+}
+
+// Consecutive failed calls open the circuit: calls then fail fast.
+func TestCircuitBreaker(t *testing.T) {
+	s := mcpserver.NewMCPServer("flaky", "1", mcpserver.WithToolCapabilities(true))
+	var calls atomic.Int32
+	s.AddTool(mcp.NewTool("boom"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		calls.Add(1)
+		return nil, errors.New("internal failure")
+	})
+	m, err := NewManager([]Spec{{Name: "flaky", InProcess: s}}, &Options{Health: HealthPolicy{FailureThreshold: 2, OpenFor: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	for i := 0; i < 2; i++ {
+		if _, err := m.CallTool(t.Context(), "flaky", "boom", nil, nil); err == nil || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	_, err = m.CallTool(t.Context(), "flaky", "boom", nil, nil)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "circuit open after 2 failed calls") {
+		t.Fatalf("third call: %v", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("the backend saw %d calls, want 2 (the third failed fast)", n)
+	}
+	if !m.Status()[0].CircuitOpen {
+		t.Fatal("/status does not show the open circuit")
+	}
+}
