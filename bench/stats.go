@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// load is the outcome of a timed run of an operation.
+type load struct {
+	Lat     []time.Duration // every timed operation's latency, sorted
+	Elapsed time.Duration   // wall time of the timed window
+	Err     error           // the first failure (wrong answer or error): the cell is invalid
+}
+
+func (l load) N() int { return len(l.Lat) }
+
+func (l load) P(q float64) time.Duration { return pct(l.Lat, q) }
+
+func (l load) Throughput() float64 {
+	if l.Elapsed <= 0 {
+		return 0
+	}
+	return float64(len(l.Lat)) / l.Elapsed.Seconds()
+}
+
+// pct is the q-quantile (0..1) of sorted durations (nearest rank).
+func pct(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func mean(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	var s time.Duration
+	for _, x := range d {
+		s += x
+	}
+	return s / time.Duration(len(d))
+}
+
+// runLoad runs op on conc workers: warm untimed operations each, then, all
+// together, timed operations until dur passes (at least minOps in all, at
+// most maxOps if > 0). op gets the worker index. The first error stops the
+// run and is kept.
+func runLoad(ctx context.Context, conc, warm int, dur time.Duration, minOps, maxOps int, op func(ctx context.Context, w int) error) load {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		lats     = make([][]time.Duration, conc)
+		ready    sync.WaitGroup
+		start    = make(chan struct{})
+		wg       sync.WaitGroup
+		done     = make(chan struct{})
+		doneOnce sync.Once
+		count    int
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	ready.Add(conc)
+	for w := range conc {
+		wg.Go(func() {
+			for range warm {
+				if err := op(ctx, w); err != nil {
+					fail(err)
+					break
+				}
+			}
+			ready.Done()
+			<-start
+			for ctx.Err() == nil {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				t0 := time.Now()
+				if err := op(ctx, w); err != nil {
+					if ctx.Err() == nil {
+						fail(err)
+					}
+					return
+				}
+				lats[w] = append(lats[w], time.Since(t0))
+				mu.Lock()
+				count++
+				c := count
+				mu.Unlock()
+				if maxOps > 0 && c >= maxOps {
+					doneOnce.Do(func() { close(done) })
+				}
+			}
+		})
+	}
+	ready.Wait()
+	t0 := time.Now()
+	close(start)
+	go func() {
+		t := time.NewTimer(dur)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				mu.Lock()
+				c := count
+				mu.Unlock()
+				if c >= minOps {
+					doneOnce.Do(func() { close(done) })
+					return
+				}
+				t.Reset(10 * time.Millisecond)
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	elapsed := time.Since(t0)
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	return load{Lat: all, Elapsed: elapsed, Err: firstErr}
+}
+
+// timeN runs op n times sequentially (after warm untimed runs) and
+// returns the sorted latencies.
+func timeN(ctx context.Context, warm, n int, op func(ctx context.Context) error) load {
+	for range warm {
+		if err := op(ctx); err != nil {
+			return load{Err: err}
+		}
+	}
+	lat := make([]time.Duration, 0, n)
+	t0 := time.Now()
+	for range n {
+		s := time.Now()
+		if err := op(ctx); err != nil {
+			return load{Err: err}
+		}
+		lat = append(lat, time.Since(s))
+	}
+	el := time.Since(t0)
+	slices.Sort(lat)
+	return load{Lat: lat, Elapsed: el}
+}
+
+// linearFit is the least-squares line y = a + b·x.
+func linearFit(xs, ys []float64) (a, b float64) {
+	n := float64(len(xs))
+	if n < 2 {
+		return 0, 0
+	}
+	var sx, sy, sxx, sxy float64
+	for i := range xs {
+		sx += xs[i]
+		sy += ys[i]
+		sxx += xs[i] * xs[i]
+		sxy += xs[i] * ys[i]
+	}
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0, 0
+	}
+	b = (n*sxy - sx*sy) / d
+	a = (sy - b*sx) / n
+	return a, b
+}
+
+// us is a duration in microseconds.
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
