@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -286,10 +287,28 @@ func (c *Conn) transport() (transport.Interface, error) {
 		}
 		return &cmdTransport{Interface: tr, cmd: &cmd}, nil
 	case s.Transport == "sse":
-		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers))
+		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(pooledClient()))
 	default:
-		return transport.NewStreamableHTTP(s.URL, transport.WithHTTPHeaders(s.Headers))
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(pooledClient())}
+		if s.ProtocolVersion == "" || s.ProtocolVersion < "2026-07-28" {
+			// Keep the standalone GET stream open: it is how a
+			// 2025-11-25 server tells vmcp its lists changed. (mcp-go
+			// speaks the 2025-11-25 era on such a connection; pin
+			// protocol_version: 2026-07-28 to get the new era instead.)
+			opts = append(opts, transport.WithContinuousListening())
+		}
+		return transport.NewStreamableHTTP(s.URL, opts...)
 	}
+}
+
+// pooledClient is the HTTP client of one backend: Go's default keeps only
+// two idle connections per host, so concurrent calls would open a new
+// connection each time.
+func pooledClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 512
+	t.MaxIdleConnsPerHost = 256
+	return &http.Client{Transport: t}
 }
 
 // cmdTransport remembers the spawned command (its pid, for status and for

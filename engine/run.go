@@ -179,6 +179,10 @@ type runState struct {
 	ready    []int
 	running  int
 	inflight map[string]bool // steps with a worker
+	// starting are workers to launch after the next persist; mustRecord
+	// says one of them needs the record first.
+	starting   []func()
+	mustRecord bool
 	done     chan completion
 
 	scopeSteps map[string]any
@@ -291,14 +295,23 @@ func (r *runState) afterAnswer(a answered) {
 // failure, pause or cancellation, and drain what runs.
 func (r *runState) loop() {
 	for {
-		before := r.running
 		for r.failure == nil && r.pause == nil && r.ctx.Err() == nil && len(r.ready) > 0 && r.running < r.p.MaxParallel {
 			idx := r.ready[0]
 			r.ready = r.ready[1:]
 			r.dispatch(idx)
 		}
-		if r.running != before {
-			r.persist()
+		// Persist before the calls go out: a step whose effect cannot be
+		// repeated safely must be on record as in flight before its
+		// backend can see the call (SPEC §5's re-execution rule).
+		if r.starting != nil {
+			if r.mustRecord {
+				r.persist()
+				r.mustRecord = false
+			}
+			for _, start := range r.starting {
+				go start()
+			}
+			r.starting = r.starting[:0]
 		}
 		if r.running == 0 {
 			return
@@ -307,7 +320,9 @@ func (r *runState) loop() {
 		r.running--
 		delete(r.inflight, r.p.Steps[c.idx].ID)
 		r.complete(c)
-		r.persist()
+		if r.p.Steps[c.idx].unsafe() {
+			r.persist()
+		}
 	}
 }
 
@@ -372,9 +387,7 @@ func (r *runState) dispatch(idx int) {
 			r.fail(idx, &StepState{Status: StepFailed, Error: err.Error(), Started: now, Finished: now}, &RunError{Workflow: r.p.Name, Step: st.ID, Pos: st.Pos, Cause: err.Error()})
 			return
 		}
-		r.running++
-		r.inflight[st.ID] = true
-		go r.worker(idx, now, func(ctx context.Context) (*StepState, *RunError) {
+		r.launch(st, now, func(ctx context.Context) (*StepState, *RunError) {
 			return r.e.callWithRetry(ctx, r, st, k, args)
 		})
 	case *steps.ForEach:
@@ -383,12 +396,37 @@ func (r *runState) dispatch(idx int) {
 			r.fail(idx, &StepState{Status: StepFailed, Error: err.Error(), Started: now, Finished: now}, &RunError{Workflow: r.p.Name, Step: st.ID, Pos: st.Pos, Cause: err.Error()})
 			return
 		}
-		r.running++
-		r.inflight[st.ID] = true
-		go r.worker(idx, now, func(ctx context.Context) (*StepState, *RunError) {
+		r.launch(st, now, func(ctx context.Context) (*StepState, *RunError) {
 			return r.e.forEach(ctx, r, st, k, items)
 		})
 	}
+}
+
+// launch queues a step's worker; loop launches it once the run's record
+// says the step is in flight (when that matters).
+func (r *runState) launch(st *Step, now time.Time, fn func(context.Context) (*StepState, *RunError)) {
+	r.running++
+	r.inflight[st.ID] = true
+	if st.unsafe() {
+		r.mustRecord = true
+	}
+	r.starting = append(r.starting, func() { r.worker(st.Index, now, fn) })
+}
+
+// unsafe reports a tool step whose tool is neither read-only nor
+// idempotent: after a crash it must not run again without a decision, so
+// durable runs record it in flight before calling it, and its result right
+// after. Steps that are safe to repeat are not written one by one: after a
+// crash they simply run again.
+func (st *Step) unsafe() bool {
+	var call *steps.ToolCall
+	switch k := st.Kind.(type) {
+	case *steps.ToolCall:
+		call = k
+	case *steps.ForEach:
+		call = k.Call
+	}
+	return call != nil && !call.ReadOnly && !call.Idempotent
 }
 
 // worker runs one step and reports back; a panic becomes the step's error.

@@ -26,9 +26,6 @@ type runs struct {
 	store  *state.Store
 	sealer *elicitation.Sealer
 
-	// seqs holds the pause number of each run's latest pause, set by the
-	// checkpointer when the engine pauses (to bind resume tokens).
-	seqs sync.Map
 	// plans caches plans compiled from stored definitions, by hash.
 	plansMu sync.Mutex
 	plans   map[string]*engine.Plan
@@ -79,10 +76,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
 	}
 	q := cp.Pending
-	seq, err := r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
-	if err == nil {
-		r.seqs.Store(cp.RunID, seq)
-	}
+	_, err = r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
 	return err
 }
 
@@ -132,18 +126,20 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
 	}
-	r.seqs.Delete(out.RunID)
 }
 
-// token seals a single-use resume token for a run's pending question.
-func (r *runs) token(runID, step, owner string, deadline time.Time) (string, error) {
-	seq, _ := r.seqs.Load(runID)
-	n, _ := seq.(uint64)
+// token seals a single-use resume token for a run's pending question,
+// bound to the pause number the store gave it.
+func (r *runs) token(ctx context.Context, runID, step, owner string, deadline time.Time) (string, error) {
+	run, err := r.store.Get(ctx, runID)
+	if err != nil {
+		return "", err
+	}
 	exp := deadline
 	if exp.IsZero() {
 		exp = time.Now().Add(7 * 24 * time.Hour)
 	}
-	return r.sealer.Seal(elicitation.Claims{Run: runID, Step: step, Owner: owner, Seq: n, Expiry: exp})
+	return r.sealer.Seal(elicitation.Claims{Run: runID, Step: step, Owner: owner, Seq: run.Seq, Expiry: exp})
 }
 
 // loaded is a run read back from the store, ready to continue.

@@ -223,6 +223,17 @@ func (g *Gateway) handleRunGet(ctx context.Context, req mcp.CallToolRequest) (*m
 }
 
 func (g *Gateway) handleRunResume(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	// A 2026-07-28 client retrying after this tool returned the run's next
+	// question as input_required: the answer is in the retry, not in the
+	// arguments (which answered the previous question).
+	if tok := req.Params.RequestState; tok != "" {
+		ro := &engine.RunOptions{Durable: true}
+		out, l, err := g.answerToken(ctx, tok, req.Params.InputResponses, principal(ctx), ro)
+		if err != nil {
+			return mcp.NewToolResultError(err.Error()), nil
+		}
+		return g.deliver(ctx, l.plan, out, ro, principal(ctx))
+	}
 	var in struct {
 		RunID   string         `json:"run_id"`
 		Action  string         `json:"action"`

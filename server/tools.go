@@ -148,12 +148,12 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.InputResponses, owner string, ro *engine.RunOptions) (*engine.Outcome, *loaded, error) {
 	c, err := g.runs.sealer.Open(tok, time.Now())
 	switch {
-	case errors.Is(err, elicitation.ErrTokenExpired):
-		return nil, nil, fmt.Errorf("the question's requestState has expired (run %s); the run keeps waiting: see vmcp_run_get", c.Run)
-	case err != nil:
+	case err != nil && !errors.Is(err, elicitation.ErrTokenExpired):
 		return nil, nil, errors.New("invalid requestState: not a resume token issued by this vmcp")
 	case c.Owner != owner:
 		return nil, nil, errors.New("invalid requestState: this question was asked to another principal")
+	case err != nil:
+		return nil, nil, fmt.Errorf("this requestState expired at the question's deadline (run %s); see vmcp_run_get for what the run did then", c.Run)
 	}
 	l, err := g.runs.load(ctx, c.Run, owner)
 	if err != nil {
@@ -208,7 +208,7 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 		caps, modern := clientCaps(ctx)
 		switch {
 		case modern:
-			tok, err := g.runs.token(out.RunID, q.Step, owner, q.Deadline)
+			tok, err := g.runs.token(ctx, out.RunID, q.Step, owner, q.Deadline)
 			if err != nil {
 				return nil, err
 			}
