@@ -183,7 +183,7 @@ type runState struct {
 	// says one of them needs the record first.
 	starting   []func()
 	mustRecord bool
-	done     chan completion
+	done       chan completion
 
 	scopeSteps map[string]any
 	workflow   map[string]any
