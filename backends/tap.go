@@ -69,6 +69,16 @@ type tapHTTP struct {
 
 func (t *tapHTTP) SetProtocolVersion(v string) { t.http.SetProtocolVersion(v) }
 
+// RequiresLegacyProtocol forwards the streamable-HTTP transport's answer:
+// with the standalone GET stream enabled it must speak 2025-11-25, and the
+// client only knows that if the tap says so.
+func (t *tapHTTP) RequiresLegacyProtocol() bool {
+	if l, ok := t.http.(interface{ RequiresLegacyProtocol() bool }); ok {
+		return l.RequiresLegacyProtocol()
+	}
+	return false
+}
+
 // tapHTTPOneWay is an HTTP transport without server-to-client requests
 // (legacy SSE).
 type tapHTTPOneWay struct {

@@ -81,3 +81,29 @@ func TestCircuitBreaker(t *testing.T) {
 		t.Fatal("/status does not show the open circuit")
 	}
 }
+
+// An HTTP backend's tools/list_changed reaches vmcp (on the standalone GET
+// stream) and the new tool shows in the catalogue.
+func TestHTTPBackendListChanged(t *testing.T) {
+	s := mcpserver.NewMCPServer("grows", "1", mcpserver.WithToolCapabilities(true))
+	s.AddTool(mcp.NewTool("first"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("1"), nil
+	})
+	ts := httptest.NewServer(mcpserver.NewStreamableHTTPServer(s))
+	t.Cleanup(ts.Close)
+	changed := make(chan struct{}, 16)
+	m, err := NewManager([]Spec{{Name: "grows", URL: ts.URL}}, &Options{OnChange: func() { changed <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	if n := len(m.Snapshot().Tools["grows"]); n != 1 {
+		t.Fatalf("%d tools at start", n)
+	}
+	time.Sleep(200 * time.Millisecond) // let the GET stream open
+	s.AddTool(mcp.NewTool("second"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("2"), nil
+	})
+	waitFor(t, 5*time.Second, func() bool { return len(m.Snapshot().Tools["grows"]) == 2 })
+}

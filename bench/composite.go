@@ -215,7 +215,7 @@ func (b *bench) composite(ctx context.Context) error {
 	}
 	body += "### Fan-outs\n\n" + mdTable(hdr, rows)
 	body += fmt.Sprintf("\nOne `for_each` step over N items with `max_parallel: 32` (workflow and step). Ideal = all N calls fully parallel = one direct call. "+
-		"*New conns*: TCP connections the backend accepted per fan-out call (vmcp's HTTP client to a backend keeps Go's default of 2 idle connections). Client: one 2025-11-25 mcp-go session, one call at a time; each cell runs ≥ %s and ≥ 3 calls.\n", budget)
+		"*New conns*: TCP connections the backend accepted per fan-out call (vmcp pools its backend connections). Client: one 2025-11-25 mcp-go session, one call at a time; each cell runs ≥ %s and ≥ 3 calls.\n", budget)
 	b.rep.addSection(sc, "Scenario 3: composite chains and fan-outs", body)
 
 	for _, f := range fits {
@@ -225,17 +225,17 @@ func (b *bench) composite(ctx context.Context) error {
 		if f.fitOK {
 			b.rep.target("3 composite", fmt.Sprintf("per-step overhead (service time %d ms)", f.sleep), "≤ 25 µs, flat from 1 to 50 steps",
 				fmt.Sprintf("%s (slope %s − direct call %s); marginal %s", fmtUS(f.perStep), fmtUS(f.slope), fmtUS(f.direct.P50US), strings.Join(f.marginal, ", ")),
-				ptr(f.perStep <= 25), ifMissed(f.perStep <= 25, fmt.Sprintf("a composite is a durable run: every step transition (started, finished) is a bbolt commit with fsync (%s each here), "+
-					"and the checkpoint carries every finished step's output, so it grows along the chain; vmcp CPU per step %s (Profiles → chain). "+
-					"Fix to try (not in this change): checkpoint at pauses and on a batch/timer instead of at every transition, or write per-step deltas", fmtD(b.floor.commit), fmtUS(f.cpuPerStepUS))))
+				ptr(f.perStep <= 25), ifMissed(f.perStep <= 25, fmt.Sprintf("a composite is a durable run, and the bench's echo tool is not annotated read-only or idempotent, so each step is recorded in flight before its call and again when it finishes: two bbolt commits with fsync (%s each here); "+
+					"steps whose tools are read-only or idempotent skip both (docs/durability.md). The checkpoint carries every finished step's output, so it grows along the chain; vmcp CPU per step %s (Profiles → chain). "+
+					"Fixes to try: group the commits of concurrent steps, write per-step deltas instead of the whole checkpoint", fmtD(b.floor.commit), fmtUS(f.cpuPerStepUS))))
 		}
 		if f.sleep == 10 {
 			c := f.fan[32]
 			if c.Valid {
 				b.rep.target("3 composite", "fan-out of 32 with 10 ms steps", "≤ 12 ms",
 					fmt.Sprintf("%s (ideal %s)", fmtUS(c.P50US), fmtUS(f.direct.P50US)), ptr(c.P50US <= 12000),
-					ifMissed(c.P50US <= 12000, fmt.Sprintf("every item's start and finish is a durable checkpoint (about 64 commits per call), "+
-						"and vmcp's backend HTTP client keeps only 2 idle connections: the backend accepted %.1f new TCP connections per fan-out call", c.Extra["backend_conns_per_call"])))
+					ifMissed(c.P50US <= 12000, fmt.Sprintf("the 32 steps call an unannotated tool, so the run is checkpointed once before the calls go out and once per finished step (about 33 bbolt commits with fsync per call); "+
+						"connections are pooled (the backend accepted %.1f new TCP connections per fan-out call)", c.Extra["backend_conns_per_call"])))
 			}
 		}
 	}

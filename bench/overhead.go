@@ -204,8 +204,8 @@ func (b *bench) overhead(ctx context.Context) error {
 		b.rep.target("1 overhead", "throughput at c=32 ("+client+")", "≥ 0.55 × direct",
 			fmt.Sprintf("%.2f × (%.0f vs %.0f calls/s)", r, vc.OpsPerS, dc.OpsPerS), ptr(r >= 0.55),
 			ifMissed(r >= 0.55, fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows CPU per call: vmcp %s, backend %s (direct: %s), client %s per call (Profiles → echo). "+
-				"And vmcp's HTTP client to the backend keeps Go's default 2 idle connections per host: it opened %.0f new TCP connections per 1,000 calls at c=32. "+
-				"Fixes to try (not in this change): a pooled transport sized to the concurrency for url: backends; forwarding plain calls' bytes without the mcp-go client's decode and re-encode",
+				"Backend connections are pooled (%.0f new TCP connections per 1,000 calls at c=32), so what remains is CPU: each call is decoded and re-encoded by mcp-go's server and client in vmcp. "+
+				"Fix to try: forward plain calls' bytes to the backend without the mcp-go client's decode and re-encode",
 				fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]), vc.Extra["backend_conns_per_1000_calls"])))
 	}
 	per1000 := 0.0
