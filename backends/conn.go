@@ -593,18 +593,29 @@ func (c *Conn) callCtx(ctx context.Context) context.Context {
 	return context.Background()
 }
 
+// begin prepares one request to the backend: the session (state and
+// circuit checked), the configured timeout, and tracking of the call so
+// that what the backend sends back can be routed. ctx keeps the timeout
+// (the caller's deadline check); tctx is what goes to the client.
+func (c *Conn) begin(ctx context.Context, meta map[string]any) (cl *client.Client, tctx, ctxOut context.Context, sentMeta map[string]any, end func(), err error) {
+	cl, err = c.acquire()
+	if err != nil {
+		return nil, nil, nil, nil, nil, err
+	}
+	cancel := func() {}
+	if c.spec.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.spec.Timeout)
+	}
+	tctx, id, sentMeta := c.track(ctx, meta)
+	return cl, tctx, ctx, sentMeta, func() { c.untrack(id, sentMeta); cancel() }, nil
+}
+
 func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, meta map[string]any) (*CallResult, error) {
-	cl, err := c.acquire()
+	cl, tctx, ctx, sentMeta, end, err := c.begin(ctx, meta)
 	if err != nil {
 		return nil, err
 	}
-	if c.spec.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.spec.Timeout)
-		defer cancel()
-	}
-	tctx, id, sentMeta := c.track(ctx, meta)
-	defer c.untrack(id, sentMeta)
+	defer end()
 	req := mcp.CallToolRequest{}
 	req.Params.Name = tool
 	if len(args) == 0 {
@@ -667,17 +678,11 @@ func (c *Conn) checkLost(err error) {
 }
 
 func (c *Conn) request(ctx context.Context, method string, params any) (json.RawMessage, error) {
-	cl, err := c.acquire()
+	cl, tctx, _, _, end, err := c.begin(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	if c.spec.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.spec.Timeout)
-		defer cancel()
-	}
-	tctx, id, _ := c.track(ctx, nil)
-	defer c.untrack(id, nil)
+	defer end()
 	sctx, sink := withSink(tctx, method)
 	b, err := json.Marshal(params)
 	if err != nil {
