@@ -251,6 +251,14 @@ func isNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }
 // passed, including deadlines that passed while vmcp was down. One loop
 // for all runs: no goroutine or timer per waiting run.
 func (r *runs) sweepDeadlines(ctx context.Context) {
+	// Each due question continues its run on its own goroutine (at most 8
+	// at once), so a long workflow after one deadline does not delay the
+	// next deadline.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, 8)
+	firing := map[string]bool{}
+	var firingMu sync.Mutex
 	for {
 		wait := time.Second
 		if at, ok, err := r.store.NextDeadline(ctx); err == nil && ok {
@@ -271,7 +279,23 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 			continue
 		}
 		for _, d := range due {
-			r.fireDeadline(ctx, d)
+			firingMu.Lock()
+			busy := firing[d.RunID]
+			firing[d.RunID] = true
+			firingMu.Unlock()
+			if busy {
+				continue
+			}
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				r.fireDeadline(ctx, d)
+				firingMu.Lock()
+				delete(firing, d.RunID)
+				firingMu.Unlock()
+			}()
 		}
 	}
 }
