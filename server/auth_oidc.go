@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -73,7 +74,23 @@ type oidcVerifier struct {
 
 	refreshMu sync.Mutex
 	lastTry   time.Time // last fetch attempt; under refreshMu
+
+	// verified remembers tokens that passed every check, by their SHA-256
+	// (never the token itself), until they expire, so a client reusing its
+	// token does not pay for the signature check on every request. It is
+	// emptied whenever the issuer's keys are fetched again (a retired key
+	// stops working at once).
+	cacheMu  sync.Mutex
+	verified map[[32]byte]verifiedToken
 }
+
+type verifiedToken struct {
+	p   Principal
+	exp time.Time
+}
+
+// maxVerified bounds the cache; when full it starts over.
+const maxVerified = 10000
 
 // newOIDCVerifier runs discovery (unless jwks_url is set) and fetches the
 // keys; any failure is a startup error naming the issuer.
@@ -228,6 +245,9 @@ func (v *oidcVerifier) fetchKeys(ctx context.Context) error {
 	v.mu.Lock()
 	v.keys, v.fetched = keys, time.Now()
 	v.mu.Unlock()
+	v.cacheMu.Lock()
+	v.verified = nil
+	v.cacheMu.Unlock()
 	return nil
 }
 
@@ -315,12 +335,35 @@ func (v *oidcVerifier) authenticate(ctx context.Context, raw string) (Principal,
 	if len(raw) > maxTokenLen {
 		return Principal{}, authError("token too long")
 	}
+	sum := sha256.Sum256([]byte(raw))
+	v.cacheMu.Lock()
+	hit, ok := v.verified[sum]
+	v.cacheMu.Unlock()
+	if ok && time.Now().Before(hit.exp) {
+		return hit.p, nil
+	}
+	p, exp, err := v.verify(ctx, raw)
+	if err != nil {
+		return Principal{}, err
+	}
+	v.cacheMu.Lock()
+	if v.verified == nil || len(v.verified) >= maxVerified {
+		v.verified = map[[32]byte]verifiedToken{}
+	}
+	v.verified[sum] = verifiedToken{p: p, exp: exp}
+	v.cacheMu.Unlock()
+	return p, nil
+}
+
+// verify checks a token fully: signature, algorithm, issuer, audience and
+// times. It returns the principal and the token's expiry.
+func (v *oidcVerifier) verify(ctx context.Context, raw string) (Principal, time.Time, error) {
 	tok, err := jwt.ParseSigned(raw, acceptedAlgs)
 	if err != nil {
-		return Principal{}, parseError(raw)
+		return Principal{}, time.Time{}, parseError(raw)
 	}
 	if len(tok.Headers) != 1 {
-		return Principal{}, authError("malformed token")
+		return Principal{}, time.Time{}, authError("malformed token")
 	}
 	kid, alg := tok.Headers[0].KeyID, jose.SignatureAlgorithm(tok.Headers[0].Algorithm)
 
@@ -335,9 +378,9 @@ func (v *oidcVerifier) authenticate(ctx context.Context, raw string) (Principal,
 	}
 	if len(keys) == 0 {
 		if kid != "" {
-			return Principal{}, authError("token is signed with an unknown key")
+			return Principal{}, time.Time{}, authError("token is signed with an unknown key")
 		}
-		return Principal{}, authError("no signing key of the issuer fits the token's algorithm")
+		return Principal{}, time.Time{}, authError("no signing key of the issuer fits the token's algorithm")
 	}
 
 	var std jwt.Claims
@@ -350,31 +393,31 @@ func (v *oidcVerifier) authenticate(ctx context.Context, raw string) (Principal,
 		}
 	}
 	if !verified {
-		return Principal{}, authError("bad signature, or malformed claims")
+		return Principal{}, time.Time{}, authError("bad signature, or malformed claims")
 	}
 
 	err = std.ValidateWithLeeway(jwt.Expected{Issuer: v.issuer, AnyAudience: jwt.Audience{v.audience}}, v.skew)
 	switch {
 	case errors.Is(err, jwt.ErrInvalidIssuer):
-		return Principal{}, authError("wrong issuer")
+		return Principal{}, time.Time{}, authError("wrong issuer")
 	case errors.Is(err, jwt.ErrInvalidAudience):
-		return Principal{}, authError("wrong audience")
+		return Principal{}, time.Time{}, authError("wrong audience")
 	case errors.Is(err, jwt.ErrExpired):
-		return Principal{}, authError("token expired")
+		return Principal{}, time.Time{}, authError("token expired")
 	case errors.Is(err, jwt.ErrNotValidYet):
-		return Principal{}, authError("token not yet valid (nbf)")
+		return Principal{}, time.Time{}, authError("token not yet valid (nbf)")
 	case errors.Is(err, jwt.ErrIssuedInTheFuture):
-		return Principal{}, authError("token issued in the future (iat)")
+		return Principal{}, time.Time{}, authError("token issued in the future (iat)")
 	case err != nil:
-		return Principal{}, authError("invalid claims")
+		return Principal{}, time.Time{}, authError("invalid claims")
 	}
 	if std.Expiry == nil {
-		return Principal{}, authError("token has no exp claim")
+		return Principal{}, time.Time{}, authError("token has no exp claim")
 	}
 
 	name, _ := all[v.principalClaim].(string)
 	if name == "" {
-		return Principal{}, authError("token has no " + v.principalClaim + " claim")
+		return Principal{}, time.Time{}, authError("token has no " + v.principalClaim + " claim")
 	}
 	p := Principal{Name: name}
 	switch g := all[v.groupsClaim].(type) {
@@ -387,7 +430,7 @@ func (v *oidcVerifier) authenticate(ctx context.Context, raw string) (Principal,
 			}
 		}
 	}
-	return p, nil
+	return p, std.Expiry.Time(), nil
 }
 
 var safeAlg = regexp.MustCompile(`^[A-Za-z0-9+_-]{1,16}$`)
