@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/vmcp-dev/vmcp/backends/demo"
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/steps"
 )
 
 // Options tune New; nil is valid.
@@ -266,10 +268,7 @@ func (g *Gateway) rebuild(startup bool) error {
 	if aggErr != nil {
 		problems = append(problems, aggErr.Error())
 	}
-	ec := &engineCatalog{cat: cat, configured: map[string]bool{}}
-	for _, n := range order {
-		ec.configured[n] = len(all[n]) == 0
-	}
+	ec := newEngineCatalog(cat, order, all)
 	defs := map[string]workflowDef{}
 	for _, wf := range g.cfg.LoadedWorkflows {
 		p, ds := engine.Compile(wf, &engine.CompileOptions{Catalog: ec})
@@ -326,7 +325,7 @@ func taskRequired(tool []byte) bool {
 			TaskSupport string `json:"taskSupport"`
 		} `json:"execution"`
 	}
-	return jsonUnmarshal(tool, &t) == nil && t.Execution.TaskSupport == "required"
+	return json.Unmarshal(tool, &t) == nil && t.Execution.TaskSupport == "required"
 }
 
 func indent(s string) string {
@@ -350,7 +349,7 @@ func namingRules(cfg *dsl.Config, reserved map[string]string) *backends.NamingRu
 			o := backends.Override{Name: ov.Name.Value, Description: ov.Description.Value}
 			if ov.Annotations != nil && ov.Annotations.Node != nil {
 				if v, err := dsl.NodeValue(ov.Annotations.Node); err == nil {
-					o.Annotations, _ = jsonMarshal(v)
+					o.Annotations, _ = steps.EncodeJSON(v)
 				}
 			}
 			br.Overrides[name] = o
@@ -366,6 +365,16 @@ type engineCatalog struct {
 	// configured backends whose tools are not known yet (never
 	// connected): references to them resolve to a schema-less tool.
 	configured map[string]bool
+}
+
+// newEngineCatalog resolves against cat; backends (in names) with no known
+// tools yet resolve leniently.
+func newEngineCatalog(cat *catalog, names []string, all map[string][]*backends.RawTool) *engineCatalog {
+	ec := &engineCatalog{cat: cat, configured: map[string]bool{}}
+	for _, n := range names {
+		ec.configured[n] = len(all[n]) == 0
+	}
+	return ec
 }
 
 func (c *engineCatalog) Resolve(ref string) (*engine.Tool, bool) {
@@ -402,7 +411,7 @@ func toEngineTool(e *backends.Entry) *engine.Tool {
 		InputSchema: e.Tool.InputSchema, OutputSchema: e.Tool.OutputSchema}
 	if len(e.Tool.Annotations) > 0 {
 		var a engine.ToolAnnotations
-		if jsonUnmarshal(e.Tool.Annotations, &a) == nil {
+		if json.Unmarshal(e.Tool.Annotations, &a) == nil {
 			t.Annotations = &a
 		}
 	}
@@ -472,7 +481,7 @@ func (g *Gateway) mcpTool(cat *catalog, te *toolEntry) mcp.Tool {
 					Description string             `json:"description"`
 					Annotations mcp.ToolAnnotation `json:"annotations"`
 				}
-				if jsonUnmarshal(e.JSON, &raw) == nil {
+				if json.Unmarshal(e.JSON, &raw) == nil {
 					t.Title, t.Description, t.Annotations = raw.Title, raw.Description, raw.Annotations
 				}
 			}
@@ -533,13 +542,7 @@ func (g *Gateway) definitionOf(p *engine.Plan) (string, []byte) {
 
 // engineCatalog resolves tool references against the current catalogue.
 func (g *Gateway) engineCatalog() engine.Catalog {
-	cat := g.cat.Load()
-	all := g.mgr.AllTools()
-	ec := &engineCatalog{cat: cat, configured: map[string]bool{}}
-	for _, n := range g.mgr.Names() {
-		ec.configured[n] = len(all[n]) == 0
-	}
-	return ec
+	return newEngineCatalog(g.cat.Load(), g.mgr.Names(), g.mgr.AllTools())
 }
 
 func yamlMarshal(n *yaml.Node) ([]byte, error) { return yaml.Marshal(n) }

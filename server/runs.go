@@ -84,7 +84,9 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 // workflow file, the workflow's own YAML for an inline composite.
 func definition(p *engine.Plan, wf *dsl.Workflow) (name string, src []byte) {
 	if wf != nil && wf.Src != nil {
-		if loaded, ds := dsl.LoadWorkflow(wf.Src.Name, wf.Src.Data); len(ds) == 0 && loaded != nil && loaded.Name.Value == p.Name {
+		// A workflow file's mapping starts at column 1; an inline
+		// composite sits indented inside the config: store its own YAML.
+		if wf.Node != nil && wf.Node.Column == 1 {
 			return wf.Src.Name, wf.Src.Data
 		}
 		if wf.Node != nil {

@@ -285,8 +285,6 @@ func (g *Gateway) runCounts(ctx context.Context) map[string]int {
 	return out
 }
 
-var errNoRun = state.ErrNotFound
-
 // apiStatus maps a run error to an HTTP status.
 func apiStatus(err error) (int, string) {
 	var te *state.TransitionError

@@ -17,8 +17,6 @@ import (
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
-func jsonMarshal(v any) (json.RawMessage, error) { return steps.EncodeJSON(v) }
-func jsonUnmarshal(b []byte, v any) error        { return json.Unmarshal(b, v) }
 
 // caller routes the engine's backend calls to the manager.
 type caller struct{ mgr *backends.Manager }

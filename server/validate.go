@@ -34,9 +34,5 @@ func LiveCatalog(ctx context.Context, cfg *dsl.Config, log *slog.Logger) (cat en
 	for _, e := range entries {
 		c.byRef[e.Ref()] = e
 	}
-	ec := &engineCatalog{cat: c, configured: map[string]bool{}}
-	for _, n := range mgr.Names() {
-		ec.configured[n] = len(all[n]) == 0
-	}
-	return ec, mgr.Status(), aggErr, func() { _ = mgr.Close() }, nil
+	return newEngineCatalog(c, mgr.Names(), all), mgr.Status(), aggErr, func() { _ = mgr.Close() }, nil
 }
