@@ -225,17 +225,17 @@ func (b *bench) composite(ctx context.Context) error {
 		if f.fitOK {
 			b.rep.target("3 composite", fmt.Sprintf("per-step overhead (service time %d ms)", f.sleep), "≤ 25 µs, flat from 1 to 50 steps",
 				fmt.Sprintf("%s (slope %s − direct call %s); marginal %s", fmtUS(f.perStep), fmtUS(f.slope), fmtUS(f.direct.P50US), strings.Join(f.marginal, ", ")),
-				ptr(f.perStep <= 25), ifMissed(f.perStep <= 25, fmt.Sprintf("a composite is a durable run, and the bench's echo tool is not annotated read-only or idempotent, so each step is recorded in flight before its call and again when it finishes: two bbolt commits with fsync (%s each here); "+
-					"steps whose tools are read-only or idempotent skip both (docs/durability.md). The checkpoint carries every finished step's output, so it grows along the chain; vmcp CPU per step %s (Profiles → chain). "+
-					"Fixes to try: group the commits of concurrent steps, write per-step deltas instead of the whole checkpoint", fmtD(b.floor.commit), fmtUS(f.cpuPerStepUS))))
+				ptr(f.perStep <= 25), ifMissed(f.perStep <= 25, fmt.Sprintf("not the store: the bench's echo tool is read-only and idempotent, so steps are not committed one by one (the run's two commits, created and finished, %s each here, sit in the intercept, not the slope). "+
+					"What remains is CPU on 2 shared cores: every step is a full MCP call from vmcp to the backend (request encoded, HTTP round trip, result decoded into the step's output) plus scheduling and rendering; vmcp CPU per step %s (Profiles → chain), and the backend's own CPU per call is spent in the same serial chain. "+
+					"Done: step workers reuse goroutines (a fresh goroutine's stack grew and was copied on every backend call, a third of a step's CPU). Next: a leaner backend client for HTTP calls (skip mcp-go's decode and re-encode)", fmtD(b.floor.commit), fmtUS(f.cpuPerStepUS))))
 		}
 		if f.sleep == 10 {
 			c := f.fan[32]
 			if c.Valid {
 				b.rep.target("3 composite", "fan-out of 32 with 10 ms steps", "≤ 12 ms",
 					fmt.Sprintf("%s (ideal %s)", fmtUS(c.P50US), fmtUS(f.direct.P50US)), ptr(c.P50US <= 12000),
-					ifMissed(c.P50US <= 12000, fmt.Sprintf("the 32 steps call an unannotated tool, so the run is checkpointed once before the calls go out and once per finished step (about 33 bbolt commits with fsync per call); "+
-						"connections are pooled (the backend accepted %.1f new TCP connections per fan-out call)", c.Extra["backend_conns_per_call"])))
+					ifMissed(c.P50US <= 12000, fmt.Sprintf("CPU, not waiting: the 32 calls overlap their 10 ms, but each costs vmcp and the backend their CPU per call (scenario 1) on the same 2 cores, so 32 of them add about 32 × that CPU ÷ 2 cores to the ideal. "+
+						"The tool is read-only, so the run commits only when created and finished; connections are pooled (the backend accepted %.1f new TCP connections per fan-out call)", c.Extra["backend_conns_per_call"])))
 			}
 		}
 	}

@@ -121,7 +121,7 @@ func (e *Engine) forEach(ctx context.Context, r *runState, st *Step, k *steps.Fo
 			continue
 		}
 		wg.Add(1)
-		go func() {
+		e.work.start(func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			var it ItemState
@@ -143,7 +143,7 @@ func (e *Engine) forEach(ctx context.Context, r *runState, st *Step, k *steps.Fo
 				return
 			}
 			it.Output = stepOutput(a.res)
-		}()
+		})
 	}
 	wg.Wait()
 	var failed []string

@@ -39,6 +39,11 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxCalls bounds backend calls in flight across all runs (0 = 256).
 	MaxCalls int
+	// ReuseWorkers keeps finished step workers for a while to run the
+	// next steps on (see workers). A long-running process sets it;
+	// tests under testing/synctest leave it off, since an idle worker
+	// would outlive the bubble's run.
+	ReuseWorkers bool
 }
 
 // Engine runs plans. One per process; safe for concurrent use.
@@ -48,6 +53,7 @@ type Engine struct {
 	clock  Clock
 	log    *slog.Logger
 	slots  chan struct{}
+	work   *workers
 }
 
 // New returns an engine that calls backend tools through caller.
@@ -55,7 +61,7 @@ func New(caller steps.Caller, opts *Options) *Engine {
 	if opts == nil {
 		opts = &Options{}
 	}
-	e := &Engine{caller: caller, store: opts.Store, clock: opts.Clock, log: opts.Logger}
+	e := &Engine{caller: caller, store: opts.Store, clock: opts.Clock, log: opts.Logger, work: newWorkers(opts.ReuseWorkers)}
 	if e.clock == nil {
 		e.clock = systemClock{}
 	}

@@ -293,7 +293,15 @@ func (r *runState) afterAnswer(a answered) {
 // loop is the scheduler: start ready steps up to the parallelism bound,
 // collect completions, release dependents; stop starting new steps on
 // failure, pause or cancellation, and drain what runs.
+//
+// Commits are coalesced, never deferred past an action: the result of an
+// unsafe step is written before anything else happens (before the next
+// step is launched, and before the scheduler waits again), but in the same
+// commit as the in-flight record of the steps it released and the results
+// of the other completions that were already waiting. A chain of unsafe
+// steps costs one commit per step, not two (docs/durability.md).
 func (r *runState) loop() {
+	dirty := false // an unsafe step finished since the last persist
 	for {
 		for r.failure == nil && r.pause == nil && r.ctx.Err() == nil && len(r.ready) > 0 && r.running < r.p.MaxParallel {
 			idx := r.ready[0]
@@ -303,25 +311,37 @@ func (r *runState) loop() {
 		// Persist before the calls go out: a step whose effect cannot be
 		// repeated safely must be on record as in flight before its
 		// backend can see the call (SPEC §5's re-execution rule).
-		if r.starting != nil {
-			if r.mustRecord {
+		if len(r.starting) > 0 {
+			if r.mustRecord || dirty {
 				r.persist()
-				r.mustRecord = false
+				r.mustRecord, dirty = false, false
 			}
 			for _, start := range r.starting {
-				go start()
+				r.e.work.start(start)
 			}
 			r.starting = r.starting[:0]
+		}
+		if dirty {
+			r.persist()
+			dirty = false
 		}
 		if r.running == 0 {
 			return
 		}
 		c := <-r.done
-		r.running--
-		delete(r.inflight, r.p.Steps[c.idx].ID)
-		r.complete(c)
-		if r.p.Steps[c.idx].unsafe() {
-			r.persist()
+		for {
+			r.running--
+			delete(r.inflight, r.p.Steps[c.idx].ID)
+			r.complete(c)
+			if r.p.Steps[c.idx].unsafe() {
+				dirty = true
+			}
+			select {
+			case c = <-r.done:
+				continue
+			default:
+			}
+			break
 		}
 	}
 }

@@ -284,3 +284,43 @@ steps:
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A chain of unsafe steps costs one commit per step: each step's result is
+// written in the same commit as the in-flight record of the step it
+// releases, and the last result on its own before the run ends.
+func TestDurableChainCoalescesCommits(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "write"}})
+	p := mustCompile(t, `name: chain
+steps:
+  - id: a
+    tool: svc.write
+  - id: b
+    tool: svc.write
+    depends_on: [a]
+  - id: c
+    tool: svc.write
+    depends_on: [b]
+`, cat)
+	store := &recordingStore{}
+	e := New(newFakeCaller(), &Options{Store: store})
+	out, err := e.Run(t.Context(), p, nil, &RunOptions{RunID: "r1", Durable: true})
+	if err != nil || out.Status != StatusCompleted {
+		t.Fatal(err, out)
+	}
+	want := []struct {
+		inFlight string
+		done     int
+	}{{"a", 0}, {"b", 1}, {"c", 2}, {"", 3}}
+	if len(store.saved) != len(want) {
+		t.Fatalf("%d checkpoints, want %d", len(store.saved), len(want))
+	}
+	for i, w := range want {
+		cp, err := DecodeCheckpoint(store.saved[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(cp.InFlight, ","); got != w.inFlight || len(cp.Steps) != w.done {
+			t.Errorf("checkpoint %d: in flight %q with %d steps done, want %q with %d", i, got, len(cp.Steps), w.inFlight, w.done)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -237,4 +238,44 @@ func timed(b *testing.B, op func()) {
 	slices.Sort(d)
 	b.ReportMetric(float64(d[len(d)/2]), "p50-ns")
 	b.ReportMetric(float64(d[len(d)*99/100]), "p99-ns")
+}
+
+// BenchmarkCompositeChain: a composite of n read-only echo steps in a chain
+// (each echoing the previous step's message) through the gateway, against
+// an HTTP backend; per-step cost = (chain n − chain 1) / (n − 1).
+func BenchmarkCompositeChain(b *testing.B) {
+	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	tool := mcp.NewTool("echo", mcp.WithString("message"))
+	tool.Annotations = mcp.ToolAnnotation{ReadOnlyHint: mcp.ToBoolPtr(true)}
+	echo.AddTool(tool, func(_ context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText(req.GetString("message", "")), nil
+	})
+	backend := httptest.NewServer(mcpserver.NewStreamableHTTPServer(echo))
+	b.Cleanup(backend.Close)
+	var sb strings.Builder
+	sb.WriteString("composite_tools:\n")
+	for _, n := range []int{1, 10} {
+		fmt.Fprintf(&sb, "  - name: chain_%d\n    steps:\n", n)
+		for i := range n {
+			msg := "hello"
+			if i > 0 {
+				msg = fmt.Sprintf("{{ steps.s%d.output.text }}", i-1)
+			}
+			fmt.Fprintf(&sb, "      - {id: s%d, tool: echo.echo, arguments: {message: %q}}\n", i, msg)
+		}
+	}
+	_, u := startGateway(b, nil, false, sb.String(), "  - {name: echo, url: "+backend.URL+"/mcp}\n")
+	c := benchClient(b, u, mcp.ProtocolVersion20251125)
+	for _, n := range []int{1, 10} {
+		b.Run(fmt.Sprintf("steps=%d", n), func(b *testing.B) {
+			req := mcp.CallToolRequest{}
+			req.Params.Name = fmt.Sprintf("chain_%d", n)
+			timed(b, func() {
+				res, err := c.CallTool(b.Context(), req)
+				if err != nil || res.IsError {
+					b.Fatal(err, res)
+				}
+			})
+		})
+	}
 }

@@ -116,7 +116,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}})
+	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}, ReuseWorkers: true})
 	g.mcp = newMCPServer(g)
 	g.tl.watch(g.mcp)
 	return g, nil

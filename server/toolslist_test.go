@@ -81,7 +81,7 @@ func startGateway(tb testing.TB, servers map[string]*mcpserver.MCPServer, demo b
 	if len(ds) > 0 {
 		tb.Fatal(ds)
 	}
-	cfg.LoadedWorkflows = wfs
+	cfg.LoadedWorkflows = append(cfg.LoadedWorkflows, wfs...)
 	g, err := New(cfg, &Options{StatePath: filepath.Join(tb.TempDir(), "state.db"), InProcess: servers})
 	if err != nil {
 		tb.Fatal(err)
