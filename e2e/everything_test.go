@@ -189,26 +189,34 @@ func TestEverything(t *testing.T) {
 	})
 
 	t.Run("modern-server-requests", func(t *testing.T) {
-		// vmcp cannot yet turn a backend's sampling request into
-		// input_required for a 2026-07-28 client: the call must fail at
-		// once with a clear reason (not hang, not ask another client).
+		// A 2026-07-28 client has no server-initiated requests: vmcp
+		// turns the backend's sampling and elicitation requests into
+		// input_required, and the client's retry carries the answers back
+		// to the backend, which is still waiting on its stdio session.
 		ms := &sampler{reply: "sampled by the modern client"}
-		c := connect(t, p.URL, modern, false, client.WithSamplingHandler(ms))
+		me := &elicitor{action: mcp.ElicitationResponseActionAccept, content: map[string]any{"name": "Modern Person", "check": true}}
+		c := connect(t, p.URL, modern, false, client.WithSamplingHandler(ms), client.WithElicitationHandler(me))
 		before := smp.count()
-		start := time.Now()
 		res, err := c.call(t, "everything_trigger-sampling-request", `{"prompt":"say hi","maxTokens":20}`)
-		if err == nil && !res.IsError {
-			t.Fatalf("sampling for a 2026-07-28 client unexpectedly succeeded: %s", resultText(res))
+		if err != nil || res.IsError || !strings.Contains(text(res), "sampled by the modern client") {
+			t.Errorf("sampling for a 2026-07-28 client: err %v, result %s", err, resultText(res))
 		}
-		msg := fmt.Sprint(err) + resultText(res)
-		if !strings.Contains(msg, "cannot relay to a 2026-07-28 client") {
-			t.Errorf("error does not say why: %s", msg)
+		res, err = c.call(t, "everything_trigger-elicitation-request", `{}`)
+		if err != nil || res.IsError || !strings.Contains(text(res), "Name: Modern Person") {
+			t.Errorf("elicitation for a 2026-07-28 client: err %v, result %s", err, resultText(res))
+		}
+		if ms.count() != 1 || me.count() != 1 || smp.count() != before {
+			t.Errorf("handlers called: modern sampling %d, modern elicitation %d (want 1 each), other client's sampling %d (want 0)", ms.count(), me.count(), smp.count()-before)
+		}
+		// A client that declared neither is refused at once, with the reason.
+		bare := connect(t, p.URL, modern, false)
+		start := time.Now()
+		res, err = bare.call(t, "everything_trigger-sampling-request", `{"prompt":"say hi","maxTokens":20}`)
+		if msg := fmt.Sprint(err) + resultText(res); (err == nil && !res.IsError) || !strings.Contains(msg, "did not declare") && !strings.Contains(msg, "cannot pause") {
+			t.Errorf("sampling for a client that did not declare it: %s", msg)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("the refusal took %s", d)
-		}
-		if ms.count() != 0 || smp.count() != before {
-			t.Errorf("a sampling handler was called (%d, %d)", ms.count(), smp.count()-before)
 		}
 	})
 

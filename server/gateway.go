@@ -64,8 +64,9 @@ type Gateway struct {
 	// (it is applied right after).
 	pending atomic.Bool
 
-	subs *subscriptions
-	auth *authenticator // nil: anonymous
+	subs   *subscriptions
+	bridge *bridge        // backend requests relayed to 2026-07-28 clients
+	auth   *authenticator // nil: anonymous
 	// tl is the pre-serialised tools/list served over HTTP (toolslist.go).
 	tl toolsList
 }
@@ -75,7 +76,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if opts == nil {
 		opts = &Options{}
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions(), statePath: opts.StatePath}
+	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions(), bridge: newBridge(), statePath: opts.StatePath}
 	if g.statePath == "" {
 		g.statePath = cfg.State.Path.Value
 	}
@@ -201,6 +202,7 @@ func (g *Gateway) Close() error {
 		g.cancel()
 	}
 	g.bg.Wait()
+	g.bridge.close()
 	err := g.mgr.Close()
 	if g.runs != nil {
 		err = errors.Join(err, g.runs.close())

@@ -21,10 +21,10 @@ const relayWait = 5 * time.Minute
 func (r relay) check(ctx context.Context, backend, what string, declared func(mcp.ClientCapabilities) bool) error {
 	caps, modern := clientCaps(ctx)
 	switch {
-	case mcpserver.ClientSessionFromContext(ctx) == nil:
+	case modern && bridgeOf(ctx) == nil:
+		return fmt.Errorf("backend %q asked for %s during a request that vmcp cannot pause for a 2026-07-28 client (only plain tool calls relay backend requests, as input_required)", backend, what)
+	case !modern && mcpserver.ClientSessionFromContext(ctx) == nil:
 		return fmt.Errorf("backend %q asked for %s outside of any client call", backend, what)
-	case modern:
-		return fmt.Errorf("backend %q asked for %s, which vmcp cannot relay to a 2026-07-28 client yet (that protocol has no server-initiated requests)", backend, what)
 	case !declared(caps):
 		return fmt.Errorf("backend %q asked for %s, but the calling client did not declare it", backend, what)
 	}
@@ -44,6 +44,10 @@ func (r relay) Elicit(ctx context.Context, backend string, req mcp.ElicitationRe
 	}
 	ctx, cancel := bounded(ctx)
 	defer cancel()
+	if c := bridgeOf(ctx); c != nil {
+		a, err := c.ask(ctx, &bridgeAsk{method: mcp.MethodElicitationCreate, elicit: req.Params})
+		return a.Elicitation, err
+	}
 	return r.g.mcp.RequestElicitation(ctx, req)
 }
 
@@ -53,6 +57,10 @@ func (r relay) CreateMessage(ctx context.Context, backend string, req mcp.Create
 	}
 	ctx, cancel := bounded(ctx)
 	defer cancel()
+	if c := bridgeOf(ctx); c != nil {
+		a, err := c.ask(ctx, &bridgeAsk{method: mcp.MethodSamplingCreateMessage, sample: req.CreateMessageParams})
+		return a.Sampling, err
+	}
 	return r.g.mcp.RequestSampling(ctx, req)
 }
 
@@ -62,6 +70,10 @@ func (r relay) ListRoots(ctx context.Context, backend string, req mcp.ListRootsR
 	}
 	ctx, cancel := bounded(ctx)
 	defer cancel()
+	if c := bridgeOf(ctx); c != nil {
+		a, err := c.ask(ctx, &bridgeAsk{method: mcp.MethodListRoots})
+		return a.Roots, err
+	}
 	return r.g.mcp.RequestRoots(ctx, req)
 }
 

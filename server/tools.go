@@ -59,19 +59,30 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 		if te.composite {
 			return g.callComposite(ctx, te.plan, req, args)
 		}
-		var meta map[string]any
-		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
-			meta = map[string]any{"progressToken": req.Params.Meta.ProgressToken}
+		if bridged(ctx, req) {
+			return g.bridge.call(ctx, name, req, func(ctx context.Context) (*mcp.CallToolResult, error) {
+				return g.callPlain(ctx, te, req, args)
+			})
 		}
-		out, err := g.eng.Run(ctx, te.plan, args, &engine.RunOptions{Meta: meta})
-		if err != nil {
-			return nil, err
-		}
-		if out.Raw == nil {
-			return mcp.NewToolResultError(out.Err.Cause), nil
-		}
-		return passThrough(out.Raw), nil
+		return g.callPlain(ctx, te, req, args)
 	}
+}
+
+// callPlain runs a backend tool's one-node plan and passes its result
+// through.
+func (g *Gateway) callPlain(ctx context.Context, te *toolEntry, req mcp.CallToolRequest, args json.RawMessage) (*mcp.CallToolResult, error) {
+	var meta map[string]any
+	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
+		meta = map[string]any{"progressToken": req.Params.Meta.ProgressToken}
+	}
+	out, err := g.eng.Run(ctx, te.plan, args, &engine.RunOptions{Meta: meta})
+	if err != nil {
+		return nil, err
+	}
+	if out.Raw == nil {
+		return mcp.NewToolResultError(out.Err.Cause), nil
+	}
+	return passThrough(out.Raw), nil
 }
 
 func rawArgs(req mcp.CallToolRequest) json.RawMessage {
