@@ -17,6 +17,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 )
 
 // Backend states.
@@ -64,6 +66,11 @@ type Conn struct {
 
 	lost   chan struct{} // signalled when the session is found dead
 	closed bool
+
+	// subject is the principal a per-principal session (user-bound
+	// outgoing auth) belongs to, with its latest token; nil for the shared
+	// session, whose requests carry service credentials only.
+	subject atomic.Pointer[outauth.Subject]
 }
 
 type callInfo struct {
@@ -82,6 +89,15 @@ func newConn(m *Manager, s Spec) *Conn {
 // run connects, keeps the connection healthy and reconnects with backoff
 // until ctx ends. tried is called once, after the first attempt.
 func (c *Conn) run(ctx context.Context, tried func()) {
+	if err := c.spec.Auth.Refused(); err != nil {
+		// outgoing_auth error: never connected, shown as unhealthy.
+		c.setState(StateUnhealthy, err)
+		c.mu.Lock()
+		c.tried = true
+		c.mu.Unlock()
+		tried()
+		return
+	}
 	backoff := 500 * time.Millisecond
 	first := true
 	for ctx.Err() == nil {
@@ -287,9 +303,9 @@ func (c *Conn) transport() (transport.Interface, error) {
 		}
 		return &cmdTransport{Interface: tr, cmd: &cmd}, nil
 	case s.Transport == "sse":
-		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(pooledClient()))
+		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()))
 	default:
-		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(pooledClient())}
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(c.httpClient())}
 		if s.ProtocolVersion == "" || s.ProtocolVersion < "2026-07-28" {
 			// Keep the standalone GET stream open: it is how a
 			// 2025-11-25 server tells vmcp its lists changed. (mcp-go
@@ -309,6 +325,16 @@ func pooledClient() *http.Client {
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 256
 	return &http.Client{Transport: t}
+}
+
+// httpClient is pooledClient with the backend's outgoing credentials set
+// on each request.
+func (c *Conn) httpClient() *http.Client {
+	hc := pooledClient()
+	if c.spec.Auth.SendsHeaders() {
+		hc.Transport = &authTransport{base: hc.Transport, c: c}
+	}
+	return hc
 }
 
 // cmdTransport remembers the spawned command (its pid, for status and for

@@ -12,6 +12,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 )
 
 // Spec describes one backend (package server converts the config file's
@@ -34,6 +36,10 @@ type Spec struct {
 	ProtocolVersion string
 	// PerClient gives every front client its own backend session.
 	PerClient bool
+	// Auth supplies the credentials of each HTTP request (nil: none). A
+	// user-bound strategy gives every principal its own session; strategy
+	// error refuses the backend: it is never connected.
+	Auth *outauth.Strategy
 }
 
 // Kind names the transport for status output.
@@ -153,6 +159,9 @@ func NewManager(specs []Spec, opts *Options) (*Manager, error) {
 		}
 		if n != 1 {
 			return nil, fmt.Errorf("backend %q: exactly one of command, url or an in-process server is needed", s.Name)
+		}
+		if err := checkAuth(&s); err != nil {
+			return nil, err
 		}
 		if _, dup := m.byName[s.Name]; dup {
 			return nil, fmt.Errorf("backend %q is defined twice", s.Name)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
+
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 )
 
 // Per-client sessions. A backend with Spec.PerClient gets one backend
@@ -12,6 +14,12 @@ import (
 // first call and closed by CloseClient when the client goes away. The
 // shared session still supplies the catalogue and health. Calls without a
 // client key use the shared session.
+//
+// A backend whose outgoing auth is user-bound (token_exchange,
+// pass_through) gets one session per principal the same way, keyed by the
+// principal (package outauth's Subject in the context), whether or not
+// per_client is set; calls without a caller token are refused. These
+// sessions live until shutdown.
 
 type clientKey struct{}
 
@@ -40,8 +48,25 @@ func (m *Manager) route(ctx context.Context, backend string) (*Conn, error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownBackend, backend)
 	}
+	if err := c.spec.Auth.Refused(); err != nil {
+		return nil, err
+	}
 	key := clientOf(ctx)
-	if !c.spec.PerClient || key == "" {
+	var subj *outauth.Subject
+	if c.spec.Auth.UserBound() {
+		// One session per principal (and per front client too, with
+		// per_client): a session's requests carry one principal's
+		// credentials.
+		sub, ok := outauth.SubjectFrom(ctx)
+		s, err := principalSubject(&c.spec, sub, ok)
+		if err != nil {
+			return nil, err
+		}
+		subj = &s
+		if !c.spec.PerClient || key == "" {
+			key = "\x00principal\x00" + s.Principal
+		}
+	} else if !c.spec.PerClient || key == "" {
 		return c, nil
 	}
 	if _, err := c.acquire(); err != nil {
@@ -60,6 +85,13 @@ func (m *Manager) route(ctx context.Context, backend string) (*Conn, error) {
 	if own == nil {
 		own = newConn(m, c.spec)
 		byBackend[backend] = own
+	}
+	if subj != nil {
+		if prev := own.subject.Load(); prev != nil && prev.Principal != subj.Principal {
+			m.per.mu.Unlock()
+			return nil, fmt.Errorf("backend %q: this client's session belongs to another principal", backend)
+		}
+		own.subject.Store(subj) // the caller's latest token
 	}
 	m.per.mu.Unlock()
 
