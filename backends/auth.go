@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -30,6 +31,16 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return t.base.RoundTrip(r)
+}
+
+// authCause returns the outgoing-auth failure inside err (which the
+// transport wraps in layers naming the URL), or err.
+func authCause(err error) error {
+	var ae *outauth.Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return err
 }
 
 // checkAuth rejects strategies a backend cannot carry: headers exist only

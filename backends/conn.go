@@ -514,6 +514,9 @@ func (c *Conn) status() BackendStatus {
 	if c.client != nil && c.proc != nil {
 		st.PID = c.proc.pid()
 	}
+	if c.spec.Auth != nil {
+		st.Auth = c.spec.Auth.Type()
+	}
 	return st
 }
 
@@ -673,6 +676,9 @@ func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, 
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.spec.Timeout > 0 {
 			return nil, fmt.Errorf("backend %q: %s timed out after %s (backends[].timeout)", c.spec.Name, tool, c.spec.Timeout)
 		}
+		if ae := authCause(err); ae != err {
+			return nil, ae
+		}
 		return nil, fmt.Errorf("backend %q: %s: %w", c.spec.Name, tool, err)
 	}
 	// A result arrived: whatever the client made of it (it rejects unknown
@@ -761,6 +767,9 @@ func (c *Conn) request(ctx context.Context, method string, params any) (json.Raw
 		err = errors.New("no result")
 	}
 	c.checkLost(err)
+	if ae := authCause(err); ae != err {
+		return nil, ae
+	}
 	return nil, fmt.Errorf("backend %q: %s: %w", c.spec.Name, method, err)
 }
 

@@ -295,6 +295,8 @@ type BackendStatus struct {
 	CircuitOpen bool      `json:"circuit_open,omitempty"`
 	Since       time.Time `json:"since"`
 	PID         int       `json:"pid,omitempty"`
+	// Auth is the outgoing_auth type (never a credential).
+	Auth string `json:"auth,omitempty"`
 }
 
 // Status reports every backend.

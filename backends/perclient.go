@@ -102,6 +102,9 @@ func (m *Manager) route(ctx context.Context, backend string) (*Conn, error) {
 	own.mu.Unlock()
 	if !ready {
 		if err := own.connect(context.WithoutCancel(ctx)); err != nil {
+			if ae := authCause(err); ae != err {
+				return nil, ae
+			}
 			return nil, fmt.Errorf("backend %q: opening this client's session: %w", backend, err)
 		}
 		own.setState(StateReady, nil)

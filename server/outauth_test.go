@@ -277,6 +277,7 @@ composite_tools:
 	if !r.IsError || !strings.Contains(text(r), `backend "pd"`) || !strings.Contains(text(r), "invalid_grant") {
 		t.Fatalf("carol: %v %s", r.IsError, text(r))
 	}
+	t.Logf("refused exchange: %s", text(r))
 
 	// client_credentials: one token for the service, whoever calls.
 	call("alice-token", "svc_whoami")
@@ -315,6 +316,7 @@ composite_tools:
 	}
 	status, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	t.Logf("/status: %s", status)
 	if !strings.Contains(string(status), "outgoing_auth error") {
 		t.Errorf("/status does not say why off is down: %s", status)
 	}
