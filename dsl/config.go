@@ -249,6 +249,10 @@ type AuthStrategy struct {
 	ClientID         String                  `yaml:"client_id"`
 	ClientSecretEnv  String                  `yaml:"client_secret_env"`
 	ClientSecretFile String                  `yaml:"client_secret_file"`
+	// Service is what token_exchange and pass_through send on requests
+	// made without a caller (connect, catalogue, health checks): headers
+	// or client_credentials. Without it those requests carry Headers only.
+	Service *AuthStrategy `yaml:"service"`
 }
 
 // HeaderValue is one header of an outgoing auth strategy: a bare string

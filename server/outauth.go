@@ -47,26 +47,19 @@ func outgoingAuth(cfg *dsl.Config, log *slog.Logger) (map[string]*outauth.Strate
 		if (typ == outauth.TokenExchange || typ == outauth.PassThrough) && cfg.IncomingAuth.Type.Value != dsl.AuthTokens && cfg.IncomingAuth.Type.Value != dsl.AuthOIDC {
 			return nil, fmt.Errorf("%s: type %s for backend %q needs callers' tokens: set incoming_auth to tokens or oidc", where, typ, name)
 		}
-		c := outauth.Config{Backend: name, Type: typ, TokenURL: st.TokenURL.Value, Audience: st.Audience.Value, ClientID: st.ClientID.Value}
-		for _, s := range st.Scopes {
-			c.Scopes = append(c.Scopes, s.Value)
+		c, err := strategyConfig(cfg, name, st, field)
+		if err != nil {
+			return nil, err
 		}
-		if len(st.Headers) > 0 {
-			c.Headers = map[string]outauth.Secret{}
-		}
-		for h, v := range st.Headers {
-			val, err := secretValue(v.Value, v.ValueEnv, v.ValueFile)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %s.headers.%s: %v", cfg.Src.NodePos(v.Node), field, h, err)
+		if st.Service != nil {
+			if typ != outauth.TokenExchange && typ != outauth.PassThrough {
+				return nil, fmt.Errorf("%s: %s.service: only token_exchange and pass_through take service credentials (the others use theirs for everything)", cfg.Src.NodePos(st.Service.Node), field)
 			}
-			c.Headers[h] = val
-		}
-		if st.ClientSecretEnv.Set || st.ClientSecretFile.Set {
-			val, err := secretValue(dsl.String{}, st.ClientSecretEnv, st.ClientSecretFile)
+			svc, err := strategyConfig(cfg, name, st.Service, field+".service")
 			if err != nil {
-				return nil, fmt.Errorf("%s: client secret: %v", where, err)
+				return nil, err
 			}
-			c.ClientSecret = val
+			c.Service = &svc
 		}
 		s, err := outauth.New(c, &outauth.Options{Logger: log})
 		if err != nil {
@@ -75,6 +68,35 @@ func outgoingAuth(cfg *dsl.Config, log *slog.Logger) (map[string]*outauth.Strate
 		out[name] = s
 	}
 	return out, nil
+}
+
+// strategyConfig converts one strategy, reading its secrets.
+func strategyConfig(cfg *dsl.Config, name string, st *dsl.AuthStrategy, field string) (outauth.Config, error) {
+	c := outauth.Config{Backend: name, Type: st.Type.Value, TokenURL: st.TokenURL.Value, Audience: st.Audience.Value, ClientID: st.ClientID.Value}
+	if c.Type == "" {
+		c.Type = outauth.None
+	}
+	for _, s := range st.Scopes {
+		c.Scopes = append(c.Scopes, s.Value)
+	}
+	if len(st.Headers) > 0 {
+		c.Headers = map[string]outauth.Secret{}
+	}
+	for h, v := range st.Headers {
+		val, err := secretValue(v.Value, v.ValueEnv, v.ValueFile)
+		if err != nil {
+			return c, fmt.Errorf("%s: %s.headers.%s: %v", cfg.Src.NodePos(v.Node), field, h, err)
+		}
+		c.Headers[h] = val
+	}
+	if st.ClientSecretEnv.Set || st.ClientSecretFile.Set {
+		val, err := secretValue(dsl.String{}, st.ClientSecretEnv, st.ClientSecretFile)
+		if err != nil {
+			return c, fmt.Errorf("%s: %s: client secret: %v", cfg.Src.NodePos(st.Node), field, err)
+		}
+		c.ClientSecret = val
+	}
+	return c, nil
 }
 
 // secretValue reads a literal, an environment variable or a file (trimmed).

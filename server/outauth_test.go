@@ -34,8 +34,9 @@ type seenBackend struct {
 	srv *httptest.Server
 	mu  sync.Mutex
 	all []http.Header // every HTTP request
-	// calls are the headers of the requests that carried a tools/call.
-	calls []http.Header
+	// calls and lists are the headers of the requests that carried a
+	// tools/call, a tools/list.
+	calls, lists []http.Header
 }
 
 func newSeenBackend(t *testing.T, name string) *seenBackend {
@@ -53,6 +54,9 @@ func newSeenBackend(t *testing.T, name string) *seenBackend {
 		b.all = append(b.all, r.Header.Clone())
 		if bytes.Contains(body, []byte(`"tools/call"`)) {
 			b.calls = append(b.calls, r.Header.Clone())
+		}
+		if bytes.Contains(body, []byte(`"tools/list"`)) {
+			b.lists = append(b.lists, r.Header.Clone())
 		}
 		b.mu.Unlock()
 		h.ServeHTTP(w, r)
@@ -173,6 +177,11 @@ outgoing_auth:
       scopes: [incidents.read]
       client_id: vmcp
       client_secret_env: VMCP_TEST_XCHG_SECRET
+      service:
+        type: client_credentials
+        token_url: "` + d.srv.URL + `/token"
+        client_id: svc
+        client_secret_file: "` + ccFile + `"
     svc:
       type: client_credentials
       token_url: "` + d.srv.URL + `/token"
@@ -263,13 +272,23 @@ composite_tools:
 	if n := g.mgr.ClientSessions(); n != 2 {
 		t.Errorf("%d per-principal sessions, want 2 (alice, bob)", n)
 	}
-	// The shared session (catalogue, health) never carried a user's
-	// token, and no request at all carried a caller's own token.
+	// No request at all carried a caller's own token: each carried an
+	// exchanged token or the service token (service: client_credentials),
+	// and the shared session listed the catalogue with the service token.
 	for _, h := range pd.requests() {
 		a := h.Get("Authorization")
-		if strings.Contains(a, "-token") {
-			t.Errorf("pd received a caller's own token: %q", a)
+		if !strings.HasPrefix(a, "Bearer xchg-") && !strings.HasPrefix(a, "Bearer cc-") {
+			t.Errorf("pd received %q", a)
 		}
+	}
+	pd.mu.Lock()
+	serviceList := false
+	for _, h := range pd.lists {
+		serviceList = serviceList || strings.HasPrefix(h.Get("Authorization"), "Bearer cc-")
+	}
+	pd.mu.Unlock()
+	if !serviceList {
+		t.Error("pd's catalogue was not listed with the service token")
 	}
 
 	// A refused exchange is an error naming the backend.
@@ -282,13 +301,14 @@ composite_tools:
 	// client_credentials: one token for the service, whoever calls.
 	call("alice-token", "svc_whoami")
 	call("bob-token", "svc_whoami")
+	svcTok := svc.lastCall(t).Get("Authorization")
 	for _, h := range svc.requests() {
-		if h.Get("Authorization") != "Bearer cc-1" {
-			t.Fatalf("svc saw %q, want the client-credentials token on every request", h.Get("Authorization"))
+		if a := h.Get("Authorization"); a != svcTok || !strings.HasPrefix(a, "Bearer cc-") {
+			t.Fatalf("svc saw %q, want one client-credentials token on every request", a)
 		}
 	}
-	if d.ccHits.Load() != 1 {
-		t.Errorf("%d client-credentials requests, want 1 (cached)", d.ccHits.Load())
+	if d.ccHits.Load() != 2 {
+		t.Errorf("%d client-credentials requests, want 2 (svc, and pd's service credentials; each cached)", d.ccHits.Load())
 	}
 
 	// headers: from env, a file and the config.
@@ -380,6 +400,9 @@ outgoing_auth: {backends: {w: {type: token_exchange, token_url: "http://127.0.0.
 		{"missing env", `backends: [{name: w, url: "http://127.0.0.1:1/mcp"}]
 outgoing_auth: {backends: {w: {type: headers, headers: {X-Key: {value_env: VMCP_TEST_UNSET_VAR}}}}}
 `, `outgoing_auth.backends.w.headers.X-Key: environment variable VMCP_TEST_UNSET_VAR is not set`},
+		{"service on headers", `backends: [{name: w, url: "http://127.0.0.1:1/mcp"}]
+outgoing_auth: {backends: {w: {type: headers, headers: {X: y}, service: {type: headers, headers: {X: z}}}}}
+`, `outgoing_auth.backends.w.service: only token_exchange and pass_through take service credentials`},
 		{"http token url", `backends: [{name: w, url: "http://127.0.0.1:1/mcp"}]
 outgoing_auth: {default: {type: client_credentials, token_url: "http://idp.example.com/token", client_id: x, client_secret_env: HOME}}
 `, `backend "w": outgoing_auth client_credentials: token_url must be https`},

@@ -237,6 +237,32 @@ func TestClientCredentials(t *testing.T) {
 	}
 }
 
+func TestServiceCredentialsOfAUserBoundStrategy(t *testing.T) {
+	te := newTokenEndpoint(t, "vmcp", "sec")
+	s, err := New(Config{Backend: "pd", Type: TokenExchange, TokenURL: te.srv.URL, ClientID: "vmcp", ClientSecret: "sec",
+		Service: &Config{Type: ClientCredentials, TokenURL: te.srv.URL, ClientID: "vmcp", ClientSecret: "sec"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := apply(t, s, nil)
+	if err != nil || h.Get("Authorization") != "Bearer issued-1-for-service" {
+		t.Fatalf("service request: %v %v", err, h)
+	}
+	h, _ = apply(t, s, &Subject{Principal: "alice", Token: "alice-token"})
+	if h.Get("Authorization") != "Bearer issued-2-for-alice-token" {
+		t.Fatalf("alice: %v", h)
+	}
+	for _, c := range []Config{
+		{Backend: "b", Type: Headers, Headers: map[string]Secret{"X": "y"}, Service: &Config{Type: Headers, Headers: map[string]Secret{"X": "y"}}},
+		{Backend: "b", Type: PassThrough, Service: &Config{Type: PassThrough}},
+		{Backend: "b", Type: PassThrough, Service: &Config{Type: Headers}},
+	} {
+		if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), `backend "b"`) {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+}
+
 func TestStaticStrategies(t *testing.T) {
 	s, err := New(Config{Backend: "b", Type: Headers, Headers: map[string]Secret{"X-Api-Key": "k-123"}}, nil)
 	if err != nil {

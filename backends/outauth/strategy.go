@@ -42,6 +42,10 @@ type Config struct {
 	// the client_id form field (a public client).
 	ClientID     string
 	ClientSecret Secret
+	// Service, for token_exchange and pass_through, supplies requests
+	// made without a caller (headers or client_credentials); without it
+	// they carry Headers only.
+	Service *Config
 }
 
 // Options tune New; nil is valid.
@@ -62,6 +66,7 @@ type Strategy struct {
 	client  *http.Client
 	now     func() time.Time
 	cache   *cache
+	service *Strategy
 }
 
 // Error is a failure to obtain credentials (or a refusal); it names the
@@ -131,6 +136,20 @@ func New(cfg Config, opts *Options) (*Strategy, error) {
 		s.cache = newCache()
 	default:
 		return fail("unknown type (none, error, headers, token_exchange, client_credentials and pass_through are)")
+	}
+	if cfg.Service != nil {
+		if cfg.Type != TokenExchange && cfg.Type != PassThrough {
+			return fail("service credentials apply only to token_exchange and pass_through")
+		}
+		if t := cfg.Service.Type; t != Headers && t != ClientCredentials {
+			return fail("service: type must be headers or client_credentials, not %q", t)
+		}
+		svc := *cfg.Service
+		svc.Backend = cfg.Backend
+		var err error
+		if s.service, err = New(svc, opts); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Type == PassThrough && opts.Logger != nil {
 		opts.Logger.Warn("outgoing_auth pass_through: callers' own tokens are forwarded to this backend; prefer token_exchange", "backend", cfg.Backend)
@@ -202,7 +221,7 @@ func (s *Strategy) Apply(ctx context.Context, subj *Subject, h http.Header) erro
 		h.Set("Authorization", "Bearer "+tok.Reveal())
 	case TokenExchange, PassThrough:
 		if subj == nil {
-			return nil
+			return s.service.Apply(ctx, nil, h)
 		}
 		if subj.Token == "" {
 			return &Error{Backend: s.cfg.Backend, Type: s.cfg.Type, Msg: "principal " + fmt.Sprintf("%q", subj.Principal), Err: ErrNoCallerToken}
