@@ -114,6 +114,17 @@ func TestPassThroughAndServiceCredentials(t *testing.T) {
 	if calls != 1 || pings < 2 || serviceLists == 0 {
 		t.Fatalf("%d calls, %d pings, %d catalogue listings with service credentials", calls, pings, serviceLists)
 	}
+
+	// Idle per-principal sessions are closed; a later call opens a new one.
+	if n := m.reapIdle(time.Now().Add(-time.Hour)); n != 0 {
+		t.Fatalf("reaped %d sessions used within the hour", n)
+	}
+	if n := m.reapIdle(time.Now().Add(time.Second)); n != 1 || m.ClientSessions() != 0 {
+		t.Fatalf("reaped %d, %d sessions left", n, m.ClientSessions())
+	}
+	if _, err := m.CallTool(ctx, "inc", "get_incident", json.RawMessage(`{"id":"INC-1042"}`), nil); err != nil || m.ClientSessions() != 1 {
+		t.Fatalf("call after reaping: %v, %d sessions", err, m.ClientSessions())
+	}
 }
 
 func TestAuthStrategiesTheBackendCannotCarry(t *testing.T) {

@@ -71,6 +71,9 @@ type Conn struct {
 	// outgoing auth) belongs to, with its latest token; nil for the shared
 	// session, whose requests carry service credentials only.
 	subject atomic.Pointer[outauth.Subject]
+	// lastUsed is when a per-client session was last routed to (guarded
+	// by Manager.per.mu).
+	lastUsed time.Time
 }
 
 type callInfo struct {

@@ -110,6 +110,9 @@ type Options struct {
 	OnChange func()
 	// ClientName and ClientVersion identify vmcp to backends.
 	ClientName, ClientVersion string
+	// PrincipalIdle closes a per-principal session (user-bound outgoing
+	// auth) after this long without a call (0 = 30m).
+	PrincipalIdle time.Duration
 }
 
 // Manager owns every backend connection.
@@ -144,6 +147,9 @@ func NewManager(specs []Spec, opts *Options) (*Manager, error) {
 	}
 	if m.opts.ClientName == "" {
 		m.opts.ClientName = "vmcp"
+	}
+	if m.opts.PrincipalIdle <= 0 {
+		m.opts.PrincipalIdle = 30 * time.Minute
 	}
 	for i := range specs {
 		s := specs[i]
@@ -187,10 +193,14 @@ func (m *Manager) Start(ctx context.Context) {
 			c.run(m.ctx, tried.Done)
 		}()
 	}
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
 		m.changeLoop()
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.reapLoop(m.ctx)
 	}()
 	tried.Wait()
 }
