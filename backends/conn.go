@@ -17,6 +17,8 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 )
 
 // Backend states.
@@ -64,6 +66,14 @@ type Conn struct {
 
 	lost   chan struct{} // signalled when the session is found dead
 	closed bool
+
+	// subject is the principal a per-principal session (user-bound
+	// outgoing auth) belongs to, with its latest token; nil for the shared
+	// session, whose requests carry service credentials only.
+	subject atomic.Pointer[outauth.Subject]
+	// lastUsed is when a per-client session was last routed to (guarded
+	// by Manager.per.mu).
+	lastUsed time.Time
 }
 
 type callInfo struct {
@@ -82,6 +92,15 @@ func newConn(m *Manager, s Spec) *Conn {
 // run connects, keeps the connection healthy and reconnects with backoff
 // until ctx ends. tried is called once, after the first attempt.
 func (c *Conn) run(ctx context.Context, tried func()) {
+	if err := c.spec.Auth.Refused(); err != nil {
+		// outgoing_auth error: never connected, shown as unhealthy.
+		c.setState(StateUnhealthy, err)
+		c.mu.Lock()
+		c.tried = true
+		c.mu.Unlock()
+		tried()
+		return
+	}
 	backoff := 500 * time.Millisecond
 	first := true
 	for ctx.Err() == nil {
@@ -287,9 +306,9 @@ func (c *Conn) transport() (transport.Interface, error) {
 		}
 		return &cmdTransport{Interface: tr, cmd: &cmd}, nil
 	case s.Transport == "sse":
-		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(pooledClient()))
+		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()))
 	default:
-		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(pooledClient())}
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(c.httpClient())}
 		if s.ProtocolVersion == "" || s.ProtocolVersion < "2026-07-28" {
 			// Keep the standalone GET stream open: it is how a
 			// 2025-11-25 server tells vmcp its lists changed. (mcp-go
@@ -309,6 +328,16 @@ func pooledClient() *http.Client {
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 256
 	return &http.Client{Transport: t}
+}
+
+// httpClient is pooledClient with the backend's outgoing credentials set
+// on each request.
+func (c *Conn) httpClient() *http.Client {
+	hc := pooledClient()
+	if c.spec.Auth.SendsHeaders() {
+		hc.Transport = &authTransport{base: hc.Transport, c: c}
+	}
+	return hc
 }
 
 // cmdTransport remembers the spawned command (its pid, for status and for
@@ -488,6 +517,9 @@ func (c *Conn) status() BackendStatus {
 	if c.client != nil && c.proc != nil {
 		st.PID = c.proc.pid()
 	}
+	if c.spec.Auth != nil {
+		st.Auth = c.spec.Auth.Type()
+	}
 	return st
 }
 
@@ -647,6 +679,9 @@ func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, 
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.spec.Timeout > 0 {
 			return nil, fmt.Errorf("backend %q: %s timed out after %s (backends[].timeout)", c.spec.Name, tool, c.spec.Timeout)
 		}
+		if ae := authCause(err); ae != err {
+			return nil, ae
+		}
 		return nil, fmt.Errorf("backend %q: %s: %w", c.spec.Name, tool, err)
 	}
 	// A result arrived: whatever the client made of it (it rejects unknown
@@ -735,6 +770,9 @@ func (c *Conn) request(ctx context.Context, method string, params any) (json.Raw
 		err = errors.New("no result")
 	}
 	c.checkLost(err)
+	if ae := authCause(err); ae != err {
+		return nil, ae
+	}
 	return nil, fmt.Errorf("backend %q: %s: %w", c.spec.Name, method, err)
 }
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 )
 
 // Spec describes one backend (package server converts the config file's
@@ -34,6 +36,10 @@ type Spec struct {
 	ProtocolVersion string
 	// PerClient gives every front client its own backend session.
 	PerClient bool
+	// Auth supplies the credentials of each HTTP request (nil: none). A
+	// user-bound strategy gives every principal its own session; strategy
+	// error refuses the backend: it is never connected.
+	Auth *outauth.Strategy
 }
 
 // Kind names the transport for status output.
@@ -104,6 +110,9 @@ type Options struct {
 	OnChange func()
 	// ClientName and ClientVersion identify vmcp to backends.
 	ClientName, ClientVersion string
+	// PrincipalIdle closes a per-principal session (user-bound outgoing
+	// auth) after this long without a call (0 = 30m).
+	PrincipalIdle time.Duration
 }
 
 // Manager owns every backend connection.
@@ -139,6 +148,9 @@ func NewManager(specs []Spec, opts *Options) (*Manager, error) {
 	if m.opts.ClientName == "" {
 		m.opts.ClientName = "vmcp"
 	}
+	if m.opts.PrincipalIdle <= 0 {
+		m.opts.PrincipalIdle = 30 * time.Minute
+	}
 	for i := range specs {
 		s := specs[i]
 		n := 0
@@ -153,6 +165,9 @@ func NewManager(specs []Spec, opts *Options) (*Manager, error) {
 		}
 		if n != 1 {
 			return nil, fmt.Errorf("backend %q: exactly one of command, url or an in-process server is needed", s.Name)
+		}
+		if err := checkAuth(&s); err != nil {
+			return nil, err
 		}
 		if _, dup := m.byName[s.Name]; dup {
 			return nil, fmt.Errorf("backend %q is defined twice", s.Name)
@@ -178,10 +193,14 @@ func (m *Manager) Start(ctx context.Context) {
 			c.run(m.ctx, tried.Done)
 		}()
 	}
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go func() {
 		defer m.wg.Done()
 		m.changeLoop()
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.reapLoop(m.ctx)
 	}()
 	tried.Wait()
 }
@@ -286,6 +305,8 @@ type BackendStatus struct {
 	CircuitOpen bool      `json:"circuit_open,omitempty"`
 	Since       time.Time `json:"since"`
 	PID         int       `json:"pid,omitempty"`
+	// Auth is the outgoing_auth type (never a credential).
+	Auth string `json:"auth,omitempty"`
 }
 
 // Status reports every backend.

@@ -240,15 +240,43 @@ func (o *OutgoingAuth) For(backend string) *AuthStrategy {
 // AuthStrategy is how vmcp authenticates to a backend. In YAML it is a bare
 // type ("none") or a mapping with type and the strategy's fields.
 type AuthStrategy struct {
-	Node             *yaml.Node        `yaml:"-"`
-	Type             String            `yaml:"type"`
-	Headers          map[string]String `yaml:"headers"`
-	TokenURL         String            `yaml:"token_url"`
-	Audience         String            `yaml:"audience"`
-	Scopes           []String          `yaml:"scopes"`
-	ClientID         String            `yaml:"client_id"`
-	ClientSecretEnv  String            `yaml:"client_secret_env"`
-	ClientSecretFile String            `yaml:"client_secret_file"`
+	Node             *yaml.Node              `yaml:"-"`
+	Type             String                  `yaml:"type"`
+	Headers          map[string]*HeaderValue `yaml:"headers"`
+	TokenURL         String                  `yaml:"token_url"`
+	Audience         String                  `yaml:"audience"`
+	Scopes           []String                `yaml:"scopes"`
+	ClientID         String                  `yaml:"client_id"`
+	ClientSecretEnv  String                  `yaml:"client_secret_env"`
+	ClientSecretFile String                  `yaml:"client_secret_file"`
+	// Service is what token_exchange and pass_through send on requests
+	// made without a caller (connect, catalogue, health checks): headers
+	// or client_credentials. Without it those requests carry Headers only.
+	Service *AuthStrategy `yaml:"service"`
+}
+
+// HeaderValue is one header of an outgoing auth strategy: a bare string
+// (Value), or a mapping with exactly one of value, value_env (an
+// environment variable's name) and value_file (a file holding the value).
+type HeaderValue struct {
+	Node      *yaml.Node `yaml:"-"`
+	Value     String     `yaml:"value"`
+	ValueEnv  String     `yaml:"value_env"`
+	ValueFile String     `yaml:"value_file"`
+}
+
+// UnmarshalYAML accepts a bare value or the mapping form.
+func (h *HeaderValue) UnmarshalYAML(n *yaml.Node) error {
+	n = resolve(n)
+	*h = HeaderValue{Node: n}
+	if n == nil {
+		return nil
+	}
+	if n.Kind == yaml.ScalarNode {
+		return h.Value.UnmarshalYAML(n)
+	}
+	decodeStruct(n, reflect.ValueOf(h).Elem())
+	return nil
 }
 
 // UnmarshalYAML accepts a bare type or the mapping form.

@@ -246,6 +246,28 @@ authz:
 			},
 		},
 		{
+			name: "outgoing header values",
+			src: `backends: [{name: web, url: "https://x"}]
+outgoing_auth:
+  backends:
+    web:
+      type: headers
+      headers:
+        X-A: plain
+        X-B: {value_env: API_KEY}
+        X-C: {value_file: /run/key}
+        X-D: {value_env: A, value_file: /f}
+        X-E: {value_env: "not a name"}
+        X-F: {valu: x}
+`,
+			want: []string{
+				`c.yaml:10:14: "outgoing_auth.backends.web.headers.X-D" matches more than one of its alternatives`,
+				`c.yaml:11:26: "outgoing_auth.backends.web.headers.X-E.value_env": "not a name" is not an environment variable name`,
+				`c.yaml:12:14: "outgoing_auth.backends.web.headers.X-F": missing required key "value"`,
+				`c.yaml:12:15: unknown key "valu" in "outgoing_auth.backends.web.headers.X-F"; did you mean "value"?`,
+			},
+		},
+		{
 			name: "composite tools",
 			src: `composite_tools:
   - name: one

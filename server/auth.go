@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 	"github.com/vmcp-dev/vmcp/dsl"
 )
 
@@ -208,6 +209,9 @@ func (a *authenticator) wrap(h http.Handler) http.Handler {
 			}
 		}
 		ctx := context.WithValue(r.Context(), principalKey{}, p.Name)
+		// The verified token travels (redacted when printed) to the
+		// backends whose outgoing auth exchanges or forwards it.
+		ctx = outauth.WithSubject(ctx, outauth.Subject{Principal: p.Name, Token: outauth.Secret(tok)})
 		h.ServeHTTP(&bindingWriter{ResponseWriter: w, a: a, principal: p.Name}, r.WithContext(ctx))
 	})
 }

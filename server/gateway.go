@@ -93,6 +93,13 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	auths, err := outgoingAuth(cfg, g.log)
+	if err != nil {
+		return nil, err
+	}
+	for i := range specs {
+		specs[i].Auth = auths[specs[i].Name]
+	}
 	if g.auth, err = newAuthenticator(cfg); err != nil {
 		return nil, err
 	}

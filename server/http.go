@@ -12,6 +12,7 @@ import (
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/vmcp-dev/vmcp/backends/outauth"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/steps"
 )
@@ -27,7 +28,10 @@ func (g *Gateway) Handler() http.Handler {
 		// The principal the auth middleware found travels into tool calls.
 		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			if p, ok := r.Context().Value(principalKey{}).(string); ok {
-				return context.WithValue(ctx, principalKey{}, p)
+				ctx = context.WithValue(ctx, principalKey{}, p)
+			}
+			if subj, ok := outauth.SubjectFrom(r.Context()); ok {
+				ctx = outauth.WithSubject(ctx, subj)
 			}
 			return ctx
 		}),

@@ -19,6 +19,14 @@ func LiveCatalog(ctx context.Context, cfg *dsl.Config, log *slog.Logger) (cat en
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	// The backends are listed with their service credentials.
+	auths, err := outgoingAuth(cfg, log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for i := range specs {
+		specs[i].Auth = auths[specs[i].Name]
+	}
 	mgr, err := backends.NewManager(specs, &backends.Options{Logger: log, ClientName: "vmcp-validate"})
 	if err != nil {
 		return nil, nil, nil, nil, err
