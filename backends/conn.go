@@ -171,7 +171,7 @@ func (c *Conn) watch(ctx context.Context) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		err := c.currentClient().Ping(pctx)
+		err := probe(pctx, c.currentClient())
 		cancel()
 		if errors.Is(err, transport.ErrTransportClosed) {
 			c.setState(StateUnhealthy, errors.New("connection lost"))
@@ -191,6 +191,17 @@ func (c *Conn) watch(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// probe checks that a backend answers. mcp-go's Ping does nothing on a
+// 2026-07-28 connection (that protocol has no ping), so those backends are
+// asked server/discover, their cheapest request.
+func probe(ctx context.Context, cl *client.Client) error {
+	if mcp.IsModernProtocol(cl.ProtocolVersion()) {
+		_, err := cl.Discover(ctx, mcp.DiscoverRequest{})
+		return err
+	}
+	return cl.Ping(ctx)
 }
 
 func (c *Conn) currentClient() *client.Client {

@@ -107,3 +107,45 @@ func TestHTTPBackendListChanged(t *testing.T) {
 	})
 	waitFor(t, 5*time.Second, func() bool { return len(m.Snapshot().Tools["grows"]) == 2 })
 }
+
+// Health checks reach a 2026-07-28 HTTP backend (which has no ping): one
+// that stops answering becomes unhealthy, and healthy again once it
+// answers.
+func TestModernHTTPBackendHealth(t *testing.T) {
+	s := mcpserver.NewMCPServer("modern", "1", mcpserver.WithToolCapabilities(true))
+	s.AddTool(mcp.NewTool("t"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("ok"), nil
+	})
+	h := mcpserver.NewStreamableHTTPServer(s)
+	var broken atomic.Bool
+	var discovers atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Mcp-Method") == "server/discover" {
+			discovers.Add(1)
+		}
+		if broken.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	m, err := NewManager([]Spec{{Name: "modern", URL: ts.URL + "/mcp", ProtocolVersion: "2026-07-28"}}, &Options{Health: HealthPolicy{Interval: 20 * time.Millisecond, Timeout: time.Second, UnhealthyThreshold: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	if st := m.Status()[0]; st.State != StateReady {
+		t.Fatalf("status %+v", st)
+	}
+	if v := m.byName["modern"].currentClient().ProtocolVersion(); !mcp.IsModernProtocol(v) {
+		t.Fatalf("the backend speaks %q, want a 2026-07-28 connection for this test", v)
+	}
+	before := discovers.Load()
+	waitFor(t, 10*time.Second, func() bool { return discovers.Load() >= before+2 })
+	broken.Store(true)
+	waitFor(t, 10*time.Second, func() bool { return m.Status()[0].State == StateUnhealthy })
+	broken.Store(false)
+	waitFor(t, 20*time.Second, func() bool { return m.Status()[0].State == StateReady })
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"context"
 	"net/http/httptest"
 	"strings"
@@ -32,8 +33,16 @@ func askingBackends(t *testing.T) string {
 		// Each retry carries the answers of the last round only; earlier
 		// ones travel in requestState.
 		if llm := mcpserver.SamplingResponse(req.Params.InputResponses, "llm"); llm != nil {
-			said, _ := llm.Content.(mcp.TextContent)
-			return mcp.NewToolResultText(strings.TrimPrefix(req.Params.RequestState, "round-2:") + " / " + said.Text), nil
+			// mcp-go decodes a sampling answer's content as a map on the
+			// 2026-07-28 path and as TextContent on the legacy one.
+			said := fmt.Sprint(llm.Content)
+			switch c := llm.Content.(type) {
+			case mcp.TextContent:
+				said = c.Text
+			case map[string]any:
+				said, _ = c["text"].(string)
+			}
+			return mcp.NewToolResultText(strings.TrimPrefix(req.Params.RequestState, "round-2:") + " / " + said), nil
 		}
 		if name := mcpserver.ElicitationResponse(req.Params.InputResponses, "name"); name != nil {
 			got, _ := name.Content.(map[string]any)["name"].(string)
@@ -59,7 +68,7 @@ func askingBackends(t *testing.T) string {
 	t.Cleanup(ms.Close)
 	ls := httptest.NewServer(mcpserver.NewStreamableHTTPServer(legacy))
 	t.Cleanup(ls.Close)
-	return "  - {name: modern, url: " + ms.URL + "/mcp}\n" +
+	return "  - {name: modern, url: " + ms.URL + "/mcp, protocol_version: \"2026-07-28\"}\n" +
 		"  - {name: legacy, url: " + ls.URL + "/mcp, protocol_version: \"2025-11-25\"}\n"
 }
 
