@@ -72,7 +72,8 @@ func (p *Principal) value() map[string]any {
 // Request is what a principal asks for. Unused fields are empty strings
 // (never missing keys): request.method, request.tool, request.backend,
 // request.backend_tool, request.prompt, request.resource,
-// request.workflow and request.step.
+// request.workflow (the composite whose step makes a call, with
+// check_steps) and request.listing (a bool).
 type Request struct {
 	Method string
 	// Tool is the tool's name as clients see it ("" for a hidden tool a
@@ -85,10 +86,11 @@ type Request struct {
 	Prompt      string
 	// Resource is a resource URI.
 	Resource string
-	// Workflow and Step name the composite and step making the call, for
-	// step checks (check_steps).
+	// Workflow names the composite whose step makes the call (check_steps).
 	Workflow string
-	Step     string
+	// Listing is true when a list is being filtered: each item is decided
+	// as the call that would reach it, without arguments.
+	Listing bool
 	// Arguments are the call's arguments (a JSON object), decoded only
 	// when a policy reads `arguments`.
 	Arguments json.RawMessage
@@ -327,7 +329,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			r := a.r
 			a.req = map[string]any{
 				"method": r.Method, "tool": r.Tool, "backend": r.Backend, "backend_tool": r.BackendTool,
-				"prompt": r.Prompt, "resource": r.Resource, "workflow": r.Workflow, "step": r.Step,
+				"prompt": r.Prompt, "resource": r.Resource, "workflow": r.Workflow, "listing": r.Listing,
 			}
 		}
 		return a.req, true

@@ -27,6 +27,9 @@ import (
 type Principal struct {
 	Name   string
 	Groups []string
+	// Claims are the verified JWT's claims (OIDC); nil otherwise. Policies
+	// read them as principal.claims.
+	Claims map[string]any
 }
 
 // credentials is an authentication strategy: it turns a bearer token into
@@ -207,7 +210,7 @@ func (a *authenticator) wrap(h http.Handler) http.Handler {
 				return
 			}
 		}
-		ctx := context.WithValue(r.Context(), principalKey{}, p.Name)
+		ctx := withIdentity(context.WithValue(r.Context(), principalKey{}, p.Name), p)
 		h.ServeHTTP(&bindingWriter{ResponseWriter: w, a: a, principal: p.Name}, r.WithContext(ctx))
 	})
 }

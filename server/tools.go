@@ -17,11 +17,16 @@ import (
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
-
 // caller routes the engine's backend calls to the manager.
-type caller struct{ mgr *backends.Manager }
+type caller struct {
+	mgr *backends.Manager
+	g   *Gateway
+}
 
 func (c caller) CallTool(ctx context.Context, call *steps.Call) (*steps.Result, error) {
+	if err := c.g.checkStep(ctx, call); err != nil {
+		return nil, err
+	}
 	r, err := c.mgr.CallTool(clientCtx(ctx), call.Backend, call.Tool, call.Arguments, call.Meta)
 	if err != nil {
 		return nil, err
@@ -57,9 +62,13 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 			return mcp.NewToolResultError(fmt.Sprintf("unknown tool %q", name)), nil
 		}
 		args := rawArgs(req)
-		if te.composite {
-			return g.callComposite(ctx, te.plan, req, args)
+		if refused := g.authorizeTool(ctx, cat, te, args); refused != nil {
+			return refused, nil
 		}
+		if te.composite {
+			return g.callComposite(context.WithValue(ctx, compositeKey{}, te.name), te.plan, req, args)
+		}
+		ctx = context.WithValue(ctx, directCallKey{}, true)
 		var meta map[string]any
 		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 			meta = map[string]any{"progressToken": req.Params.Meta.ProgressToken}
