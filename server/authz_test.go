@@ -204,6 +204,7 @@ func TestAuthzCheckSteps(t *testing.T) {
 	if !r.IsError || !strings.Contains(msg, `"second"`) || !strings.Contains(msg, `may not call tool "kit_write"`) || !strings.Contains(msg, "check_steps") {
 		t.Fatalf("check_steps on: bob's composite: error=%v %s", r.IsError, msg)
 	}
+	t.Log(msg)
 	alice := clientWithVersion(t, url, "alice-token", mcp.ProtocolVersion20251125)
 	if r := callJSON(t, alice, "read_then_write", `{}`); r.IsError {
 		t.Fatalf("check_steps on: alice's composite: %s", text(r))
