@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -298,6 +300,9 @@ type listViews struct {
 	mu    sync.Mutex
 	base  *toolPages
 	views map[string]*toolPages
+	// raw[i] is base.tools[i] serialised, made once per rendering so that a
+	// principal's pages are assembled rather than marshalled again.
+	raw [][]byte
 }
 
 // maxListViews bounds the cache (OIDC claims such as exp make every token
@@ -312,25 +317,35 @@ func (g *Gateway) filteredPages(r *http.Request, base *toolPages) *toolPages {
 	lv := &g.lviews
 	lv.mu.Lock()
 	if lv.base != base {
-		lv.base, lv.views = base, map[string]*toolPages{}
+		lv.base, lv.views, lv.raw = base, map[string]*toolPages{}, nil
 	}
 	p, ok := lv.views[key]
+	if !ok && lv.raw == nil {
+		raw := make([][]byte, len(base.tools))
+		for i, t := range base.tools {
+			b, err := json.Marshal(t)
+			if err != nil {
+				lv.mu.Unlock()
+				return nil
+			}
+			raw[i] = b
+		}
+		lv.raw = raw
+	}
+	raw := lv.raw
 	lv.mu.Unlock()
 	if ok {
 		return p
 	}
 	cat := g.cat.Load()
 	ctx := r.Context()
-	var keep []mcp.Tool
-	for _, t := range base.tools {
+	var keep []int
+	for i, t := range base.tools {
 		if g.mayList(ctx, cat, id, t.Name) {
-			keep = append(keep, t)
+			keep = append(keep, i)
 		}
 	}
-	p, err := paginateTools(keep, g.tl.size())
-	if err != nil {
-		return nil
-	}
+	p = assemblePages(base.tools, raw, keep, g.tl.size())
 	lv.mu.Lock()
 	if lv.base == base {
 		if len(lv.views) >= maxListViews {
@@ -340,6 +355,40 @@ func (g *Gateway) filteredPages(r *http.Request, base *toolPages) *toolPages {
 	}
 	lv.mu.Unlock()
 	return p
+}
+
+// assemblePages is paginateTools for the tools at the indexes keep, from
+// their serialised forms: the same pages, byte for byte
+// (TestAssemblePagesMatchesPaginate).
+func assemblePages(tools []mcp.Tool, raw [][]byte, keep []int, size int) *toolPages {
+	p := &toolPages{tools: make([]mcp.Tool, 0, len(keep)), cursors: map[string]int{"": 0}}
+	for _, i := range keep {
+		p.tools = append(p.tools, tools[i])
+	}
+	for start := 0; ; {
+		end := min(start+size, len(keep))
+		var b bytes.Buffer
+		b.WriteString(`,"result":{`)
+		next := ""
+		if end-start >= size {
+			next = base64.StdEncoding.EncodeToString([]byte(tools[keep[end-1]].Name))
+			b.WriteString(`"nextCursor":"` + next + `",`)
+		}
+		b.WriteString(`"tools":[`)
+		for j, i := range keep[start:end] {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.Write(raw[i])
+		}
+		b.WriteString("]}}\n")
+		p.pages = append(p.pages, b.Bytes())
+		if next == "" {
+			return p
+		}
+		p.cursors[next] = len(p.pages)
+		start = end
+	}
 }
 
 // identityCacheKey is everything a policy can see of a principal.

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -307,3 +310,87 @@ func TestAuthzPolicyCompileErrorFailsStartup(t *testing.T) {
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// The fast path's per-principal pages are assembled from serialised tools;
+// they must be exactly what paginateTools renders for the same tools.
+func TestAssemblePagesMatchesPaginate(t *testing.T) {
+	var tools []mcp.Tool
+	for i := range 23 {
+		tl := synthTool(fmt.Sprintf("t%02d", i))
+		tl.Description = "<b>a & b</b> \u2028 " + tl.Description
+		tools = append(tools, tl)
+	}
+	raw := make([][]byte, len(tools))
+	for i, tl := range tools {
+		raw[i], _ = json.Marshal(tl)
+	}
+	subsets := [][]int{nil, {0}, {3, 4, 5, 6, 7, 8}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}}
+	var all []int
+	for i := range tools {
+		all = append(all, i)
+	}
+	subsets = append(subsets, all)
+	for _, keep := range subsets {
+		for _, size := range []int{1, 3, 6, 12, 500} {
+			var sel []mcp.Tool
+			for _, i := range keep {
+				sel = append(sel, tools[i])
+			}
+			want, err := paginateTools(sel, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := assemblePages(tools, raw, keep, size)
+			if len(got.pages) != len(want.pages) || !maps.Equal(got.cursors, want.cursors) {
+				t.Fatalf("keep %v size %d: %d pages %v, want %d %v", keep, size, len(got.pages), got.cursors, len(want.pages), want.cursors)
+			}
+			for i := range want.pages {
+				if !bytes.Equal(got.pages[i], want.pages[i]) {
+					t.Fatalf("keep %v size %d page %d:\n got %s\nwant %s", keep, size, i, got.pages[i], want.pages[i])
+				}
+			}
+		}
+	}
+}
+
+// A catalogue change drops the per-principal renderings: a tool that
+// appears at a backend is listed (to those allowed) on the next list.
+func TestAuthzListViewsFollowCatalogue(t *testing.T) {
+	kit := kitServer()
+	cfg, ds := dsl.LoadConfig("authz.yaml", []byte(authzConfig(false)), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db"), InProcess: map[string]*mcpserver.MCPServer{"kit": kit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() { srv.Close(); _ = g.Close() })
+	alice := clientWithVersion(t, srv.URL, "alice-token", mcp.ProtocolVersion20251125)
+	bob := clientWithVersion(t, srv.URL, "bob-token", mcp.ProtocolVersion20251125)
+	if got := toolNames(t, alice); slices.Contains(got, "kit_list") {
+		t.Fatalf("kit_list before it exists: %v", got)
+	}
+	_ = toolNames(t, bob)
+	served := g.tl.served.Load()
+	kit.AddTool(mcp.NewTool("list"), echoHandler)
+	waitFor(t, func() bool { return g.cat.Load().tools["kit_list"] != nil })
+	waitFor(t, func() bool { return slices.Contains(toolNames(t, alice), "kit_list") })
+	// The first lists after the change may go to mcp-go (it delivers the
+	// queued list_changed); the later ones come from the fast path.
+	for range 3 {
+		if got := toolNames(t, alice); !slices.Contains(got, "kit_list") {
+			t.Fatalf("alice lost kit_list: %v", got)
+		}
+		if got := toolNames(t, bob); slices.Contains(got, "kit_list") {
+			t.Fatalf("bob sees kit_list: %v", got)
+		}
+	}
+	if g.tl.served.Load() == served {
+		t.Fatal("the fast path did not answer after the change")
+	}
+}
