@@ -169,9 +169,22 @@ func (g *Gateway) installAuthzHooks(h *mcpserver.Hooks) {
 		if res == nil {
 			return
 		}
+		// The cached view of the current rendering when there is one (the
+		// tools mcp-go lists are the ones rendered, see installTools).
+		var allowed map[string]bool
+		if base := g.tl.cur.Load(); base != nil {
+			if v := g.listView(ctx, base); v != nil {
+				allowed = v.allowed
+			}
+		}
 		cat := g.cat.Load()
 		id := identity(ctx)
-		res.Tools = slices.DeleteFunc(res.Tools, func(t mcp.Tool) bool { return !g.mayList(ctx, cat, id, t.Name) })
+		res.Tools = slices.DeleteFunc(res.Tools, func(t mcp.Tool) bool {
+			if ok, known := allowed[t.Name]; known {
+				return !ok
+			}
+			return !g.mayList(ctx, cat, id, t.Name)
+		})
 	})
 	h.AddAfterListPrompts(func(ctx context.Context, _ any, _ *mcp.ListPromptsRequest, res *mcp.ListPromptsResult) {
 		if res == nil {
@@ -293,16 +306,22 @@ func (g *Gateway) resourceOwners() map[string]string {
 	return out
 }
 
-// listViews caches the tools/list fast path's pages per distinct
-// principal (name, groups, claims) for one rendering of the list; a new
-// rendering (catalogue rebuild) starts an empty cache.
+// listViews caches, per distinct principal (name, groups, claims), the
+// tools it may see in one rendering of the list, and their pages for the
+// fast path; a new rendering (catalogue rebuild) starts an empty cache.
 type listViews struct {
 	mu    sync.Mutex
 	base  *toolPages
-	views map[string]*toolPages
+	views map[string]*listView
 	// raw[i] is base.tools[i] serialised, made once per rendering so that a
 	// principal's pages are assembled rather than marshalled again.
 	raw [][]byte
+}
+
+type listView struct {
+	pages *toolPages
+	// allowed has every tool of the rendering: whether it is listed.
+	allowed map[string]bool
 }
 
 // maxListViews bounds the cache (OIDC claims such as exp make every token
@@ -312,14 +331,24 @@ const maxListViews = 1024
 // filteredPages is the fast path's filter: the pages principal r may see,
 // or nil to let mcp-go answer (with the list hook filtering).
 func (g *Gateway) filteredPages(r *http.Request, base *toolPages) *toolPages {
-	id := identity(r.Context())
+	v := g.listView(r.Context(), base)
+	if v == nil {
+		return nil
+	}
+	return v.pages
+}
+
+// listView returns the caller's view of the rendering base, deciding every
+// tool once per principal and rendering.
+func (g *Gateway) listView(ctx context.Context, base *toolPages) *listView {
+	id := identity(ctx)
 	key := identityCacheKey(id)
 	lv := &g.lviews
 	lv.mu.Lock()
 	if lv.base != base {
-		lv.base, lv.views, lv.raw = base, map[string]*toolPages{}, nil
+		lv.base, lv.views, lv.raw = base, map[string]*listView{}, nil
 	}
-	p, ok := lv.views[key]
+	v, ok := lv.views[key]
 	if !ok && lv.raw == nil {
 		raw := make([][]byte, len(base.tools))
 		for i, t := range base.tools {
@@ -335,26 +364,28 @@ func (g *Gateway) filteredPages(r *http.Request, base *toolPages) *toolPages {
 	raw := lv.raw
 	lv.mu.Unlock()
 	if ok {
-		return p
+		return v
 	}
 	cat := g.cat.Load()
-	ctx := r.Context()
 	var keep []int
+	v = &listView{allowed: map[string]bool{}}
 	for i, t := range base.tools {
-		if g.mayList(ctx, cat, id, t.Name) {
+		ok := g.mayList(ctx, cat, id, t.Name)
+		v.allowed[t.Name] = ok
+		if ok {
 			keep = append(keep, i)
 		}
 	}
-	p = assemblePages(base.tools, raw, keep, g.tl.size())
+	v.pages = assemblePages(base.tools, raw, keep, g.tl.size())
 	lv.mu.Lock()
 	if lv.base == base {
 		if len(lv.views) >= maxListViews {
-			lv.views = map[string]*toolPages{}
+			lv.views = map[string]*listView{}
 		}
-		lv.views[key] = p
+		lv.views[key] = v
 	}
 	lv.mu.Unlock()
-	return p
+	return v
 }
 
 // assemblePages is paginateTools for the tools at the indexes keep, from
