@@ -17,10 +17,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
 	"go.yaml.in/yaml/v3"
 
@@ -123,6 +126,8 @@ func (d Decision) Reason() string {
 }
 
 type rule struct {
+	// capped: evaluated under the run-time cost limit.
+	capped   bool
 	allow    bool
 	prog     cel.Program
 	src      string
@@ -242,15 +247,43 @@ func compileRule(env *cel.Env, src *dsl.Source, i int, allow bool, code string, 
 	if err == nil && est.Max > engine.MaxCELEstimate {
 		return fail(lead, "policy is too expensive (estimated cost up to %d, limit %d)", est.Max, engine.MaxCELEstimate)
 	}
-	prog, err := env.Program(checked,
-		cel.CostLimit(engine.MaxCELCost),
-		cel.InterruptCheckFrequency(100),
-		cel.EvalOptions(cel.OptOptimize),
-	)
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	// A policy whose cost does not depend on the size of its inputs (no
+	// comprehension, no string or list operation whose cost grows with its
+	// operands) and stays within the run-time limit cannot exceed it: it
+	// runs without the cost tracker, which halves an evaluation's
+	// allocations. Every other policy is capped at run time like a
+	// condition.
+	capped := err != nil || !constantCost(env, checked, est.Max)
+	if capped {
+		opts = append(opts, cel.CostLimit(engine.MaxCELCost), cel.InterruptCheckFrequency(100))
+	}
+	prog, err := env.Program(checked, opts...)
 	if err != nil {
 		return fail(lead, "%v", err)
 	}
-	return &rule{allow: allow, prog: prog, src: strings.TrimSpace(code), pos: posAt(lead), usesArgs: readsIdent(checked, "arguments")}, nil
+	return &rule{capped: capped, allow: allow, prog: prog, src: strings.TrimSpace(code), pos: posAt(lead), usesArgs: readsIdent(checked, "arguments")}, nil
+}
+
+// constant reports whether the rule runs without the cost tracker.
+func (r *rule) constant() bool { return !r.capped }
+
+// constantCost reports whether an expression's estimated cost is the same
+// whatever the size of its inputs, and within the run-time limit.
+func constantCost(env *cel.Env, checked *cel.Ast, small uint64) bool {
+	big, err := env.EstimateCost(checked, sizeEstimator{engine.CELSizeHint * 1_000_000})
+	return err == nil && big.Max == small && small <= engine.MaxCELCost
+}
+
+// sizeEstimator bounds every unknown size by max.
+type sizeEstimator struct{ max uint64 }
+
+func (s sizeEstimator) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: s.max}
+}
+
+func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil
 }
 
 // readsIdent reports whether the expression mentions the variable name.
@@ -281,7 +314,7 @@ func (p *Policies) Decide(ctx context.Context, pr *Principal, req *Request) Deci
 	var firstErr error
 	for i := range p.rules {
 		r := &p.rules[i]
-		out, _, err := r.prog.ContextEval(ctx, act)
+		out, err := r.eval(ctx, act)
 		if err == nil {
 			b, ok := out.Value().(bool)
 			if !ok {
@@ -301,6 +334,25 @@ func (p *Policies) Decide(ctx context.Context, pr *Principal, req *Request) Deci
 		}
 	}
 	return Decision{Allowed: false, Rule: -1, Err: firstErr}
+}
+
+// maxEvalTime bounds one evaluation of a policy whose cost depends on its
+// inputs. The cost limit alone is not enough: cel-go's (v0.31) cost
+// tracker is quadratic in the length of a list a comprehension walks, so a
+// call with a list of a few hundred thousand arguments would take minutes
+// to reach the limit. Comprehensions check the deadline every 100
+// iterations.
+const maxEvalTime = 100 * time.Millisecond
+
+func (r *rule) eval(ctx context.Context, act *activation) (ref.Val, error) {
+	if !r.capped {
+		out, _, err := r.prog.Eval(act)
+		return out, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxEvalTime)
+	defer cancel()
+	out, _, err := r.prog.ContextEval(ctx, act)
+	return out, err
 }
 
 // activation resolves the policy variables without building a map per

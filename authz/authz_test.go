@@ -184,3 +184,36 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	})
 }
+
+// Run-time cost is capped like a condition's, and time as well: a policy
+// over a huge argument stops, and (an allow) does not match.
+func TestRuntimeLimits(t *testing.T) {
+	p := mustCompile(t, `authz:
+  policies:
+    - allow: "arguments.items.all(x, x != 'z')"
+    - allow: "arguments.s.contains('needle')"
+    - allow: "tool == 'cheap'"
+`)
+	if p.rules[0].constant() || p.rules[1].constant() || !p.rules[2].constant() {
+		t.Fatalf("constant cost: %v %v %v", p.rules[0].constant(), p.rules[1].constant(), p.rules[2].constant())
+	}
+	// 12M characters: contains costs more than the limit (1M).
+	big := strings.Repeat("a", 12_000_000)
+	args, _ := json.Marshal(map[string]any{"s": big, "items": []string{"z"}})
+	d := p.Decide(context.Background(), &Principal{Name: "a"}, &Request{Tool: "x", Arguments: args})
+	if d.Allowed || d.Err == nil || !strings.Contains(d.Err.Error(), "cost limit") {
+		t.Fatalf("want the cost limit to stop the policy: %+v", d)
+	}
+	// 500,000 items: stopped by the time limit long before the cost limit.
+	items := strings.Repeat(`"a",`, 500_000)
+	args = json.RawMessage(`{"s":"","items":[` + items + `"a"]}`)
+	d = p.Decide(context.Background(), &Principal{Name: "a"}, &Request{Tool: "x", Arguments: args})
+	if d.Allowed || d.Err == nil {
+		t.Fatalf("want the time limit to stop the policy: %+v", d)
+	}
+	t.Log(d.Err)
+	d = p.Decide(context.Background(), &Principal{Name: "a"}, &Request{Tool: "x", Arguments: json.RawMessage(`{"items":["a","b"]}`)})
+	if !d.Allowed || d.Rule != 0 {
+		t.Fatalf("small input: %+v", d)
+	}
+}
