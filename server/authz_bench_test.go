@@ -95,11 +95,10 @@ func authzConfigWithout() string {
 }
 
 // BenchmarkAuthzToolsList lists 1,004 tools (20 backends × 50 and the run
-// tools) as bob, who may see 504 of them: without policies (fast path),
-// with policies on the fast path (the per-principal rendering is cached),
-// with policies through mcp-go (the list hook decides every tool, every
-// time), and the cost of a first listing for a new principal (decide
-// every tool and render the pages).
+// tools) as bob, who may see 503 of them, through the fast path and
+// through mcp-go, without and with policies (both paths use the cached
+// per-principal view), and the cost of a first listing for a new
+// principal (decide every tool, assemble the pages).
 func BenchmarkAuthzToolsList(b *testing.B) {
 	servers := map[string]*mcpserver.MCPServer{}
 	for i := range 20 {
@@ -124,6 +123,7 @@ func BenchmarkAuthzToolsList(b *testing.B) {
 		listed int
 	}{
 		{"no-policies/fast", auth, false, 1004},
+		{"no-policies/mcp-go", auth, true, 1004},
 		{"policies/fast", auth + policies, false, 503},
 		{"policies/mcp-go", auth + policies, true, 503},
 	} {
