@@ -71,7 +71,9 @@ import (
 // Not covered, by design: stdio (ServeStdio talks to mcp-go directly),
 // per-session tools and tool filters (vmcp uses neither; adding one means
 // disabling this), and hooks that observe tools/list (if any is installed
-// the middleware steps aside entirely, see observesToolsList).
+// the middleware steps aside entirely, see observesToolsList) — except
+// vmcp's own authorization hook, whose filtering the fast path does itself
+// (filter: one rendering per distinct principal, server/authz.go).
 
 // defaultToolsPageSize is mcp-go's page size: newMCPServer sets
 // WithPaginationLimit(500). The two must agree (TestToolsListDefaultPageSize
