@@ -394,3 +394,36 @@ func TestAuthzListViewsFollowCatalogue(t *testing.T) {
 		t.Fatal("the fast path did not answer after the change")
 	}
 }
+
+// With OIDC, policies read the verified token's claims: a token with
+// dept=ops sees and calls the logs tools, one without the claim (the rule
+// fails to evaluate: no match) and one with another value do not.
+func TestAuthzOIDCClaims(t *testing.T) {
+	f := newFakeIssuer(t, rsa1(t))
+	_, url := startOIDC(t, f, `authz:
+  policies:
+    - allow: "principal.claims.dept == 'ops' && request.backend == 'logs'"
+`)
+	ops := rsa1(t).sign(t, with(f.claims("olga"), "dept", "ops"))
+	dev := rsa1(t).sign(t, with(f.claims("dave"), "dept", "dev"))
+	none := rsa1(t).sign(t, f.claims("nina"))
+
+	c := clientWithVersion(t, url, ops, mcp.ProtocolVersion20251125)
+	names := toolNames(t, c)
+	if !slices.Contains(names, "logs_search") || slices.Contains(names, "incidents_get_incident") {
+		t.Fatalf("ops sees %v", names)
+	}
+	if r := callJSON(t, c, "logs_search", `{"service":"checkout","since":"1h"}`); r.IsError {
+		t.Fatalf("ops logs_search: %s", text(r))
+	}
+	for name, tok := range map[string]string{"dave": dev, "nina": none} {
+		c := clientWithVersion(t, url, tok, mcp.ProtocolVersion20251125)
+		if got := toolNames(t, c); !slices.Equal(got, runTools) {
+			t.Errorf("%s sees %v", name, got)
+		}
+		r := callJSON(t, c, "logs_search", `{"service":"checkout","since":"1h"}`)
+		if !r.IsError || !strings.Contains(text(r), `forbidden: principal "`+name+`" may not call tool "logs_search"`) {
+			t.Errorf("%s logs_search: %s", name, text(r))
+		}
+	}
+}
