@@ -126,8 +126,10 @@ func (d Decision) Reason() string {
 }
 
 type rule struct {
-	// capped: evaluated under the run-time cost limit.
+	// capped: evaluated under the run-time cost limit; timed: also under
+	// maxEvalTime (it has a comprehension).
 	capped   bool
+	timed    bool
 	allow    bool
 	prog     cel.Program
 	src      string
@@ -262,7 +264,7 @@ func compileRule(env *cel.Env, src *dsl.Source, i int, allow bool, code string, 
 	if err != nil {
 		return fail(lead, "%v", err)
 	}
-	return &rule{capped: capped, allow: allow, prog: prog, src: strings.TrimSpace(code), pos: posAt(lead), usesArgs: readsIdent(checked, "arguments")}, nil
+	return &rule{capped: capped, timed: capped && hasComprehension(checked), allow: allow, prog: prog, src: strings.TrimSpace(code), pos: posAt(lead), usesArgs: readsIdent(checked, "arguments")}, nil
 }
 
 // constant reports whether the rule runs without the cost tracker.
@@ -284,6 +286,18 @@ func (s sizeEstimator) EstimateSize(checker.AstNode) *checker.SizeEstimate {
 
 func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
 	return nil
+}
+
+// hasComprehension reports whether the expression has a macro that loops
+// (all, exists, exists_one, map, filter).
+func hasComprehension(a *cel.Ast) bool {
+	found := false
+	celast.PreOrderVisit(a.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		if e.Kind() == celast.ComprehensionKind {
+			found = true
+		}
+	}))
+	return found
 }
 
 // readsIdent reports whether the expression mentions the variable name.
@@ -336,16 +350,15 @@ func (p *Policies) Decide(ctx context.Context, pr *Principal, req *Request) Deci
 	return Decision{Allowed: false, Rule: -1, Err: firstErr}
 }
 
-// maxEvalTime bounds one evaluation of a policy whose cost depends on its
-// inputs. The cost limit alone is not enough: cel-go's (v0.31) cost
-// tracker is quadratic in the length of a list a comprehension walks, so a
-// call with a list of a few hundred thousand arguments would take minutes
-// to reach the limit. Comprehensions check the deadline every 100
-// iterations.
+// maxEvalTime bounds one evaluation of a policy with a comprehension. The
+// cost limit alone is not enough: cel-go's (v0.31) cost tracker is
+// quadratic in the length of a list a comprehension walks, so a call with
+// a list of a few hundred thousand arguments would take minutes to reach
+// the limit. Comprehensions check the deadline every 100 iterations.
 const maxEvalTime = 100 * time.Millisecond
 
 func (r *rule) eval(ctx context.Context, act *activation) (ref.Val, error) {
-	if !r.capped {
+	if !r.timed {
 		out, _, err := r.prog.Eval(act)
 		return out, err
 	}
