@@ -170,8 +170,12 @@ func (c *Conn) watch(ctx context.Context) {
 			continue
 		case <-t.C:
 		}
+		cl := c.currentClient()
+		if cl == nil {
+			return // closed while the ticker fired
+		}
 		pctx, cancel := context.WithTimeout(ctx, h.Timeout)
-		err := probe(pctx, c.currentClient())
+		err := probe(pctx, cl)
 		cancel()
 		if errors.Is(err, transport.ErrTransportClosed) {
 			c.setState(StateUnhealthy, errors.New("connection lost"))

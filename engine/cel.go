@@ -195,12 +195,7 @@ var celVariables = []string{"params", "steps", "workflow"}
 // lists. raw is the condition as written, code the CEL text.
 func celSyntaxMsg(msg, raw, code string) string {
 	msg = strings.TrimPrefix(msg, "Syntax error: ")
-	tok := func(t string) string {
-		if strings.Contains(t, "\"") {
-			return "'" + t + "'"
-		}
-		return "\"" + t + "\""
-	}
+	tok := quoteToken
 	switch {
 	case strings.Count(raw, "{{") > 1:
 		return "a condition is one CEL expression (e.g. steps.logs.output.error_count > 100), not a Go template"
@@ -212,6 +207,13 @@ func celSyntaxMsg(msg, raw, code string) string {
 		out += " (a condition is a CEL expression such as steps.x.status == 'completed', not a Go template)"
 	}
 	return out
+}
+
+func quoteToken(t string) string {
+	if strings.Contains(t, "\"") {
+		return "'" + t + "'"
+	}
+	return "\"" + t + "\""
 }
 
 // celSyntaxDetail rewords one ANTLR message (without its "Syntax error: "
@@ -258,6 +260,12 @@ func celSyntaxDetail(msg string, tok func(string) string) string {
 // celCheckMsg rewords a CEL type-check error found at rune offset off of
 // code, and returns the offset to point at.
 func celCheckMsg(msg, code string, off int) (string, int) {
+	return celCheckMsgVars(msg, code, off, celVariables)
+}
+
+// celCheckMsgVars is celCheckMsg for an environment with the variables
+// vars.
+func celCheckMsgVars(msg, code string, off int, celVariables []string) (string, int) {
 	if m := celUndeclaredRE.FindStringSubmatch(msg); m != nil {
 		runes := []rune(code)
 		name := []rune(m[1])
@@ -367,3 +375,34 @@ func (celCostEstimator) EstimateSize(checker.AstNode) *checker.SizeEstimate {
 func (celCostEstimator) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
 	return nil
 }
+
+// Shared with authorization policies (package authz), which use the same
+// limits and the same wording of CEL errors as conditions.
+const (
+	MaxCELCost     = maxCELCost
+	MaxCELEstimate = maxCELEstimate
+	CELSizeHint    = celSizeHint
+)
+
+// CELCostEstimator bounds every unknown size by CELSizeHint.
+func CELCostEstimator() checker.CostEstimator { return celCostEstimator{} }
+
+// CELSyntaxMessage rewords a CEL parser error without the grammar's token
+// lists.
+func CELSyntaxMessage(msg string) string {
+	return celSyntaxDetail(strings.TrimPrefix(msg, "Syntax error: "), quoteToken)
+}
+
+// CELCheckMessage rewords a CEL type-check error found at rune offset off
+// of code, for an environment with the variables vars, and returns the
+// offset to point at.
+func CELCheckMessage(msg, code string, off int, vars []string) (string, int) {
+	return celCheckMsgVars(msg, code, off, vars)
+}
+
+// CELLineColOffset converts a CEL 1-based line / 0-based column to a rune
+// offset in code.
+func CELLineColOffset(code string, line, col int) int { return lineColOffset(code, line, col) }
+
+// CELByteOffset converts a rune offset in s to a byte offset.
+func CELByteOffset(s string, runes int) int { return byteOffsetRunes(s, runes) }

@@ -28,6 +28,9 @@ import (
 type Principal struct {
 	Name   string
 	Groups []string
+	// Claims are the verified JWT's claims (OIDC); nil otherwise. Policies
+	// read them as principal.claims.
+	Claims map[string]any
 }
 
 // credentials is an authentication strategy: it turns a bearer token into
@@ -208,7 +211,7 @@ func (a *authenticator) wrap(h http.Handler) http.Handler {
 				return
 			}
 		}
-		ctx := context.WithValue(r.Context(), principalKey{}, p.Name)
+		ctx := withIdentity(context.WithValue(r.Context(), principalKey{}, p.Name), p)
 		// The verified token travels (redacted when printed) to the
 		// backends whose outgoing auth exchanges or forwards it.
 		ctx = outauth.WithSubject(ctx, outauth.Subject{Principal: p.Name, Token: outauth.Secret(tok)})

@@ -419,7 +419,7 @@ func (v *oidcVerifier) verify(ctx context.Context, raw string) (Principal, time.
 	if name == "" {
 		return Principal{}, time.Time{}, authError("token has no " + v.principalClaim + " claim")
 	}
-	p := Principal{Name: name}
+	p := Principal{Name: name, Claims: all}
 	switch g := all[v.groupsClaim].(type) {
 	case string:
 		p.Groups = []string{g}

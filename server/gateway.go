@@ -16,6 +16,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vmcp-dev/vmcp/authz"
 	"github.com/vmcp-dev/vmcp/backends"
 	"github.com/vmcp-dev/vmcp/backends/demo"
 	"github.com/vmcp-dev/vmcp/dsl"
@@ -69,6 +70,9 @@ type Gateway struct {
 	auth   *authenticator // nil: anonymous
 	// tl is the pre-serialised tools/list served over HTTP (toolslist.go).
 	tl toolsList
+	// az are the authorization policies (authz.go); nil: allow all.
+	az     *authz.Policies
+	lviews listViews
 }
 
 // New prepares a gateway from a loaded config.
@@ -106,6 +110,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if g.auth != nil {
 		g.auth.log = g.log
 	}
+	if g.az, err = newPolicies(cfg); err != nil {
+		return nil, err
+	}
 	health := backends.HealthPolicy{
 		Interval:           cfg.Health.Interval.Value,
 		Timeout:            cfg.Health.Timeout.Value,
@@ -124,9 +131,13 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.eng = engine.New(caller{g.mgr}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}, ReuseWorkers: true})
+	g.eng = engine.New(caller{mgr: g.mgr, g: g}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}, ReuseWorkers: true})
 	g.mcp = newMCPServer(g)
 	g.tl.watch(g.mcp)
+	if g.az.Active() {
+		g.tl.filter = g.filteredPages
+		g.tl.ownHooks = 1 // the authz list hook: the fast path filters itself
+	}
 	return g, nil
 }
 
@@ -245,6 +256,8 @@ type toolEntry struct {
 	plan      *engine.Plan
 	composite bool
 	backend   string
+	// backendTool is the backend's own name of the tool.
+	backendTool string
 }
 
 // rebuild aggregates the backends' tools, compiles the workflows against
@@ -307,7 +320,7 @@ func (g *Gateway) rebuild(startup bool) error {
 			continue
 		}
 		t := toEngineTool(e)
-		cat.tools[e.Advertised] = &toolEntry{name: e.Advertised, plan: engine.NewToolPlan(t, e.Advertised, 0), backend: e.Backend}
+		cat.tools[e.Advertised] = &toolEntry{name: e.Advertised, plan: engine.NewToolPlan(t, e.Advertised, 0), backend: e.Backend, backendTool: e.Tool.Name}
 	}
 	for _, n := range builtinToolNames() {
 		if _, clash := cat.tools[n]; clash {

@@ -27,6 +27,7 @@ func (g *Gateway) Handler() http.Handler {
 		mcpserver.WithStateful(true),
 		// The principal the auth middleware found travels into tool calls.
 		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			ctx = copyIdentity(ctx, r)
 			if p, ok := r.Context().Value(principalKey{}).(string); ok {
 				ctx = context.WithValue(ctx, principalKey{}, p)
 			}

@@ -118,6 +118,9 @@ func (g *Gateway) promptBackend(name string) (string, string, bool) {
 
 func (g *Gateway) readHandler(backend string) mcpserver.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+		if err := g.authorizeResource(ctx, req.Params.URI, backend); err != nil {
+			return nil, err
+		}
 		raw, err := g.mgr.Request(clientCtx(ctx), backend, "resources/read", map[string]any{"uri": req.Params.URI})
 		if err != nil {
 			return nil, err
@@ -138,6 +141,9 @@ func (g *Gateway) readHandler(backend string) mcpserver.ResourceHandlerFunc {
 
 func (g *Gateway) promptHandler(backend, orig string) mcpserver.PromptHandlerFunc {
 	return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		if err := g.authorizePrompt(ctx, req.Params.Name, backend); err != nil {
+			return nil, err
+		}
 		params := map[string]any{"name": orig}
 		if len(req.Params.Arguments) > 0 {
 			params["arguments"] = req.Params.Arguments
@@ -276,6 +282,7 @@ func (g *Gateway) unsubscribeBackend(ctx context.Context, uri string) {
 func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
 	g.installHooks(hooks)
+	g.installAuthzHooks(hooks)
 	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver,
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithResourceCapabilities(true, true),

@@ -303,6 +303,7 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 }
 
 func (r *runs) fireDeadline(ctx context.Context, d state.DueQuestion) {
+	ctx = withoutCaller(ctx)
 	run, err := r.store.Get(ctx, d.RunID)
 	if err != nil {
 		return

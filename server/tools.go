@@ -18,9 +18,15 @@ import (
 )
 
 // caller routes the engine's backend calls to the manager.
-type caller struct{ mgr *backends.Manager }
+type caller struct {
+	mgr *backends.Manager
+	g   *Gateway
+}
 
 func (c caller) CallTool(ctx context.Context, call *steps.Call) (*steps.Result, error) {
+	if err := c.g.checkStep(ctx, call); err != nil {
+		return nil, err
+	}
 	r, err := c.mgr.CallTool(clientCtx(ctx), call.Backend, call.Tool, call.Arguments, call.Meta)
 	if err != nil {
 		return nil, err
@@ -56,9 +62,13 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 			return mcp.NewToolResultError(fmt.Sprintf("unknown tool %q", name)), nil
 		}
 		args := rawArgs(req)
-		if te.composite {
-			return g.callComposite(ctx, te.plan, req, args)
+		if refused := g.authorizeTool(ctx, cat, te, args); refused != nil {
+			return refused, nil
 		}
+		if te.composite {
+			return g.callComposite(context.WithValue(ctx, compositeKey{}, te.name), te.plan, req, args)
+		}
+		ctx = context.WithValue(ctx, directCallKey{}, true)
 		if bridged(ctx, req) {
 			return g.bridge.call(ctx, name, req, func(ctx context.Context) (*mcp.CallToolResult, error) {
 				return g.callPlain(ctx, te, req, args)

@@ -71,7 +71,9 @@ import (
 // Not covered, by design: stdio (ServeStdio talks to mcp-go directly),
 // per-session tools and tool filters (vmcp uses neither; adding one means
 // disabling this), and hooks that observe tools/list (if any is installed
-// the middleware steps aside entirely, see observesToolsList).
+// the middleware steps aside entirely, see observesToolsList) — except
+// vmcp's own authorization hook, whose filtering the fast path does itself
+// (filter: one rendering per distinct principal, server/authz.go).
 
 // defaultToolsPageSize is mcp-go's page size: newMCPServer sets
 // WithPaginationLimit(500). The two must agree (TestToolsListDefaultPageSize
@@ -102,6 +104,13 @@ type toolsList struct {
 	cur atomic.Pointer[toolPages]
 
 	sessions sync.Map // session id → *liveSession
+
+	// filter, when set (authorization policies), turns the rendered pages
+	// into those the request's principal may see; nil lets mcp-go answer.
+	filter func(r *http.Request, p *toolPages) *toolPages
+	// ownHooks is the number of vmcp's own tools/list hooks, whose work
+	// filter does (they do not switch the fast path off).
+	ownHooks int
 }
 
 // toolPages is one rendering of the tool list.
@@ -232,16 +241,16 @@ func (tl *toolsList) watch(srv *mcpserver.MCPServer) {
 // (inside limitBody, behind the auth middleware). It steps aside when a
 // hook would observe tools/list.
 func (tl *toolsList) wrap(srv *mcpserver.MCPServer, next http.Handler) http.Handler {
-	if observesToolsList(srv.GetHooks()) {
+	if observesToolsList(srv.GetHooks(), tl.ownHooks) {
 		return next
 	}
 	return &toolsListMount{tl: tl, next: next}
 }
 
 // observesToolsList reports hooks that would see a tools/list request.
-func observesToolsList(h *mcpserver.Hooks) bool {
+func observesToolsList(h *mcpserver.Hooks, own int) bool {
 	return h != nil && len(h.OnBeforeAny)+len(h.OnSuccess)+len(h.OnRequestInitialization)+
-		len(h.OnBeforeListTools)+len(h.OnAfterListTools) > 0
+		len(h.OnBeforeListTools)+len(h.OnAfterListTools) > own
 }
 
 func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -281,14 +290,17 @@ func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.fallThrough(ls, w, r)
 		return
 	}
+	if f := m.tl.filter; f != nil {
+		if pages = f(r, pages); pages == nil {
+			m.fallThrough(ls, w, r)
+			return
+		}
+	}
 	page, ok := pages.cursors[cursor]
 	if !ok {
 		m.fallThrough(ls, w, r)
 		return
 	}
-	// Authorization policies (not built yet) will filter the list per
-	// principal (principal(r.Context())): render one list per policy
-	// outcome, or fall through for principals with a filtered view.
 	m.tl.served.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/vmcp-dev/vmcp/authz"
 	"github.com/vmcp-dev/vmcp/dsl"
 )
 
@@ -22,6 +23,9 @@ func (l *loader) config(path string) (*dsl.Config, error) {
 	if cfg == nil {
 		return nil, nil
 	}
+	// Authorization policies compile with the config (file:line:col).
+	_, pds := authz.Compile(cfg)
+	l.diags.Append(pds)
 	l.fromConfig = true
 	defer func() { l.fromConfig = false }()
 	for _, wf := range cfg.LoadedWorkflows {
