@@ -165,7 +165,9 @@ func finish(status string) op {
 	}
 }
 
-func cancel(t *testing.T, h *holder, r *state.Run) error { return h.s.Cancel(t.Context(), r.ID, "alice") }
+func cancel(t *testing.T, h *holder, r *state.Run) error {
+	return h.s.Cancel(t.Context(), r.ID, "alice")
+}
 
 func checkpoint(t *testing.T, h *holder, r *state.Run) error {
 	return h.s.Checkpoint(t.Context(), r.ID, json.RawMessage(`{"version":1,"n":2}`), []string{"deploy"})
