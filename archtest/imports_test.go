@@ -17,19 +17,21 @@ const module = "github.com/vmcp-dev/vmcp"
 // table in docs/architecture.md). Packages not listed may import nothing
 // of the module; "*" allows everything.
 var allowed = map[string][]string{
-	"schemas":       nil,
-	"dsl":           {"schemas"},
-	"steps":         {"dsl"},
-	"engine":        {"dsl", "steps"},
-	"elicitation":   nil,
-	"state":         nil,
-	"backends/demo": nil,
-	"backends":      {"backends/demo"},
-	"workflows":     nil,
-	"server":        {"schemas", "dsl", "steps", "engine", "elicitation", "state", "backends", "backends/demo", "workflows"},
-	"cmd/vmcp":      {"*"},
-	"bench":         {"*"},
-	"archtest":      nil,
+	"schemas":         nil,
+	"dsl":             {"schemas"},
+	"steps":           {"dsl"},
+	"engine":          {"dsl", "steps"},
+	"elicitation":     nil,
+	"state":           nil,
+	"state/postgres":  {"state"},
+	"state/statetest": {"state"},
+	"backends/demo":   nil,
+	"backends":        {"backends/demo"},
+	"workflows":       nil,
+	"server":          {"schemas", "dsl", "steps", "engine", "elicitation", "state", "state/postgres", "backends", "backends/demo", "workflows"},
+	"cmd/vmcp":        {"*"},
+	"bench":           {"*"},
+	"archtest":        nil,
 }
 
 func TestImportRules(t *testing.T) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"github.com/vmcp-dev/vmcp/elicitation"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
@@ -23,7 +25,7 @@ import (
 // its outcome. Nothing waiting for a human lives only in memory.
 type runs struct {
 	g      *Gateway
-	store  *state.Store
+	store  state.Driver
 	sealer *elicitation.Sealer
 
 	// plans caches plans compiled from stored definitions, by hash.
@@ -31,10 +33,11 @@ type runs struct {
 	plans   map[string]*engine.Plan
 }
 
-// openRuns opens the store, recovers it (runs that were executing become
-// interrupted) and loads the token key.
+// openRuns opens the store (the bbolt file at path, or the PostgreSQL
+// database of state.driver postgres), recovers it (runs that were
+// executing become interrupted) and loads the token key.
 func openRuns(ctx context.Context, g *Gateway, path string, retention time.Duration) (*runs, error) {
-	st, err := state.Open(path, &state.Options{Retention: retention, Logger: g.log})
+	st, err := openStore(ctx, g, path, retention)
 	if err != nil {
 		return nil, err
 	}
@@ -61,8 +64,37 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 
 func (r *runs) close() error { return r.store.Close() }
 
+// openStore opens the configured state driver.
+func openStore(ctx context.Context, g *Gateway, path string, retention time.Duration) (state.Driver, error) {
+	var sc dsl.StateConfig
+	if g.cfg != nil {
+		sc = g.cfg.State
+	}
+	if sc.Driver.Value != dsl.DriverPostgres {
+		return state.Open(path, &state.Options{Retention: retention, Logger: g.log})
+	}
+	p := sc.Postgres
+	var keys [][]byte
+	for i, k := range p.TokenKeys {
+		b, err := dsl.DecodeTokenKey(k.Value)
+		if err != nil {
+			return nil, fmt.Errorf("state.postgres.token_keys[%d]: %w", i, err)
+		}
+		keys = append(keys, b)
+	}
+	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
+		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
+		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys,
+		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
+	if err != nil {
+		return nil, err
+	}
+	g.log.Info("state in PostgreSQL", "schema", cmp.Or(p.Schema.Value, postgres.DefaultSchema), "replica", st.ReplicaID())
+	return st, nil
+}
+
 // checkpointer is the engine's Store: each checkpoint is one state
-// transition in the bbolt file.
+// transition in the store.
 type checkpointer struct{ g *Gateway }
 
 func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
