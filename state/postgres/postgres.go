@@ -464,3 +464,31 @@ func isUniqueViolation(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
+
+// ImportKey stores key as the resume-token key, so that tokens sealed by
+// the store the runs were copied from still open. It refuses to replace a
+// different key the database already has.
+func (s *Store) ImportKey(ctx context.Context, key []byte) error {
+	if len(key) != 32 {
+		return fmt.Errorf("state: token key has %d bytes, want 32", len(key))
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO vmcp_keys (kid, key) SELECT 'k1', $1
+		WHERE NOT EXISTS (SELECT 1 FROM vmcp_keys WHERE retired_at IS NULL) ON CONFLICT (kid) DO NOTHING`, key); err != nil {
+		return mapErr(fmt.Errorf("state: token key: %w", err))
+	}
+	have, err := s.Key(ctx)
+	if err != nil {
+		return err
+	}
+	if string(have) != string(key) {
+		return errors.New("state: the database already has another resume-token key; tokens sealed by the copied store will not open (retire it in vmcp_keys first if that is intended)")
+	}
+	return nil
+}
+
+// Count is the number of runs stored.
+func (s *Store) Count(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM vmcp_runs`).Scan(&n)
+	return n, mapErr(err)
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -19,37 +20,46 @@ import (
 const DSNEnv = "VMCP_TEST_POSTGRES_DSN"
 
 // PostgresMain is TestMain for a package whose tests need PostgreSQL: it
-// makes sure DSNEnv is set (starting a private server for the package's
-// tests when it is not, and stopping it after them) and runs m.
+// runs m, then stops the private server PostgresDSN may have started.
 func PostgresMain(m *testing.M) {
-	if os.Getenv(DSNEnv) == "" {
-		if os.Getenv("CI") == "true" {
-			fmt.Fprintf(os.Stderr, "%s is not set: in CI the tests need the PostgreSQL server .ci/postgres.sh starts (they never skip)\n", DSNEnv)
-			os.Exit(1)
-		}
-		srv, err := StartPostgres()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "starting a private PostgreSQL for the tests (set %s to use another): %v\n", DSNEnv, err)
-			os.Exit(1)
-		}
-		os.Setenv(DSNEnv, srv.DSN)
-		code := m.Run()
-		if err := srv.Stop(); err != nil {
+	code := m.Run()
+	private.Lock()
+	if private.srv != nil {
+		if err := private.srv.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
-		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	private.Unlock()
+	os.Exit(code)
 }
 
-// PostgresDSN is the DSN of the tests' PostgreSQL server (see PostgresMain).
+var private struct {
+	sync.Mutex
+	srv *Postgres
+	err error
+}
+
+// PostgresDSN is the DSN of the tests' PostgreSQL server: DSNEnv when set;
+// in CI (CI=true) without it, the test fails (it never skips); otherwise
+// a private server this test binary starts on first use (stopped by
+// PostgresMain, which the package's TestMain must call).
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv(DSNEnv)
-	if dsn == "" {
-		t.Fatalf("%s is not set (use statetest.PostgresMain in TestMain)", DSNEnv)
+	if dsn := os.Getenv(DSNEnv); dsn != "" {
+		return dsn
 	}
-	return dsn
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not set: in CI the PostgreSQL tests need the server .ci/postgres.sh starts (they never skip)", DSNEnv)
+	}
+	private.Lock()
+	defer private.Unlock()
+	if private.srv == nil && private.err == nil {
+		private.srv, private.err = StartPostgres()
+	}
+	if private.err != nil {
+		t.Fatalf("starting a private PostgreSQL for the tests (set %s to use another server): %v", DSNEnv, private.err)
+	}
+	return private.srv.DSN
 }
 
 // Postgres is a private PostgreSQL server in a temporary directory.
