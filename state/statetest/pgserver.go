@@ -23,14 +23,21 @@ const DSNEnv = "VMCP_TEST_POSTGRES_DSN"
 // runs m, then stops the private server PostgresDSN may have started.
 func PostgresMain(m *testing.M) {
 	code := m.Run()
+	StopPrivatePostgres()
+	os.Exit(code)
+}
+
+// StopPrivatePostgres stops the private server PostgresDSN started, if
+// any (for a TestMain that does more than PostgresMain).
+func StopPrivatePostgres() {
 	private.Lock()
+	defer private.Unlock()
 	if private.srv != nil {
 		if err := private.srv.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
+		private.srv = nil
 	}
-	private.Unlock()
-	os.Exit(code)
 }
 
 var private struct {
