@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
@@ -116,4 +120,47 @@ func TestPostgresReplicas(t *testing.T) {
 		t.Fatalf("answer on B of a run paused on the killed A: %d %s", code, body)
 	}
 	completedWithTicket(t, b, paused)
+}
+
+// durableDriver is the state driver durableSetup configures ("" is the
+// default, bbolt). The e2e tests never run in parallel, so a test may
+// switch it for the tests it calls.
+var durableDriver string
+
+// TestPostgresParity runs the durable-pause tests that do not open the
+// bbolt file themselves with driver: postgres (one replica): every surface,
+// the next question, tokens, and deadlines that passed while vmcp was down.
+func TestPostgresParity(t *testing.T) {
+	durableDriver = "postgres"
+	defer func() { durableDriver = "" }()
+	for name, test := range map[string]func(*testing.T){
+		"SameRunEverySurface": TestSameRunEverySurface,
+		"SurfaceNextQuestion": TestSurfaceNextQuestion,
+		"Tokens":              TestTokens,
+		"DeadlineWhileDown":   TestDeadlineWhileDown,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// checkPostgresState is checkStateFile for a vmcp on PostgreSQL: it opens
+// the schema of p's config (as another replica) and hands it to fn.
+func checkPostgresState(t *testing.T, p *proc, fn func(state.Driver)) {
+	t.Helper()
+	cfg, err := os.ReadFile(filepath.Join(p.dir, "vmcp.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`schema: ([a-z0-9_]+),`).FindSubmatch(cfg)
+	if m == nil {
+		t.Fatalf("no PostgreSQL schema in %s", cfg)
+	}
+	st, err := postgres.Open(t.Context(), statetest.PostgresDSN(t), &postgres.Options{Schema: string(m[1]), SweepInterval: -1})
+	if err != nil {
+		t.Fatalf("opening the PostgreSQL state after the stop: %v", err)
+	}
+	defer st.Close()
+	if fn != nil {
+		fn(st)
+	}
 }
