@@ -95,6 +95,8 @@ type StatePostgres struct {
 	Heartbeat        Duration   `yaml:"heartbeat"`
 	SweepInterval    Duration   `yaml:"sweep_interval"`
 	StatementTimeout Duration   `yaml:"statement_timeout"`
+	// ReplicaID is a stable name for this replica (default random).
+	ReplicaID String `yaml:"replica_id"`
 	// TokenKeys are base64 of 32 bytes each (checked when loading).
 	TokenKeys []String `yaml:"token_keys"`
 }

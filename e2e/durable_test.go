@@ -272,7 +272,7 @@ func durableSetup(t *testing.T, slowURL string, extra map[string]string) (cfg, w
 	}
 	fmt.Fprintf(&sb, "workflows: [%q]\n%s", filepath.Join(dir, "*.yaml"), fastHealth)
 	if durableDriver == "postgres" {
-		sb.WriteString(postgresState(t, "2s"))
+		sb.WriteString(postgresState(t, "2s", "e2e-replica"))
 	}
 	return sb.String(), dir
 }

@@ -22,7 +22,7 @@ import (
 
 // postgresState is the state block of replicas sharing one PostgreSQL
 // schema of the test's own (dropped at the end).
-func postgresState(t *testing.T, lease string) string {
+func postgresState(t *testing.T, lease, replicaID string) string {
 	t.Helper()
 	dsn := statetest.PostgresDSN(t)
 	schema := statetest.SchemaName(t)
@@ -34,7 +34,11 @@ func postgresState(t *testing.T, lease string) string {
 			_ = conn.Close(ctx)
 		}
 	})
-	return fmt.Sprintf("state:\n  driver: postgres\n  dsn: %q\n  postgres: {schema: %s, lease_ttl: %s, heartbeat: 200ms, sweep_interval: 200ms, max_conns: 4}\n", dsn, schema, lease)
+	id := ""
+	if replicaID != "" {
+		id = ", replica_id: " + replicaID
+	}
+	return fmt.Sprintf("state:\n  driver: postgres\n  dsn: %q\n  postgres: {schema: %s, lease_ttl: %s, heartbeat: 200ms, sweep_interval: 200ms, max_conns: 4%s}\n", dsn, schema, lease, id)
 }
 
 // Two vmcp replicas on one PostgreSQL: a run paused on A is listed,
@@ -44,7 +48,7 @@ func postgresState(t *testing.T, lease string) string {
 func TestPostgresReplicas(t *testing.T) {
 	slow := newSlowBackend(t)
 	cfg, _ := durableSetup(t, slow.url, slowWorkflows)
-	cfg += postgresState(t, "2s")
+	cfg += postgresState(t, "2s", "")
 	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
 	ca, cb := connect(t, a.URL, legacy, false), connect(t, b.URL, legacy, false)
 
@@ -127,9 +131,11 @@ func TestPostgresReplicas(t *testing.T) {
 // switch it for the tests it calls.
 var durableDriver string
 
-// TestPostgresParity runs the durable-pause tests that do not open the
-// bbolt file themselves with driver: postgres (one replica): every surface,
-// the next question, tokens, and deadlines that passed while vmcp was down.
+// TestPostgresParity runs the durable-pause tests with driver: postgres
+// (one replica with a stable replica_id, so a restart interrupts what the
+// killed process was executing at once): every surface, the next
+// question, tokens, deadlines that passed while vmcp was down, SIGKILL and
+// restart. (TestDurableStartupManyRuns writes the bbolt file directly.)
 func TestPostgresParity(t *testing.T) {
 	durableDriver = "postgres"
 	defer func() { durableDriver = "" }()
@@ -138,6 +144,8 @@ func TestPostgresParity(t *testing.T) {
 		"SurfaceNextQuestion": TestSurfaceNextQuestion,
 		"Tokens":              TestTokens,
 		"DeadlineWhileDown":   TestDeadlineWhileDown,
+		"KillAndRestart":      TestKillAndRestart,
+		"KillAtCallArrival":   TestKillAtCallArrival,
 	} {
 		t.Run(name, test)
 	}

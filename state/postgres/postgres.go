@@ -77,7 +77,11 @@ type Options struct {
 	// NoMigrate refuses a database whose schema is older than this vmcp
 	// (run `vmcp state migrate`) instead of migrating it.
 	NoMigrate bool
-	// ReplicaID names this replica (default: random).
+	// ReplicaID names this replica (default: random, so every start is a
+	// new replica). A stable id (a pod name) makes a restart recognise the
+	// runs its previous life held: Open releases them, and Recover then
+	// interrupts them at once instead of after the lease. Two live
+	// processes must never share an id.
 	ReplicaID string
 	Version   string
 	Address   string
@@ -166,8 +170,16 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
 		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}}
-	_, err = pool.Exec(ctx, `INSERT INTO vmcp_replicas (id, started_at, heartbeat_at, expires_at, version, address)
-		VALUES ($1, now(), now(), now() + $2::interval, $3, $4)`, id, o.LeaseTTL, o.Version, o.Address)
+	if o.ReplicaID != "" {
+		// A restart of this replica: what it held is orphaned.
+		_, err = pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL WHERE holder = $1 AND status = 'running'`, id)
+	}
+	if err == nil {
+		_, err = pool.Exec(ctx, `INSERT INTO vmcp_replicas (id, started_at, heartbeat_at, expires_at, version, address)
+			VALUES ($1, now(), now(), now() + $2::interval, $3, $4)
+			ON CONFLICT (id) DO UPDATE SET started_at = now(), heartbeat_at = now(), expires_at = EXCLUDED.expires_at,
+			  version = EXCLUDED.version, address = EXCLUDED.address`, id, o.LeaseTTL, o.Version, o.Address)
+	}
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("state: registering replica %s: %w", id, err)

@@ -291,3 +291,35 @@ func TestMigrations(t *testing.T) {
 		t.Fatalf("unreachable server: %v", err)
 	}
 }
+
+// A restart under a stable replica id interrupts what its previous life
+// held at once, not after the lease; another replica's runs are not
+// touched.
+func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.LeaseTTL, o.Heartbeat = time.Hour, 30*time.Minute
+	other := replica(t, dsn, *o)
+	ro := *o
+	ro.ReplicaID = "pod-0"
+	first := open(t, dsn, &ro)
+	ctx := t.Context()
+	mine := statetest.NewRun("alice", "deploy")
+	if err := first.Create(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	theirs := statetest.NewRun("alice", "deploy")
+	if err := other.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	first.Crash()
+	again := replica(t, dsn, ro)
+	if n, err := again.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover after the restart: %d, %v", n, err)
+	}
+	if r, _ := again.Get(ctx, mine.ID); r.Status != state.StatusInterrupted {
+		t.Fatalf("own run after the restart: %s", r.Status)
+	}
+	if r, _ := again.Get(ctx, theirs.ID); r.Status != state.StatusRunning {
+		t.Fatalf("another replica's run: %s", r.Status)
+	}
+}
