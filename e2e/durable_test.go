@@ -1703,7 +1703,8 @@ func TestDeadlineWhileDown(t *testing.T) {
 	p2 := restartVMCP(t, p)
 	ready := time.Now()
 	eventually(t, 10*time.Second, "the deadline to finish run "+id, func() bool {
-		return apiRun(t, p2, id).Status != state.StatusWaiting
+		// Not just "no longer waiting": the claim makes it running first.
+		return state.Finished(apiRun(t, p2, id).Status)
 	})
 	t.Logf("run finished %s after /readyz (deadline passed %s before the restart was ready)",
 		time.Since(ready).Round(time.Millisecond), ready.Sub(deadline).Round(time.Millisecond))
