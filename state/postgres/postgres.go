@@ -272,13 +272,32 @@ func Migrate(ctx context.Context, dsn, schema string, checkOnly bool) error {
 		return fmt.Errorf("state.dsn: connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	sch := pgx.Identifier{schema}.Sanitize()
+	want := 0
+	if len(all) > 0 {
+		want = all[len(all)-1].version
+	}
+	// Up to date (the usual case): nothing to lock or create, so a serving
+	// user without CREATE privileges can open a migrated schema.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, sch+".vmcp_migrations").Scan(&exists); err != nil {
+		return fmt.Errorf("state: reading schema version: %w", err)
+	}
+	if exists {
+		var have int
+		if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+sch+`.vmcp_migrations`).Scan(&have); err != nil {
+			return fmt.Errorf("state: reading schema version: %w", err)
+		}
+		if have == want {
+			return nil
+		}
+	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLockKey); err != nil {
 		return fmt.Errorf("state: migration lock: %w", err)
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLockKey) //nolint:errcheck
-	sch := pgx.Identifier{schema}.Sanitize()
 	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+sch); err != nil {
-		return fmt.Errorf("state: creating schema %s: %w", schema, err)
+		return fmt.Errorf("state: creating schema %s: %w%s", schema, err, privilegeHint(err))
 	}
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+sch+`.vmcp_migrations (
 		version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
@@ -287,10 +306,6 @@ func Migrate(ctx context.Context, dsn, schema string, checkOnly bool) error {
 	var have int
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+sch+`.vmcp_migrations`).Scan(&have); err != nil {
 		return fmt.Errorf("state: reading schema version: %w", err)
-	}
-	want := 0
-	if len(all) > 0 {
-		want = all[len(all)-1].version
 	}
 	if have > want {
 		return fmt.Errorf("state: schema %s is at version %d; this vmcp understands up to %d: upgrade vmcp: %w", schema, have, want, state.ErrNewerFormat)
@@ -313,7 +328,7 @@ func Migrate(ctx context.Context, dsn, schema string, checkOnly bool) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("state: migration %s: %w", m.name, err)
+			return fmt.Errorf("state: migration %s: %w%s", m.name, err, privilegeHint(err))
 		}
 	}
 	return nil
@@ -470,6 +485,15 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %v", state.ErrClosed, err)
 	}
 	return err
+}
+
+// privilegeHint explains a permission error during migrations.
+func privilegeHint(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return " (this database user may not create vmcp's tables: run `vmcp state migrate` as a user that may, then serve as this one)"
+	}
+	return ""
 }
 
 func isUniqueViolation(err error) bool {

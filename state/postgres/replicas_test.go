@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
@@ -321,5 +324,47 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	}
 	if r, _ := again.Get(ctx, theirs.ID); r.Status != state.StatusRunning {
 		t.Fatalf("another replica's run: %s", r.Status)
+	}
+}
+
+// A serving role without CREATE privileges opens a migrated schema (vmcp
+// state migrate ran as the owner), and is told to migrate an outdated one.
+func TestLeastPrivilegeRole(t *testing.T) {
+	dsn, o := freshSchema(t)
+	owner := replica(t, dsn, *o) // migrates
+	ctx := t.Context()
+	role := "vmcp_app_" + o.Schema[len(o.Schema)-4:]
+	sch := pgx.Identifier{o.Schema}.Sanitize()
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA ` + sch + ` TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + sch + ` TO ` + role,
+	} {
+		if _, err := owner.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = owner.Pool().Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = owner.Pool().Exec(context.Background(), `DROP ROLE `+role)
+	})
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=disable", cfg.Host, cfg.Port, cfg.Database, role)
+	s := replica(t, app, *o)
+	r := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Key(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Pool().Exec(ctx, `DELETE FROM vmcp_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.Open(ctx, app, o); err == nil || !strings.Contains(err.Error(), "run `vmcp state migrate` as a user that may") {
+		t.Fatalf("open of an outdated schema without privileges: %v", err)
 	}
 }
