@@ -2,8 +2,16 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
@@ -94,5 +102,122 @@ func BenchmarkList100k(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDeadlines10k: 10,000 waiting runs whose deadlines fall due over
+// 5 s, swept by 3 replicas at once (each: every sweep interval, the due
+// questions, claimed with ClaimDeadline 8 at a time), as servers do. It fails
+// unless every deadline is applied exactly once; it reports the lateness
+// of the applications (history time, the database's, minus the deadline).
+// Run with -benchtime 1x.
+func BenchmarkDeadlines10k(b *testing.B) {
+	const runs, replicas, spread, sweep = 10_000, 3, 5 * time.Second, time.Second
+	dsn := statetest.PostgresDSN(b)
+	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1, StatementTimeout: time.Minute}
+	for b.Loop() {
+		s, err := postgres.Open(b.Context(), dsn, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := b.Context()
+		_, _ = s.Pool().Exec(ctx, `DELETE FROM vmcp_runs`)
+		var now time.Time
+		if err := s.Pool().QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+			b.Fatal(err)
+		}
+		first := now.Add(2 * time.Second).UTC()
+		rows := make([][]any, runs)
+		for i := range rows {
+			dl := first.Add(spread * time.Duration(i) / runs).Truncate(time.Microsecond)
+			r := &state.Run{ID: fmt.Sprintf("r_dl%05d", i), Workflow: "deploy", Owner: "bench", Status: state.StatusWaiting,
+				Created: now, Updated: now, Seq: 1, Pending: &state.Question{Step: "approve", Message: "ok?", Deadline: dl, Seq: 1},
+				History: []state.Event{{At: now, Kind: state.EventCreated}}}
+			doc, summary, err := state.EncodeDocument(r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rows[i] = []any{r.ID, []byte("bench"), []byte("deploy"), "waiting", int64(1), []byte("approve"), dl, doc, summary, now, now}
+		}
+		if _, err := s.Pool().CopyFrom(ctx, pgx.Identifier{"vmcp_runs"},
+			[]string{"id", "owner", "workflow", "status", "seq", "pending_step", "deadline", "doc", "summary", "created_at", "updated_at"},
+			pgx.CopyFromRows(rows)); err != nil {
+			b.Fatal(err)
+		}
+		stores := []*postgres.Store{s}
+		for range replicas - 1 {
+			x, err := postgres.Open(ctx, dsn, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			stores = append(stores, x)
+		}
+		var applied atomic.Int64
+		var wg sync.WaitGroup
+		stop := time.Now().Add(2*time.Second + spread + time.Minute)
+		for _, st := range stores {
+			wg.Go(func() {
+				for time.Now().Before(stop) && applied.Load() < runs {
+					due, err := st.DueDeadlines(ctx, time.Now(), 100)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					// At most 8 claims at once per replica, as the server.
+					var claims sync.WaitGroup
+					slots := make(chan struct{}, 8)
+					for _, d := range due {
+						slots <- struct{}{}
+						claims.Go(func() {
+							defer func() { <-slots }()
+							_, err := st.ClaimDeadline(ctx, d, json.RawMessage(`{"action":"cancel","timeout":true}`))
+							if err == nil {
+								applied.Add(1)
+							} else if !errors.Is(err, state.ErrNotWaiting) {
+								b.Error(err)
+							}
+						})
+					}
+					claims.Wait()
+					if len(due) < 100 {
+						time.Sleep(sweep)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		if applied.Load() != runs {
+			b.Fatalf("%d deadlines applied, want %d", applied.Load(), runs)
+		}
+		var lat []time.Duration
+		for i := range runs {
+			r, err := s.Get(ctx, fmt.Sprintf("r_dl%05d", i))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := 0
+			for _, ev := range r.History {
+				if ev.Kind == state.EventDeadline {
+					n++
+					lat = append(lat, ev.At.Sub(first.Add(spread*time.Duration(i)/runs).Truncate(time.Microsecond)))
+				}
+			}
+			if n != 1 {
+				b.Fatalf("run %d: %d deadline events", i, n)
+			}
+		}
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-late-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Milliseconds()), "p99-late-ms")
+		b.ReportMetric(float64(lat[len(lat)-1].Milliseconds()), "max-late-ms")
+		for _, st := range stores {
+			st.Close()
+		}
+		b.StartTimer()
+	}
+	if s, err := postgres.Open(context.Background(), dsn, o); err == nil {
+		_, _ = s.Pool().Exec(context.Background(), `DROP SCHEMA `+o.Schema+` CASCADE`)
+		s.Close()
 	}
 }
