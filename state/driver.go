@@ -32,6 +32,10 @@ type Driver interface {
 	Pause(ctx context.Context, id string, checkpoint json.RawMessage, q Question) (uint64, error)
 	Claim(ctx context.Context, id, step string, seq uint64, who string, answer json.RawMessage) (*Run, error)
 	ClaimDeadline(ctx context.Context, due DueQuestion, answer json.RawMessage) (*Run, error)
+	// ClaimDue is ClaimDeadline for up to max questions due by now, in one
+	// commit: each claimed run is returned whole (running, history
+	// "deadline"), once across every process sharing the store.
+	ClaimDue(ctx context.Context, now time.Time, max int, answer json.RawMessage) ([]*Run, error)
 	Resume(ctx context.Context, id, who string) (*Run, error)
 	Finish(ctx context.Context, id, status string, result json.RawMessage, errMsg string) error
 	Cancel(ctx context.Context, id, who string) error

@@ -107,11 +107,17 @@ func BenchmarkList100k(b *testing.B) {
 
 // BenchmarkDeadlines10k: 10,000 waiting runs whose deadlines fall due over
 // 5 s, swept by 3 replicas at once (each: every sweep interval, the due
-// questions, claimed with ClaimDeadline 8 at a time), as servers do. It fails
+// questions, claimed with ClaimDeadline 8 at a time, or with ClaimDue 100
+// per transaction). It fails
 // unless every deadline is applied exactly once; it reports the lateness
 // of the applications (history time, the database's, minus the deadline).
 // Run with -benchtime 1x.
 func BenchmarkDeadlines10k(b *testing.B) {
+	b.Run("one-by-one", func(b *testing.B) { benchDeadlines(b, false) })
+	b.Run("claim-due", func(b *testing.B) { benchDeadlines(b, true) })
+}
+
+func benchDeadlines(b *testing.B, batched bool) {
 	const runs, replicas, spread, sweep = 10_000, 3, 5 * time.Second, time.Second
 	dsn := statetest.PostgresDSN(b)
 	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1, StatementTimeout: time.Minute}
@@ -158,6 +164,18 @@ func BenchmarkDeadlines10k(b *testing.B) {
 		for _, st := range stores {
 			wg.Go(func() {
 				for time.Now().Before(stop) && applied.Load() < runs {
+					if batched {
+						got, err := st.ClaimDue(ctx, time.Now(), 100, json.RawMessage(`{"action":"cancel","timeout":true}`))
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						applied.Add(int64(len(got)))
+						if len(got) < 100 {
+							time.Sleep(sweep)
+						}
+						continue
+					}
 					due, err := st.DueDeadlines(ctx, time.Now(), 100)
 					if err != nil {
 						b.Error(err)

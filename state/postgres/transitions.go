@@ -475,3 +475,78 @@ func (s *Store) Import(ctx context.Context, r *state.Run) error {
 	}
 	return mapErr(err)
 }
+
+// ClaimDue claims up to max questions due by now and by the database's
+// clock, in one transaction: rows another replica is claiming are skipped
+// (FOR UPDATE SKIP LOCKED), so replicas sweeping together apply each
+// deadline once. Each claimed run is held by this replica.
+func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer json.RawMessage) ([]*state.Run, error) {
+	if err := state.ValidJSON("answer", answer, false); err != nil {
+		return nil, state.Invalid("claim due", "", err.Error())
+	}
+	if max <= 0 {
+		max = state.MaxPageSize
+	}
+	var out []*state.Run
+	var epochs []int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out, epochs = nil, nil
+		rows, err := tx.Query(ctx, `SELECT r.doc, r.checkpoint, d.source, r.epoch, clock_timestamp()
+			FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash
+			WHERE r.status = 'waiting' AND r.deadline <= least($1::timestamptz, now())
+			ORDER BY r.deadline LIMIT $2 FOR UPDATE OF r SKIP LOCKED`, now, max)
+		if err != nil {
+			return err
+		}
+		type due struct {
+			doc, cp, def []byte
+			epoch        int64
+			at           time.Time
+		}
+		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
+			var d due
+			err := r.Scan(&d.doc, &d.cp, &d.def, &d.epoch, &d.at)
+			return d, err
+		})
+		if err != nil {
+			return err
+		}
+		batch := &pgx.Batch{}
+		for _, d := range list {
+			r, err := state.DecodeDocument(d.doc)
+			if err != nil {
+				return fmt.Errorf("claim due: %w", err)
+			}
+			if r.Pending == nil {
+				return fmt.Errorf("claim due: run %s is waiting without a question", r.ID)
+			}
+			at := d.at.UTC()
+			if at.Before(r.Updated) {
+				at = r.Updated
+			}
+			step := r.Pending.Step
+			r.Status, r.Pending, r.InFlight, r.Updated = state.StatusRunning, nil, nil, at
+			r.History = append(r.History, state.Event{At: at, Who: "vmcp", Kind: state.EventDeadline, Step: step, Detail: answer})
+			doc, summary, err := state.EncodeDocument(r)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`UPDATE vmcp_runs SET status = 'running', pending_step = NULL, deadline = NULL, epoch = epoch + 1,
+				holder = $2, doc = $3, summary = $4, updated_at = $5 WHERE id = $1`, r.ID, s.me, doc, summary, at)
+			r.Checkpoint, r.Definition = d.cp, d.def
+			out = append(out, r)
+			epochs = append(epochs, d.epoch+1)
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, batch).Close()
+	})
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim due questions: %w", err))
+	}
+	for i, r := range out {
+		s.claimed(r.ID, epochs[i])
+	}
+	return out, nil
+}

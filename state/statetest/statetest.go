@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"ConcurrentAnswersApplyOnce", testConcurrentAnswers},
 		{"List", testList},
 		{"Deadlines", testDeadlines},
+		{"ClaimDueOnce", testClaimDue},
 		{"RecoverAfterRestart", testRecover},
 		{"Prune", testPrune},
 		{"KeyShared", testKey},
@@ -637,5 +638,69 @@ func testByteExact(t *testing.T, open Opener) {
 	l, _, err := s.List(ctx, state.Filter{Owner: "iss\x00sub"})
 	if err != nil || len(l) != 1 {
 		t.Fatalf("list by an owner with NUL: %v %v", l, err)
+	}
+}
+
+func testClaimDue(t *testing.T, open Opener) {
+	s := openClosed(t, open)
+	ctx := t.Context()
+	const due, later = 30, 5
+	ids := map[string]bool{}
+	for i := range due + later {
+		r := mustCreate(t, s, NewRun("alice", "deploy"))
+		q := question("approve")
+		q.Deadline = time.Now().Add(-time.Minute + time.Duration(i)*time.Millisecond)
+		if i >= due {
+			q.Deadline = time.Now().Add(time.Hour)
+		} else {
+			ids[r.ID] = true
+		}
+		if _, err := s.Pause(ctx, r.ID, json.RawMessage(`{"version":1,"i":`+fmt.Sprint(i)+`}`), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				runs, err := s.ClaimDue(ctx, time.Now(), 7, json.RawMessage(`{"action":"cancel","timeout":true}`))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(runs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, r := range runs {
+					claimed[r.ID]++
+					if r.Status != state.StatusRunning || r.Pending != nil || string(r.Definition) != string(defSource) || len(r.Checkpoint) == 0 {
+						t.Errorf("claimed run %s: %+v", r.ID, r)
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(claimed) != due {
+		t.Fatalf("%d runs claimed, want %d", len(claimed), due)
+	}
+	for id, n := range claimed {
+		if n != 1 || !ids[id] {
+			t.Fatalf("run %s claimed %d times (due: %v)", id, n, ids[id])
+		}
+		if c := CountEvents(t, s, id, state.EventDeadline); c != 1 {
+			t.Fatalf("run %s: %d deadline events", id, c)
+		}
+		if err := s.Checkpoint(ctx, id, json.RawMessage(`{"after":true}`), nil); err != nil {
+			t.Fatalf("checkpoint after the claim: %v", err)
+		}
+	}
+	w, _, err := s.List(ctx, state.Filter{Status: state.StatusWaiting})
+	if err != nil || len(w) != later {
+		t.Fatalf("%d still waiting, %v; want %d", len(w), err, later)
 	}
 }
