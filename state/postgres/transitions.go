@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vmcp-dev/vmcp/state"
 )
@@ -167,101 +168,163 @@ const (
 // update, so a run's history is in time order. With full, the run's
 // definition is loaded too.
 func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, fn func(r *row, now time.Time) error) (*state.Run, error) {
-	var out *state.Run
-	var refused error
-	var claimEpoch int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out, refused, claimEpoch = nil, nil, 0
-		q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp()`
-		if full {
-			q += `, d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
-		} else {
-			q += `, NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
-		}
-		if mode == skip {
-			q += ` SKIP LOCKED`
-		}
-		var doc, cp, def []byte
-		var now time.Time
-		rw := &row{}
-		err := tx.QueryRow(ctx, q, id).Scan(&doc, &cp, &rw.holder, &rw.epoch, &now, &def)
-		if errors.Is(err, pgx.ErrNoRows) {
-			if mode == skip {
-				var exists bool
-				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM vmcp_runs WHERE id = $1)`, id).Scan(&exists); err != nil {
-					return err
-				}
-				if exists {
-					refused = &state.TransitionError{Op: op, RunID: id, Err: state.ErrNotWaiting, Detail: "another replica is changing it"}
-					return nil
-				}
-			}
-			refused = &state.TransitionError{Op: op, RunID: id, Err: state.ErrNotFound}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		r, err := state.DecodeDocument(doc)
-		if err != nil {
-			return fmt.Errorf("%s run %s: %w", op, id, err)
-		}
-		r.Checkpoint, r.Definition = cp, def
-		rw.run = r
-		now = now.UTC()
-		if now.Before(r.Updated) {
-			now = r.Updated
-		}
-		rw.nextHolder = rw.holder
-		if err := fn(rw, now); err != nil {
-			var te *state.TransitionError
-			if errors.As(err, &te) {
-				refused = err
-				return nil
-			}
-			return err
-		}
-		epoch := rw.epoch
-		if rw.claim {
-			epoch++
-			claimEpoch = epoch
-		}
-		newDoc, summary, err := state.EncodeDocument(r)
-		if err != nil {
-			return err
-		}
-		step, deadline := pendingCols(r)
-		var cpArg any = nil
-		setCP := ""
-		if rw.checkpoint {
-			cpArg = nilIfEmpty(r.Checkpoint)
-			setCP = `, checkpoint = $12`
-		}
-		args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
-		if rw.checkpoint {
-			args = append(args, cpArg)
-		}
-		_, err = tx.Exec(ctx, `UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
-			holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
-		if err != nil {
-			return err
-		}
-		out = r
-		return nil
+	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp()`
+	if full {
+		q += `, d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
+	} else {
+		q += `, NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
+	}
+	if mode == skip {
+		q += ` SKIP LOCKED`
+	}
+	var doc, cp, def []byte
+	var now time.Time
+	rw := &row{}
+	tx, err := s.begin(ctx, q, []any{id}, func(r pgx.Row) error {
+		return r.Scan(&doc, &cp, &rw.holder, &rw.epoch, &now, &def)
 	})
-	if err != nil {
+	fail := func(err error) (*state.Run, error) {
+		tx.rollback(ctx)
 		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
 	}
-	if refused != nil {
-		return nil, refused
+	refuse := func(err error) (*state.Run, error) {
+		tx.rollback(ctx)
+		return nil, err
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		if mode == skip {
+			var exists bool
+			if err := tx.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM vmcp_runs WHERE id = $1)`, id).Scan(&exists); err != nil {
+				return fail(err)
+			}
+			if exists {
+				return refuse(&state.TransitionError{Op: op, RunID: id, Err: state.ErrNotWaiting, Detail: "another replica is changing it"})
+			}
+		}
+		return refuse(&state.TransitionError{Op: op, RunID: id, Err: state.ErrNotFound})
+	}
+	if err != nil {
+		return fail(err)
+	}
+	r, err := state.DecodeDocument(doc)
+	if err != nil {
+		return fail(err)
+	}
+	r.Checkpoint, r.Definition = cp, def
+	rw.run = r
+	now = now.UTC()
+	if now.Before(r.Updated) {
+		now = r.Updated
+	}
+	rw.nextHolder = rw.holder
+	if err := fn(rw, now); err != nil {
+		var te *state.TransitionError
+		if errors.As(err, &te) {
+			return refuse(err)
+		}
+		return fail(err)
+	}
+	epoch := rw.epoch
+	if rw.claim {
+		epoch++
+	}
+	newDoc, summary, err := state.EncodeDocument(r)
+	if err != nil {
+		return fail(err)
+	}
+	step, deadline := pendingCols(r)
+	setCP := ""
+	args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
+	if rw.checkpoint {
+		setCP = `, checkpoint = $12`
+		args = append(args, nilIfEmpty(r.Checkpoint))
+	}
+	w := &pgx.Batch{}
+	w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
+		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
+	if err := tx.commit(ctx, w); err != nil {
+		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
 	}
 	switch {
-	case claimEpoch > 0:
-		s.claimed(id, claimEpoch)
-	case out.Status != state.StatusRunning:
+	case rw.claim:
+		s.claimed(id, epoch)
+	case r.Status != state.StatusRunning:
 		s.released(id)
 	}
-	return out, nil
+	return r, nil
+}
+
+// ptx is a transaction in two round trips: BEGIN with its first
+// statement, then its writes with COMMIT.
+type ptx struct {
+	conn *pgxpool.Conn
+}
+
+// begin acquires a connection and sends BEGIN and q together; scan reads
+// q's row (pgx.ErrNoRows is returned with the transaction open). On any
+// other error the transaction is already rolled back.
+func (s *Store) begin(ctx context.Context, q string, args []any, scan func(pgx.Row) error) (*ptx, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return &ptx{}, err
+	}
+	tx := &ptx{conn: conn}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(q, args...)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		err = scan(br.QueryRow())
+	}
+	if cerr := br.Close(); cerr != nil && (err == nil || errors.Is(err, pgx.ErrNoRows)) {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		tx.rollback(ctx)
+	}
+	return tx, err
+}
+
+// commit sends w's statements and COMMIT together, and releases the
+// connection; on an error the transaction is rolled back.
+func (tx *ptx) commit(ctx context.Context, w *pgx.Batch) error {
+	if tx.conn == nil {
+		return errors.New("transaction already ended")
+	}
+	w.Queue("COMMIT")
+	br := tx.conn.SendBatch(ctx, w)
+	var err error
+	for range w.Len() {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tx.rollback(ctx)
+		return err
+	}
+	tx.conn.Release()
+	tx.conn = nil
+	return nil
+}
+
+// rollback ends the transaction (if still open) and releases the
+// connection. A connection left in a transaction is closed by the pool.
+func (tx *ptx) rollback(ctx context.Context) {
+	if tx.conn == nil {
+		return
+	}
+	if tx.conn.Conn().PgConn().TxStatus() != 'I' {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, _ = tx.conn.Exec(rctx, "ROLLBACK")
+		cancel()
+	}
+	tx.conn.Release()
+	tx.conn = nil
 }
 
 func refusal(op string, r *state.Run, err error, detail string) error {
