@@ -74,25 +74,28 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	if len(r.Definition) > 0 {
 		hash = state.DefinitionHash(r.Definition)
 	}
-	var out state.Run
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var now time.Time
-		if err := tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
-			return err
-		}
-		now = now.UTC()
-		created := r.Created.UTC()
-		if r.Created.IsZero() {
-			created = now
-		}
-		out = state.Run{ID: id, Workflow: r.Workflow, Owner: r.Owner, Status: state.StatusRunning,
-			Created: created, Updated: now, FormatVersion: state.FormatVersion,
-			DefinitionName: r.DefinitionName, DefinitionHash: hash, Params: r.Params,
-			InFlight: slices.Clone(r.InFlight),
-			History:  append([]state.Event{{At: created, Who: r.Owner, Kind: state.EventCreated}}, r.History...)}
-		return s.insert(ctx, tx, &out, r.Checkpoint, r.Definition, &s.me, 1)
-	})
+	var now time.Time
+	tx, err := s.begin(ctx, `SELECT clock_timestamp()`, nil, func(r pgx.Row) error { return r.Scan(&now) })
 	if err != nil {
+		tx.rollback(ctx)
+		return mapErr(fmt.Errorf("create run %s: %w", id, err))
+	}
+	now = now.UTC()
+	created := r.Created.UTC()
+	if r.Created.IsZero() {
+		created = now
+	}
+	out := state.Run{ID: id, Workflow: r.Workflow, Owner: r.Owner, Status: state.StatusRunning,
+		Created: created, Updated: now, FormatVersion: state.FormatVersion,
+		DefinitionName: r.DefinitionName, DefinitionHash: hash, Params: r.Params,
+		InFlight: slices.Clone(r.InFlight),
+		History:  append([]state.Event{{At: created, Who: r.Owner, Kind: state.EventCreated}}, r.History...)}
+	w := &pgx.Batch{}
+	if err := queueInsert(w, &out, r.Checkpoint, r.Definition, &s.me, 1); err != nil {
+		tx.rollback(ctx)
+		return fmt.Errorf("create run %s: %w", id, err)
+	}
+	if err := tx.commit(ctx, w); err != nil {
 		if isUniqueViolation(err) {
 			return &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
 		}
@@ -104,8 +107,8 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	return nil
 }
 
-// insert writes a new run row (and its definition).
-func (s *Store) insert(ctx context.Context, tx pgx.Tx, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) error {
+// queueInsert queues the writes of a new run row (and its definition).
+func queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) error {
 	doc, summary, err := state.EncodeDocument(r)
 	if err != nil {
 		return err
@@ -116,18 +119,16 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, r *state.Run, checkpoint 
 		defHash = &h
 		// DO UPDATE (not NOTHING) locks the row, so a concurrent prune
 		// cannot delete the definition before this run references it.
-		if _, err := tx.Exec(ctx, `INSERT INTO vmcp_definitions (hash, source) VALUES ($1, $2)
-			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def); err != nil {
-			return err
-		}
+		w.Queue(`INSERT INTO vmcp_definitions (hash, source) VALUES ($1, $2)
+			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def)
 	}
 	step, deadline := pendingCols(r)
-	_, err = tx.Exec(ctx, `INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
+	w.Queue(`INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
 		def_hash, doc, summary, checkpoint, created_at, updated_at, finished_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
 		defHash, doc, summary, nilIfEmpty(checkpoint), r.Created, r.Updated, zeroNil(r.Finished))
-	return err
+	return nil
 }
 
 func pendingCols(r *state.Run) (step []byte, deadline *time.Time) {
@@ -530,9 +531,11 @@ func (s *Store) Import(ctx context.Context, r *state.Run) error {
 	if r == nil || r.ID == "" {
 		return fmt.Errorf("import run: no run or no id: %w", state.ErrInvalid)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		return s.insert(ctx, tx, r, r.Checkpoint, r.Definition, nil, 0)
-	})
+	w := &pgx.Batch{}
+	if err := queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
+		return fmt.Errorf("import run %s: %w", r.ID, err)
+	}
+	err := s.pool.SendBatch(ctx, w).Close() // one implicit transaction
 	if isUniqueViolation(err) {
 		return &state.TransitionError{Op: "import", RunID: r.ID, Err: state.ErrExists}
 	}
