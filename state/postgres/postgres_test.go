@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -12,7 +13,12 @@ import (
 	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
-func TestMain(m *testing.M) { statetest.PostgresMain(m) }
+func TestMain(m *testing.M) {
+	if dsn := os.Getenv("VMCP_PG_KILL_CHILD"); dsn != "" {
+		os.Exit(killChild(dsn, os.Getenv("VMCP_PG_KILL_SCHEMA")))
+	}
+	statetest.PostgresMain(m)
+}
 
 // freshSchema returns options on a schema of the test's own, dropped at
 // the end.
