@@ -4,7 +4,7 @@
 # listening on a free 127.0.0.1 port and a socket in that directory only.
 # Tests never depend on a server someone else started.
 #
-#   eval "$(.ci/postgres.sh start)"   # exports VMCP_TEST_POSTGRES_DSN and VMCP_TEST_POSTGRES_DIR
+#   pg_env=$(.ci/postgres.sh start) && eval "$pg_env"   # exports VMCP_TEST_POSTGRES_DSN and VMCP_TEST_POSTGRES_DIR
 #   .ci/postgres.sh stop "$VMCP_TEST_POSTGRES_DIR"
 #
 # PostgreSQL refuses to run as root; as root the cluster belongs to the
@@ -49,10 +49,12 @@ start)
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
 		echo $((20000 + RANDOM % 20000)))
 	as_owner "$INITDB" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 ||
-		{ cat "$dir/initdb.log" >&2; exit 1; }
+		{ cat "$dir/initdb.log" >&2; rm -rf "$dir"; exit 1; }
 	if ! as_owner "$PGCTL" start -w -t 60 -D "$dir/data" -l "$dir/log" \
 		-o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300" >/dev/null; then
 		cat "$dir/log" >&2
+		as_owner "$PGCTL" stop -m immediate -D "$dir/data" >/dev/null 2>&1 || true
+		rm -rf "$dir"
 		exit 1
 	fi
 	echo "export VMCP_TEST_POSTGRES_DSN='postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable'"
