@@ -1,6 +1,8 @@
 package dsl
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -67,8 +69,36 @@ type StateConfig struct {
 	// belongs to the process that serves, and `vmcp serve --state` takes a
 	// path relative to where it runs, so both agree.
 	Path String `yaml:"path"`
+	// Driver is bbolt (default) or postgres.
+	Driver String `yaml:"driver"`
+	// DSN of the PostgreSQL database (driver postgres only).
+	DSN String `yaml:"dsn"`
 	// Retention of finished runs; default 168h.
 	Retention Duration `yaml:"retention"`
+	// Postgres tunes the postgres driver (allowed only with it).
+	Postgres StatePostgres `yaml:"postgres"`
+}
+
+// State drivers.
+const (
+	DriverBbolt    = "bbolt"
+	DriverPostgres = "postgres"
+)
+
+// StatePostgres is `state.postgres`; zero values mean the driver's
+// defaults.
+type StatePostgres struct {
+	Node             *yaml.Node `yaml:"-"`
+	Schema           String     `yaml:"schema"`
+	MaxConns         Int        `yaml:"max_conns"`
+	LeaseTTL         Duration   `yaml:"lease_ttl"`
+	Heartbeat        Duration   `yaml:"heartbeat"`
+	SweepInterval    Duration   `yaml:"sweep_interval"`
+	StatementTimeout Duration   `yaml:"statement_timeout"`
+	// ReplicaID is a stable name for this replica (default random).
+	ReplicaID String `yaml:"replica_id"`
+	// TokenKeys are base64 of 32 bytes each (checked when loading).
+	TokenKeys []String `yaml:"token_keys"`
 }
 
 // Backend kinds, by which of url, command or builtin is set.
@@ -547,6 +577,63 @@ func checkConfig(v *verifier, cfg *Config) {
 	if pf := cfg.Aggregation.PrefixFormat; pf.Set && pf.Value != "" {
 		checkPrefixFormat(src, pf, ds)
 	}
+	checkState(src, &cfg.State, ds)
+}
+
+// checkState reports settings that do not fit the state driver.
+func checkState(src *Source, st *StateConfig, ds *Diagnostics) {
+	at := func(n *yaml.Node) Pos {
+		if n == nil {
+			n = st.Node
+		}
+		if n == nil {
+			return Pos{File: src.Name}
+		}
+		return src.NodePos(n)
+	}
+	pg := st.Driver.Value == DriverPostgres
+	switch {
+	case pg && (!st.DSN.Set || st.DSN.Value == ""):
+		ds.Add(src, at(st.Driver.Node), "state.driver is postgres but state.dsn is not set: give the PostgreSQL connection string (e.g. dsn: ${VMCP_STATE_DSN})")
+	case !pg && st.DSN.Set:
+		ds.Add(src, at(st.DSN.Node), "state.dsn is set but state.driver is %q: dsn is for driver postgres (set driver: postgres, or remove dsn)", driverName(st))
+	}
+	if pg && st.Path.Set {
+		ds.Add(src, at(st.Path.Node), "state.path is for driver bbolt; with driver postgres the runs are in the database (remove path)")
+	}
+	if !pg && st.Postgres.Node != nil {
+		ds.Add(src, at(st.Postgres.Node), "state.postgres is set but state.driver is %q: the postgres settings need driver: postgres", driverName(st))
+	}
+	p := &st.Postgres
+	if p.Heartbeat.Set && p.LeaseTTL.Set && p.Heartbeat.Value >= p.LeaseTTL.Value {
+		ds.Add(src, at(p.Heartbeat.Node), "state.postgres.heartbeat %v must be shorter than lease_ttl %v", p.Heartbeat.Value, p.LeaseTTL.Value)
+	}
+	for i, k := range p.TokenKeys {
+		if _, err := DecodeTokenKey(k.Value); err != nil {
+			ds.Add(src, at(k.Node), "state.postgres.token_keys[%d]: %v", i, err)
+		}
+	}
+}
+
+func driverName(st *StateConfig) string {
+	if st.Driver.Value == "" {
+		return DriverBbolt
+	}
+	return st.Driver.Value
+}
+
+// DecodeTokenKey decodes a configured resume-token key: base64 (standard
+// or URL alphabet, padded or not) of exactly 32 bytes.
+func DecodeTokenKey(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) != 32 {
+				return nil, fmt.Errorf("decodes to %d bytes, want 32 (generate one with: head -c 32 /dev/urandom | base64)", len(b))
+			}
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64 (generate one with: head -c 32 /dev/urandom | base64)")
 }
 
 // checkPrefixFormat accepts "{backend}" plus letters, digits, _, - and .
@@ -668,7 +755,10 @@ func applyDefaults(c *Config) {
 	}
 	str(&c.Name, DefaultName)
 	str(&c.Listen, DefaultListen)
-	str(&c.State.Path, DefaultStatePath)
+	str(&c.State.Driver, DriverBbolt)
+	if c.State.Driver.Value == DriverBbolt {
+		str(&c.State.Path, DefaultStatePath)
+	}
 	dur(&c.State.Retention, DefaultRetention)
 	for _, b := range c.Backends {
 		if b != nil && b.URL.Set {

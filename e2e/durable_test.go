@@ -271,6 +271,9 @@ func durableSetup(t *testing.T, slowURL string, extra map[string]string) (cfg, w
 		fmt.Fprintf(&sb, "  - {name: slow, url: %q, timeout: 2m}\n", slowURL)
 	}
 	fmt.Fprintf(&sb, "workflows: [%q]\n%s", filepath.Join(dir, "*.yaml"), fastHealth)
+	if durableDriver == "postgres" {
+		sb.WriteString(postgresState(t, "2s", "e2e-replica"))
+	}
 	return sb.String(), dir
 }
 
@@ -314,8 +317,12 @@ func statePath(p *proc) string { return filepath.Join(p.dir, "state.db") }
 
 // checkStateFile opens a stopped vmcp's state file, checks it and hands
 // the store to fn before closing it.
-func checkStateFile(t *testing.T, p *proc, fn func(*state.Store)) {
+func checkStateFile(t *testing.T, p *proc, fn func(state.Driver)) {
 	t.Helper()
+	if durableDriver == "postgres" {
+		checkPostgresState(t, p, fn)
+		return
+	}
 	st, err := state.Open(statePath(p), &state.Options{LockTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("state.Open after the stop: %v", err)
@@ -648,7 +655,7 @@ func TestKillAndRestart(t *testing.T) {
 
 	// The file is consistent, and says what was going on.
 	tags := map[string]string{} // run id → tag
-	checkStateFile(t, p, func(st *state.Store) {
+	checkStateFile(t, p, func(st state.Driver) {
 		ctx := t.Context()
 		waiting, _, err := st.List(ctx, state.Filter{Status: state.StatusWaiting, Limit: 1000})
 		if err != nil {
@@ -935,7 +942,7 @@ func TestKillAtCallArrival(t *testing.T) {
 		}
 		var id string
 		var inFlight []string
-		checkStateFile(t, p, func(st *state.Store) {
+		checkStateFile(t, p, func(st state.Driver) {
 			l, _, err := st.List(t.Context(), state.Filter{Status: state.StatusRunning})
 			if err != nil || len(l) != 1 {
 				t.Fatalf("round %d: %d running runs in the state file (%v), want 1", i, len(l), err)
@@ -1681,7 +1688,7 @@ func TestDeadlineWhileDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNoRace(t, p)
-	checkStateFile(t, p, func(st *state.Store) {
+	checkStateFile(t, p, func(st state.Driver) {
 		r, err := st.Get(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
@@ -1696,7 +1703,8 @@ func TestDeadlineWhileDown(t *testing.T) {
 	p2 := restartVMCP(t, p)
 	ready := time.Now()
 	eventually(t, 10*time.Second, "the deadline to finish run "+id, func() bool {
-		return apiRun(t, p2, id).Status != state.StatusWaiting
+		// Not just "no longer waiting": the claim makes it running first.
+		return state.Finished(apiRun(t, p2, id).Status)
 	})
 	t.Logf("run finished %s after /readyz (deadline passed %s before the restart was ready)",
 		time.Since(ready).Round(time.Millisecond), ready.Sub(deadline).Round(time.Millisecond))

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
 var (
@@ -44,6 +46,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	defer statetest.StopPrivatePostgres() // if a test started one
 	// VMCP_E2E_BINARY tests a binary built elsewhere instead.
 	if bin := os.Getenv("VMCP_E2E_BINARY"); bin != "" {
 		vmcpBin = bin

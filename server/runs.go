@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"github.com/vmcp-dev/vmcp/elicitation"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
@@ -23,7 +25,7 @@ import (
 // its outcome. Nothing waiting for a human lives only in memory.
 type runs struct {
 	g      *Gateway
-	store  *state.Store
+	store  state.Driver
 	sealer *elicitation.Sealer
 
 	// plans caches plans compiled from stored definitions, by hash.
@@ -31,10 +33,11 @@ type runs struct {
 	plans   map[string]*engine.Plan
 }
 
-// openRuns opens the store, recovers it (runs that were executing become
-// interrupted) and loads the token key.
+// openRuns opens the store (the bbolt file at path, or the PostgreSQL
+// database of state.driver postgres), recovers it (runs that were
+// executing become interrupted) and loads the token key.
 func openRuns(ctx context.Context, g *Gateway, path string, retention time.Duration) (*runs, error) {
-	st, err := state.Open(path, &state.Options{Retention: retention, Logger: g.log})
+	st, err := openStore(ctx, g, path, retention)
 	if err != nil {
 		return nil, err
 	}
@@ -61,8 +64,37 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 
 func (r *runs) close() error { return r.store.Close() }
 
+// openStore opens the configured state driver.
+func openStore(ctx context.Context, g *Gateway, path string, retention time.Duration) (state.Driver, error) {
+	var sc dsl.StateConfig
+	if g.cfg != nil {
+		sc = g.cfg.State
+	}
+	if sc.Driver.Value != dsl.DriverPostgres {
+		return state.Open(path, &state.Options{Retention: retention, Logger: g.log})
+	}
+	p := sc.Postgres
+	var keys [][]byte
+	for i, k := range p.TokenKeys {
+		b, err := dsl.DecodeTokenKey(k.Value)
+		if err != nil {
+			return nil, fmt.Errorf("state.postgres.token_keys[%d]: %w", i, err)
+		}
+		keys = append(keys, b)
+	}
+	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
+		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
+		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
+		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
+	if err != nil {
+		return nil, err
+	}
+	g.log.Info("state in PostgreSQL", "schema", cmp.Or(p.Schema.Value, postgres.DefaultSchema), "replica", st.ReplicaID())
+	return st, nil
+}
+
 // checkpointer is the engine's Store: each checkpoint is one state
-// transition in the bbolt file.
+// transition in the store.
 type checkpointer struct{ g *Gateway }
 
 func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
@@ -162,6 +194,13 @@ func (r *runs) load(ctx context.Context, id, owner string) (*loaded, error) {
 		// Not yours is reported exactly like not there.
 		return nil, &state.TransitionError{Op: "get", RunID: id, Err: state.ErrNotFound}
 	}
+	return r.prepare(run)
+}
+
+// prepare is a run read from the store with its plan (from the definition
+// it started with) and checkpoint.
+func (r *runs) prepare(run *state.Run) (*loaded, error) {
+	id := run.ID
 	p, err := r.planFor(run)
 	if err != nil {
 		return nil, err
@@ -251,16 +290,16 @@ func isNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }
 
 // sweepDeadlines applies on_cancel to every question whose deadline has
 // passed, including deadlines that passed while vmcp was down. One loop
-// for all runs: no goroutine or timer per waiting run.
+// for all runs: no goroutine or timer per waiting run. Due questions are
+// claimed up to 100 per commit (ClaimDue: once across every process
+// sharing the store), then each run continues on its own goroutine (at
+// most 8 at once), so a long workflow after one deadline does not delay
+// the next deadline.
 func (r *runs) sweepDeadlines(ctx context.Context) {
-	// Each due question continues its run on its own goroutine (at most 8
-	// at once), so a long workflow after one deadline does not delay the
-	// next deadline.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	slots := make(chan struct{}, 8)
-	firing := map[string]bool{}
-	var firingMu sync.Mutex
+	timeout, _ := json.Marshal(engine.Answer{Action: engine.ActionCancel, Timeout: true})
 	for {
 		wait := time.Second
 		if at, ok, err := r.store.NextDeadline(ctx); err == nil && ok {
@@ -273,56 +312,51 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		due, err := r.store.DueDeadlines(ctx, time.Now(), 100)
-		if err != nil {
-			if ctx.Err() == nil {
-				r.g.log.Error("reading due deadlines", "err", err)
+		for {
+			claimed, err := r.store.ClaimDue(ctx, time.Now(), 100, timeout)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.g.log.Error("claiming due questions", "err", err)
+				}
+				break
 			}
-			continue
-		}
-		for _, d := range due {
-			firingMu.Lock()
-			busy := firing[d.RunID]
-			firing[d.RunID] = true
-			firingMu.Unlock()
-			if busy {
-				continue
+			for _, run := range claimed {
+				slots <- struct{}{}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-slots }()
+					r.fireDeadline(ctx, run)
+				}()
 			}
-			slots <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				r.fireDeadline(ctx, d)
-				firingMu.Lock()
-				delete(firing, d.RunID)
-				firingMu.Unlock()
-			}()
+			if len(claimed) < 100 {
+				break
+			}
 		}
 	}
 }
 
-func (r *runs) fireDeadline(ctx context.Context, d state.DueQuestion) {
+// fireDeadline continues a run whose question's deadline passed (already
+// claimed with the time-out answer) by applying on_cancel. No caller is
+// behind it (authz and outgoing credentials see none).
+func (r *runs) fireDeadline(ctx context.Context, run *state.Run) {
 	ctx = withoutCaller(ctx)
-	run, err := r.store.Get(ctx, d.RunID)
-	if err != nil {
-		return
+	step := ""
+	if n := len(run.History); n > 0 {
+		step = run.History[n-1].Step
 	}
-	l, err := r.load(ctx, d.RunID, run.Owner)
+	r.g.log.Info("question deadline passed; applying on_cancel", "run_id", run.ID, "step", step)
+	l, err := r.prepare(run)
 	if err != nil {
-		r.g.log.Error("deadline: loading run", "run_id", d.RunID, "err", err)
+		r.g.log.Error("deadline: loading run", "run_id", run.ID, "err", err)
+		r.finish(ctx, &engine.Outcome{RunID: run.ID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})
 		return
 	}
 	a := engine.Answer{Action: engine.ActionCancel, Timeout: true}
-	ans, _ := json.Marshal(a)
-	if _, err := r.store.ClaimDeadline(ctx, d, ans); err != nil {
-		return // answered meanwhile, or another sweep fired it
-	}
-	r.g.log.Info("question deadline passed; applying on_cancel", "run_id", d.RunID, "step", d.Step)
-	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: d.RunID, Durable: true})
+	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
 	if err != nil {
-		r.g.log.Error("deadline: resuming run", "run_id", d.RunID, "err", err)
-		r.finish(ctx, &engine.Outcome{RunID: d.RunID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})
+		r.g.log.Error("deadline: resuming run", "run_id", run.ID, "err", err)
+		r.finish(ctx, &engine.Outcome{RunID: run.ID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})
 		return
 	}
 	if out.Status != engine.StatusWaiting {

@@ -3,6 +3,11 @@
 // on, its history, and retention. It imports nothing else of vmcp's: the
 // engine's checkpoint is stored as opaque JSON.
 //
+// Driver is the contract (the transitions below, reads, recovery,
+// retention, the token key) that Store implements here and the PostgreSQL
+// driver implements in state/postgres for several replicas; the contract
+// suite in state/statetest runs against both.
+//
 // # Transitions
 //
 // Every method that changes a run is a transition: one durable commit, or

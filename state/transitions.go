@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -380,4 +381,55 @@ func (s *Store) AppendHistory(ctx context.Context, id string, ev Event) error {
 		d.Updated = now
 		return nil
 	})
+}
+
+// ClaimDue claims up to max questions due by now (earliest first) with the
+// time-out answer, in one commit: each becomes running with a "deadline"
+// event by "vmcp", as ClaimDeadline would, and is returned whole.
+func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer json.RawMessage) ([]*Run, error) {
+	if err := validJSON("answer", answer, false); err != nil {
+		return nil, invalid("claim due", "", err.Error())
+	}
+	if max <= 0 {
+		max = maxPageSize
+	}
+	end := ts(now)
+	var out []*Run
+	err := s.write(ctx, func(tx *bbolt.Tx) error {
+		out = nil
+		at := s.now()
+		c := tx.Bucket(bIxDeadline).Cursor()
+		var ids []string
+		for k, _ := c.First(); k != nil && len(ids) < max; k, _ = c.Next() {
+			if len(k) <= 16 {
+				return fmt.Errorf("deadline index: malformed entry %x: run Check", k)
+			}
+			if bytes.Compare(k[:8], end) > 0 {
+				break
+			}
+			ids = append(ids, string(k[16:]))
+		}
+		for _, id := range ids {
+			d, err := loadDoc(tx, id)
+			if err != nil || d == nil {
+				return fmt.Errorf("claim due: index entry for run %s: %v: run Check", id, err)
+			}
+			if d.Status != StatusWaiting || d.Pending == nil || d.Pending.Deadline.IsZero() || d.Pending.Deadline.After(now) {
+				continue
+			}
+			old := d.entries()
+			step := d.Pending.Step
+			d.Status, d.Pending, d.InFlight, d.Updated = StatusRunning, nil, nil, at
+			d.History = append(d.History, Event{At: at, Who: "vmcp", Kind: EventDeadline, Step: step, Detail: answer})
+			if err := putDoc(tx, old, d); err != nil {
+				return err
+			}
+			out = append(out, fullRun(tx, d))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

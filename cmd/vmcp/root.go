@@ -108,6 +108,7 @@ questions that survive restarts, and run with retries, timeouts and audit.`,
 		newToolsCmd(stdout, stderr),
 		newCallCmd(stdout, stderr),
 		newRunsCmd(stdout, stderr),
+		newStateCmd(stdout, stderr),
 	)
 	return root
 }

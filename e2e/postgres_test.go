@@ -1,0 +1,174 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
+	"github.com/vmcp-dev/vmcp/state/statetest"
+)
+
+// postgresState is the state block of replicas sharing one PostgreSQL
+// schema of the test's own (dropped at the end).
+func postgresState(t *testing.T, lease, replicaID string) string {
+	t.Helper()
+	dsn := statetest.PostgresDSN(t)
+	schema := statetest.SchemaName(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, dsn); err == nil {
+			_, _ = conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
+			_ = conn.Close(ctx)
+		}
+	})
+	id := ""
+	if replicaID != "" {
+		id = ", replica_id: " + replicaID
+	}
+	return fmt.Sprintf("state:\n  driver: postgres\n  dsn: %q\n  postgres: {schema: %s, lease_ttl: %s, heartbeat: 200ms, sweep_interval: 200ms, max_conns: 4%s}\n", dsn, schema, lease, id)
+}
+
+// Two vmcp replicas on one PostgreSQL: a run paused on A is listed,
+// answered and finished through B; the same question answered on both at
+// once applies once; when A is killed mid-step, B interrupts A's running
+// run after the lease and A's paused runs stay answerable through B.
+func TestPostgresReplicas(t *testing.T) {
+	slow := newSlowBackend(t)
+	cfg, _ := durableSetup(t, slow.url, slowWorkflows)
+	cfg += postgresState(t, "2s", "")
+	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
+	ca, cb := connect(t, a.URL, legacy, false), connect(t, b.URL, legacy, false)
+
+	id := startPaused(t, ca)
+	if _, ok := listRuns(t, cb, state.StatusWaiting, "investigate_incident")[id]; !ok {
+		t.Fatalf("replica B does not list run %s paused on A", id)
+	}
+	code, body := apiDo(t, b, "", http.MethodPost, "/api/v1/runs/"+id+"/resume", `{"action":"accept","content":{"page":false}}`)
+	if code != http.StatusOK {
+		t.Fatalf("answer on B: %d %s", code, body)
+	}
+	completedWithTicket(t, a, id) // A sees what B did
+
+	// The same question answered on A and B at once: one applies.
+	for i := range 10 {
+		id := startPaused(t, ca)
+		codes := make([]int, 2)
+		var wg sync.WaitGroup
+		for k, p := range []*proc{a, b} {
+			wg.Go(func() {
+				codes[k], _ = apiDo(t, p, "", http.MethodPost, "/api/v1/runs/"+id+"/resume", `{"action":"accept","content":{"page":false}}`)
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for _, c := range codes {
+			if c == http.StatusOK {
+				ok++
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: answers on A and B got %v; want exactly one 200", i, codes)
+		}
+		v := completedWithTicket(t, b, id)
+		if n := v.kinds()[state.EventAnswered]; n != 1 {
+			t.Fatalf("round %d: %d answers in the history: %s", i, n, v.historyString())
+		}
+	}
+
+	// Kill A with one run paused and one mid-step.
+	paused := startPaused(t, ca)
+	slow.hold.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "wf_read"
+		req.Params.Arguments = json.RawMessage(`{"tag":"pg-1"}`)
+		_, _ = connect(t, a.URL, legacy, false).CallTool(ctx, req)
+	}()
+	eventually(t, 30*time.Second, "the mid-step call to reach the slow backend", func() bool { return slow.inflight.Load() == 1 })
+	time.Sleep(300 * time.Millisecond)
+	running := listRuns(t, cb, state.StatusRunning, "wf_read")
+	if len(running) != 1 {
+		t.Fatalf("B lists %d running wf_read runs, want 1", len(running))
+	}
+	killed := time.Now()
+	a.kill()
+	<-done
+	slow.hold.Store(false)
+	var orphan string
+	for id := range running {
+		orphan = id
+	}
+	eventually(t, 2*time.Second+200*time.Millisecond+5*time.Second, "B to interrupt A's running run", func() bool {
+		return apiRun(t, b, orphan).Status == state.StatusInterrupted
+	})
+	t.Logf("A's running run interrupted on B %v after the kill (lease 2s, sweep 200ms)", time.Since(killed).Round(10*time.Millisecond))
+	code, body = apiDo(t, b, "", http.MethodPost, "/api/v1/runs/"+paused+"/resume", `{"action":"accept","content":{"page":false}}`)
+	if code != http.StatusOK {
+		t.Fatalf("answer on B of a run paused on the killed A: %d %s", code, body)
+	}
+	completedWithTicket(t, b, paused)
+}
+
+// durableDriver is the state driver durableSetup configures ("" is the
+// default, bbolt). The e2e tests never run in parallel, so a test may
+// switch it for the tests it calls.
+var durableDriver string
+
+// TestPostgresParity runs the durable-pause tests with driver: postgres
+// (one replica with a stable replica_id, so a restart interrupts what the
+// killed process was executing at once): every surface, the next
+// question, tokens, deadlines that passed while vmcp was down, SIGKILL and
+// restart. (TestDurableStartupManyRuns writes the bbolt file directly.)
+func TestPostgresParity(t *testing.T) {
+	durableDriver = "postgres"
+	defer func() { durableDriver = "" }()
+	for name, test := range map[string]func(*testing.T){
+		"SameRunEverySurface": TestSameRunEverySurface,
+		"SurfaceNextQuestion": TestSurfaceNextQuestion,
+		"Tokens":              TestTokens,
+		"DeadlineWhileDown":   TestDeadlineWhileDown,
+		"KillAndRestart":      TestKillAndRestart,
+		"KillAtCallArrival":   TestKillAtCallArrival,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// checkPostgresState is checkStateFile for a vmcp on PostgreSQL: it opens
+// the schema of p's config (as another replica) and hands it to fn.
+func checkPostgresState(t *testing.T, p *proc, fn func(state.Driver)) {
+	t.Helper()
+	cfg, err := os.ReadFile(filepath.Join(p.dir, "vmcp.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`schema: ([a-z0-9_]+),`).FindSubmatch(cfg)
+	if m == nil {
+		t.Fatalf("no PostgreSQL schema in %s", cfg)
+	}
+	st, err := postgres.Open(t.Context(), statetest.PostgresDSN(t), &postgres.Options{Schema: string(m[1]), SweepInterval: -1})
+	if err != nil {
+		t.Fatalf("opening the PostgreSQL state after the stop: %v", err)
+	}
+	defer st.Close()
+	if fn != nil {
+		fn(st)
+	}
+}

@@ -1,0 +1,370 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
+	"github.com/vmcp-dev/vmcp/state/statetest"
+)
+
+func replica(t *testing.T, dsn string, o postgres.Options) *postgres.Store {
+	t.Helper()
+	s := open(t, dsn, &o)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func pausedRun(t *testing.T, s state.Driver, deadline time.Time) *state.Run {
+	t.Helper()
+	r := statetest.NewRun("alice", "deploy")
+	if err := s.Create(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pause(t.Context(), r.ID, nil, state.Question{Step: "approve", Message: "ok?", Deadline: deadline}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A replica whose lease expired is taken over by another's sweep; its late
+// writes are fenced, whatever the run's status by then.
+func TestTakeoverFencesTheOldHolder(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.LeaseTTL, o.Heartbeat = time.Hour, 30*time.Minute // no heartbeat during the test
+	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
+	ctx := t.Context()
+	r := statetest.NewRun("alice", "deploy")
+	if err := a.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), []string{"s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("checkpoint by a replica that does not hold the run: %v", err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 0 {
+		t.Fatalf("recover while the holder is live: %d, %v", n, err)
+	}
+	// A's lease lapses (as if it stopped heartbeating an hour ago).
+	if _, err := b.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, a.ReplicaID()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover after the lease expired: %d, %v", n, err)
+	}
+	for name, write := range map[string]func() error{
+		"checkpoint": func() error { return a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":2}`), nil) },
+		"finish":     func() error { return a.Finish(ctx, r.ID, state.StatusCompleted, nil, "") },
+		"pause": func() error {
+			_, err := a.Pause(ctx, r.ID, nil, state.Question{Step: "x"})
+			return err
+		},
+	} {
+		err := write()
+		if !errors.Is(err, state.ErrFenced) || !strings.Contains(err.Error(), "epoch") {
+			t.Fatalf("%s by the fenced replica: %v", name, err)
+		}
+	}
+	got, _ := b.Get(ctx, r.ID)
+	if got.Status != state.StatusInterrupted || string(got.Checkpoint) != `{"n":1}` {
+		t.Fatalf("after fenced writes: %s %s", got.Status, got.Checkpoint)
+	}
+	if _, err := b.Resume(ctx, r.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":3}`), nil); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("old holder after the resume elsewhere: %v", err)
+	}
+	if err := b.Finish(ctx, r.ID, state.StatusCompleted, json.RawMessage(`{"ok":true}`), ""); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A replica that dies (no more heartbeats, its row left behind) has its
+// running runs interrupted by another replica's sweep after the lease.
+func TestSweepTakesOverACrashedReplica(t *testing.T) {
+	dsn, o := freshSchema(t)
+	ao := *o
+	ao.LeaseTTL, ao.Heartbeat = time.Second, 200*time.Millisecond
+	a := open(t, dsn, &ao)
+	ctx := t.Context()
+	var ids []string
+	for range 20 {
+		r := statetest.NewRun("alice", "deploy")
+		if err := a.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	waiting := pausedRun(t, a, time.Time{})
+	a.Crash()
+	bo := *o
+	bo.SweepInterval = 100 * time.Millisecond
+	b := replica(t, dsn, bo)
+	deadline := time.Now().Add(ao.LeaseTTL + bo.SweepInterval + 5*time.Second)
+	for {
+		l, _, err := b.List(ctx, state.Filter{Status: state.StatusInterrupted, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l) == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d runs interrupted", len(l), len(ids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, id := range ids {
+		if n := statetest.CountEvents(t, b, id, state.EventInterrupted); n != 1 {
+			t.Fatalf("run %s interrupted %d times", id, n)
+		}
+	}
+	if _, err := b.Claim(ctx, waiting.ID, "approve", 1, "bob", json.RawMessage(`{}`)); err != nil {
+		t.Fatalf("a paused run of the dead replica, answered on a survivor: %v", err)
+	}
+}
+
+// The same question answered on two replicas at once, 1,000 times:
+// exactly one answer applies each time, the other gets ErrNotWaiting.
+func TestDoubleAnswerAcrossReplicas(t *testing.T) {
+	dsn, o := freshSchema(t)
+	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
+	ctx := t.Context()
+	const rounds = 1000
+	var applied [2]int
+	for i := range rounds {
+		r := pausedRun(t, a, time.Time{})
+		var errs [2]error
+		var wg sync.WaitGroup
+		for k, s := range []*postgres.Store{a, b} {
+			wg.Go(func() {
+				_, errs[k] = s.Claim(ctx, r.ID, "approve", 1, fmt.Sprint("replica", k), json.RawMessage(`{"action":"accept"}`))
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for k, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+				applied[k]++
+			case !errors.Is(err, state.ErrNotWaiting):
+				t.Fatalf("round %d: replica %d: %v", i, k, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d answers applied", i, ok)
+		}
+		if i%100 == 0 {
+			if n := statetest.CountEvents(t, b, r.ID, state.EventAnswered); n != 1 {
+				t.Fatalf("round %d: %d answers in the history", i, n)
+			}
+		}
+	}
+	t.Logf("answers applied: %d on A, %d on B", applied[0], applied[1])
+}
+
+// Due deadlines swept by three replicas at once: each applied once.
+func TestDeadlinesOnceAcrossReplicas(t *testing.T) {
+	dsn, o := freshSchema(t)
+	stores := []*postgres.Store{replica(t, dsn, *o), replica(t, dsn, *o), replica(t, dsn, *o)}
+	ctx := t.Context()
+	const runs = 200
+	for range runs {
+		pausedRun(t, stores[0], time.Now().Add(-time.Second))
+	}
+	var applied atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range stores {
+		wg.Go(func() {
+			for {
+				due, err := s.DueDeadlines(ctx, time.Now(), 50)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(due) == 0 {
+					return
+				}
+				for _, d := range due {
+					_, err := s.ClaimDeadline(ctx, d, json.RawMessage(`{"action":"cancel","timeout":true}`))
+					switch {
+					case err == nil:
+						applied.Add(1)
+						if err := s.Finish(ctx, d.RunID, state.StatusCancelled, nil, ""); err != nil {
+							t.Error(err)
+						}
+					case !errors.Is(err, state.ErrNotWaiting):
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if applied.Load() != runs {
+		t.Fatalf("%d deadlines applied, want %d", applied.Load(), runs)
+	}
+	l, _, _ := stores[1].List(ctx, state.Filter{Status: state.StatusCancelled, Limit: 1000})
+	for _, r := range l {
+		if n := statetest.CountEvents(t, stores[2], r.ID, state.EventDeadline); n != 1 {
+			t.Fatalf("run %s: %d deadline events", r.ID, n)
+		}
+	}
+	if len(l) != runs {
+		t.Fatalf("%d cancelled runs", len(l))
+	}
+}
+
+func TestKeySharedByLiveReplicas(t *testing.T) {
+	dsn, o := freshSchema(t)
+	stores := []*postgres.Store{replica(t, dsn, *o), replica(t, dsn, *o), replica(t, dsn, *o)}
+	keys := make([][]byte, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			var err error
+			if keys[i], err = s.Key(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range keys {
+		if len(keys[i]) != 32 || string(keys[i]) != string(keys[0]) {
+			t.Fatalf("replica %d has another key", i)
+		}
+	}
+	co := *o
+	co.TokenKeys = [][]byte{[]byte(strings.Repeat("k", 32))}
+	if k, err := replica(t, dsn, co).Key(t.Context()); err != nil || string(k) != strings.Repeat("k", 32) {
+		t.Fatalf("configured key: %q, %v", k, err)
+	}
+	co.TokenKeys = [][]byte{[]byte("short")}
+	if _, err := postgres.Open(t.Context(), dsn, &co); err == nil || !strings.Contains(err.Error(), "token_keys[0]: 5 bytes, want 32") {
+		t.Fatalf("short configured key: %v", err)
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	dsn, o := freshSchema(t)
+	no := *o
+	no.NoMigrate = true
+	if _, err := postgres.Open(t.Context(), dsn, &no); err == nil || !strings.Contains(err.Error(), "vmcp state migrate") {
+		t.Fatalf("open of an unmigrated schema with NoMigrate: %v", err)
+	}
+	// Replicas starting together migrate once.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := postgres.Migrate(t.Context(), dsn, o.Schema, false); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	s := replica(t, dsn, no)
+	var n int
+	if err := s.Pool().QueryRow(t.Context(), `SELECT count(*) FROM vmcp_migrations`).Scan(&n); err != nil || n != postgres.SchemaVersion() {
+		t.Fatalf("%d migrations recorded, %v", n, err)
+	}
+	if _, err := s.Pool().Exec(t.Context(), `INSERT INTO vmcp_migrations (version, name) VALUES (999, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.Open(t.Context(), dsn, o); !errors.Is(err, state.ErrNewerFormat) {
+		t.Fatalf("open of a newer schema: %v", err)
+	}
+	if _, err := postgres.Open(t.Context(), "", o); err == nil || !strings.Contains(err.Error(), "state.dsn is empty") {
+		t.Fatalf("empty dsn: %v", err)
+	}
+	if _, err := postgres.Open(t.Context(), "postgres://127.0.0.1:1/x?connect_timeout=2", o); err == nil || !strings.Contains(err.Error(), "state.dsn") {
+		t.Fatalf("unreachable server: %v", err)
+	}
+}
+
+// A restart under a stable replica id interrupts what its previous life
+// held at once, not after the lease; another replica's runs are not
+// touched.
+func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.LeaseTTL, o.Heartbeat = time.Hour, 30*time.Minute
+	other := replica(t, dsn, *o)
+	ro := *o
+	ro.ReplicaID = "pod-0"
+	first := open(t, dsn, &ro)
+	ctx := t.Context()
+	mine := statetest.NewRun("alice", "deploy")
+	if err := first.Create(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	theirs := statetest.NewRun("alice", "deploy")
+	if err := other.Create(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	first.Crash()
+	again := replica(t, dsn, ro)
+	if n, err := again.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover after the restart: %d, %v", n, err)
+	}
+	if r, _ := again.Get(ctx, mine.ID); r.Status != state.StatusInterrupted {
+		t.Fatalf("own run after the restart: %s", r.Status)
+	}
+	if r, _ := again.Get(ctx, theirs.ID); r.Status != state.StatusRunning {
+		t.Fatalf("another replica's run: %s", r.Status)
+	}
+}
+
+// A serving role without CREATE privileges opens a migrated schema (vmcp
+// state migrate ran as the owner), and is told to migrate an outdated one.
+func TestLeastPrivilegeRole(t *testing.T) {
+	dsn, o := freshSchema(t)
+	owner := replica(t, dsn, *o) // migrates
+	ctx := t.Context()
+	role := "vmcp_app_" + o.Schema[len(o.Schema)-4:]
+	sch := pgx.Identifier{o.Schema}.Sanitize()
+	for _, q := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA ` + sch + ` TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ` + sch + ` TO ` + role,
+	} {
+		if _, err := owner.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = owner.Pool().Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = owner.Pool().Exec(context.Background(), `DROP ROLE `+role)
+	})
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fmt.Sprintf("host=%s port=%d dbname=%s user=%s sslmode=disable", cfg.Host, cfg.Port, cfg.Database, role)
+	s := replica(t, app, *o)
+	r := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Key(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Pool().Exec(ctx, `DELETE FROM vmcp_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.Open(ctx, app, o); err == nil || !strings.Contains(err.Error(), "run `vmcp state migrate` as a user that may") {
+		t.Fatalf("open of an outdated schema without privileges: %v", err)
+	}
+}

@@ -1,0 +1,618 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/vmcp-dev/vmcp/state"
+)
+
+// row is a run as locked by a transition: the run, and its lease columns.
+type row struct {
+	run    *state.Run
+	holder *string
+	epoch  int64
+	// set by the transition: who holds the run after it (nil: nobody),
+	// and whether the epoch grows (a claim).
+	nextHolder *string
+	claim      bool
+	checkpoint bool // Run.Checkpoint changed
+}
+
+func (s *Store) claimed(id string, epoch int64) {
+	s.mu.Lock()
+	s.held[id] = epoch
+	s.mu.Unlock()
+}
+
+func (s *Store) released(id string) {
+	s.mu.Lock()
+	delete(s.held, id)
+	s.mu.Unlock()
+}
+
+// fenced says why this replica may not write run r any more ("" if it
+// may): it claimed the run at an epoch that is not the run's, or the run
+// is running under another holder.
+func (s *Store) fenced(r *row) string {
+	s.mu.Lock()
+	mine, ok := s.held[r.run.ID]
+	s.mu.Unlock()
+	if ok && mine != r.epoch {
+		return fmt.Sprintf("this replica (%s) claimed it at epoch %d; it is at epoch %d", s.me, mine, r.epoch)
+	}
+	if r.run.Status == state.StatusRunning && (r.holder == nil || *r.holder != s.me) {
+		h := "no replica"
+		if r.holder != nil {
+			h = "replica " + *r.holder
+		}
+		return fmt.Sprintf("it is held by %s, not this one (%s)", h, s.me)
+	}
+	return ""
+}
+
+// Create stores a new run, running and held by this replica (epoch 1).
+func (s *Store) Create(ctx context.Context, r *state.Run) error {
+	if r == nil {
+		return fmt.Errorf("create run: nil run: %w", state.ErrInvalid)
+	}
+	id := r.ID
+	if id == "" {
+		id = state.NewRunID()
+	}
+	if err := state.CheckNewRun(id, r); err != nil {
+		return err
+	}
+	var hash string
+	if len(r.Definition) > 0 {
+		hash = state.DefinitionHash(r.Definition)
+	}
+	var now time.Time
+	tx, err := s.begin(ctx, `SELECT clock_timestamp()`, nil, func(r pgx.Row) error { return r.Scan(&now) })
+	if err != nil {
+		tx.rollback(ctx)
+		return mapErr(fmt.Errorf("create run %s: %w", id, err))
+	}
+	now = now.UTC()
+	created := r.Created.UTC()
+	if r.Created.IsZero() {
+		created = now
+	}
+	out := state.Run{ID: id, Workflow: r.Workflow, Owner: r.Owner, Status: state.StatusRunning,
+		Created: created, Updated: now, FormatVersion: state.FormatVersion,
+		DefinitionName: r.DefinitionName, DefinitionHash: hash, Params: r.Params,
+		InFlight: slices.Clone(r.InFlight),
+		History:  append([]state.Event{{At: created, Who: r.Owner, Kind: state.EventCreated}}, r.History...)}
+	w := &pgx.Batch{}
+	if err := queueInsert(w, &out, r.Checkpoint, r.Definition, &s.me, 1); err != nil {
+		tx.rollback(ctx)
+		return fmt.Errorf("create run %s: %w", id, err)
+	}
+	if err := tx.commit(ctx, w); err != nil {
+		if isUniqueViolation(err) {
+			return &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
+		}
+		return mapErr(fmt.Errorf("create run %s: %w", id, err))
+	}
+	s.claimed(id, 1)
+	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History =
+		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History
+	return nil
+}
+
+// queueInsert queues the writes of a new run row (and its definition).
+func queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) error {
+	doc, summary, err := state.EncodeDocument(r)
+	if err != nil {
+		return err
+	}
+	var defHash *string
+	if len(def) > 0 {
+		h := state.DefinitionHash(def)
+		defHash = &h
+		// DO UPDATE (not NOTHING) locks the row, so a concurrent prune
+		// cannot delete the definition before this run references it.
+		w.Queue(`INSERT INTO vmcp_definitions (hash, source) VALUES ($1, $2)
+			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def)
+	}
+	step, deadline := pendingCols(r)
+	w.Queue(`INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
+		def_hash, doc, summary, checkpoint, created_at, updated_at, finished_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
+		defHash, doc, summary, nilIfEmpty(checkpoint), r.Created, r.Updated, zeroNil(r.Finished))
+	return nil
+}
+
+func pendingCols(r *state.Run) (step []byte, deadline *time.Time) {
+	if r.Status == state.StatusWaiting && r.Pending != nil {
+		step = []byte(r.Pending.Step)
+		if !r.Pending.Deadline.IsZero() {
+			d := r.Pending.Deadline
+			deadline = &d
+		}
+	}
+	return step, deadline
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func zeroNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// lock modes for modify.
+const (
+	wait = iota // FOR UPDATE: wait for a concurrent transition, then see its result
+	skip        // FOR UPDATE SKIP LOCKED: another replica is at it; refuse
+)
+
+// modify is one transition of an existing run, in one transaction: lock
+// the row, decode the run, let fn check it (returning a
+// *state.TransitionError refuses, writing nothing) and change it, then
+// write it back. now is the database's clock, never before the run's last
+// update, so a run's history is in time order. With full, the run's
+// definition is loaded too.
+func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, fn func(r *row, now time.Time) error) (*state.Run, error) {
+	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp()`
+	if full {
+		q += `, d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
+	} else {
+		q += `, NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
+	}
+	if mode == skip {
+		q += ` SKIP LOCKED`
+	}
+	var doc, cp, def []byte
+	var now time.Time
+	rw := &row{}
+	tx, err := s.begin(ctx, q, []any{id}, func(r pgx.Row) error {
+		return r.Scan(&doc, &cp, &rw.holder, &rw.epoch, &now, &def)
+	})
+	fail := func(err error) (*state.Run, error) {
+		tx.rollback(ctx)
+		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
+	}
+	refuse := func(err error) (*state.Run, error) {
+		tx.rollback(ctx)
+		return nil, err
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		if mode == skip {
+			var exists bool
+			if err := tx.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM vmcp_runs WHERE id = $1)`, id).Scan(&exists); err != nil {
+				return fail(err)
+			}
+			if exists {
+				return refuse(&state.TransitionError{Op: op, RunID: id, Err: state.ErrNotWaiting, Detail: "another replica is changing it"})
+			}
+		}
+		return refuse(&state.TransitionError{Op: op, RunID: id, Err: state.ErrNotFound})
+	}
+	if err != nil {
+		return fail(err)
+	}
+	r, err := state.DecodeDocument(doc)
+	if err != nil {
+		return fail(err)
+	}
+	r.Checkpoint, r.Definition = cp, def
+	rw.run = r
+	now = now.UTC()
+	if now.Before(r.Updated) {
+		now = r.Updated
+	}
+	rw.nextHolder = rw.holder
+	if err := fn(rw, now); err != nil {
+		var te *state.TransitionError
+		if errors.As(err, &te) {
+			return refuse(err)
+		}
+		return fail(err)
+	}
+	epoch := rw.epoch
+	if rw.claim {
+		epoch++
+	}
+	newDoc, summary, err := state.EncodeDocument(r)
+	if err != nil {
+		return fail(err)
+	}
+	step, deadline := pendingCols(r)
+	setCP := ""
+	args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
+	if rw.checkpoint {
+		setCP = `, checkpoint = $12`
+		args = append(args, nilIfEmpty(r.Checkpoint))
+	}
+	w := &pgx.Batch{}
+	w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
+		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
+	if err := tx.commit(ctx, w); err != nil {
+		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
+	}
+	switch {
+	case rw.claim:
+		s.claimed(id, epoch)
+	case r.Status != state.StatusRunning:
+		s.released(id)
+	}
+	return r, nil
+}
+
+// ptx is a transaction in two round trips: BEGIN with its first
+// statement, then its writes with COMMIT.
+type ptx struct {
+	conn *pgxpool.Conn
+}
+
+// begin acquires a connection and sends BEGIN and q together; scan reads
+// q's row (pgx.ErrNoRows is returned with the transaction open). On any
+// other error the transaction is already rolled back.
+func (s *Store) begin(ctx context.Context, q string, args []any, scan func(pgx.Row) error) (*ptx, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return &ptx{}, err
+	}
+	tx := &ptx{conn: conn}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(q, args...)
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		err = scan(br.QueryRow())
+	}
+	if cerr := br.Close(); cerr != nil && (err == nil || errors.Is(err, pgx.ErrNoRows)) {
+		err = cerr
+	}
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		tx.rollback(ctx)
+	}
+	return tx, err
+}
+
+// commit sends w's statements and COMMIT together, and releases the
+// connection; on an error the transaction is rolled back.
+func (tx *ptx) commit(ctx context.Context, w *pgx.Batch) error {
+	if tx.conn == nil {
+		return errors.New("transaction already ended")
+	}
+	w.Queue("COMMIT")
+	br := tx.conn.SendBatch(ctx, w)
+	var err error
+	for range w.Len() {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tx.rollback(ctx)
+		return err
+	}
+	tx.conn.Release()
+	tx.conn = nil
+	return nil
+}
+
+// rollback ends the transaction (if still open) and releases the
+// connection. A connection left in a transaction is closed by the pool.
+func (tx *ptx) rollback(ctx context.Context) {
+	if tx.conn == nil {
+		return
+	}
+	if tx.conn.Conn().PgConn().TxStatus() != 'I' {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, _ = tx.conn.Exec(rctx, "ROLLBACK")
+		cancel()
+	}
+	tx.conn.Release()
+	tx.conn = nil
+}
+
+func refusal(op string, r *state.Run, err error, detail string) error {
+	return &state.TransitionError{Op: op, RunID: r.ID, Status: r.Status, Err: err, Detail: detail}
+}
+
+// Checkpoint stores a running run's checkpoint and the steps in flight;
+// only the replica holding the run at its epoch may (else state.ErrFenced).
+func (s *Store) Checkpoint(ctx context.Context, id string, checkpoint json.RawMessage, inFlight []string) error {
+	if err := state.ValidJSON("checkpoint", checkpoint, false); err != nil {
+		return state.Invalid("checkpoint", id, err.Error())
+	}
+	inFlight = slices.Clone(inFlight)
+	_, err := s.modify(ctx, "checkpoint", id, wait, false, func(rw *row, now time.Time) error {
+		r := rw.run
+		if why := s.fenced(rw); why != "" {
+			return refusal("checkpoint", r, state.ErrFenced, why)
+		}
+		if r.Status != state.StatusRunning {
+			return refusal("checkpoint", r, state.ErrNotRunning, "")
+		}
+		r.InFlight, r.Updated, r.Checkpoint, rw.checkpoint = inFlight, now, checkpoint, true
+		return nil
+	})
+	return err
+}
+
+// Pause makes a running (or interrupted) run wait on q and releases it.
+func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage, q state.Question) (uint64, error) {
+	if err := state.ValidJSON("checkpoint", checkpoint, true); err != nil {
+		return 0, state.Invalid("pause", id, err.Error())
+	}
+	if q.Step == "" {
+		return 0, state.Invalid("pause", id, "question without a step")
+	}
+	if err := state.ValidJSON("question schema", q.Schema, true); err != nil {
+		return 0, state.Invalid("pause", id, err.Error())
+	}
+	if !q.Deadline.IsZero() {
+		q.Deadline = q.Deadline.UTC()
+	}
+	out, err := s.modify(ctx, "pause", id, wait, false, func(rw *row, now time.Time) error {
+		r := rw.run
+		if why := s.fenced(rw); why != "" {
+			return refusal("pause", r, state.ErrFenced, why)
+		}
+		if r.Status != state.StatusRunning && r.Status != state.StatusInterrupted {
+			return refusal("pause", r, state.ErrNotRunning, "")
+		}
+		if len(checkpoint) > 0 {
+			r.Checkpoint, rw.checkpoint = checkpoint, true
+		}
+		pending := q
+		pending.Seq = r.Seq + 1
+		detail, _ := json.Marshal(struct {
+			Seq      uint64    `json:"seq"`
+			Deadline time.Time `json:"deadline,omitzero"`
+		}{pending.Seq, pending.Deadline})
+		r.Seq, r.Pending, r.Status, r.InFlight, r.Updated = pending.Seq, &pending, state.StatusWaiting, nil, now
+		r.History = append(r.History, state.Event{At: now, Kind: state.EventPaused, Step: q.Step, Detail: detail})
+		rw.nextHolder = nil
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return out.Seq, nil
+}
+
+// Claim is the answer transition, one conditional update: the run must
+// wait on step at pause seq. Of concurrent answers, on any replicas,
+// exactly one applies; the others get state.ErrNotWaiting (or
+// ErrStaleAnswer). The answering replica holds the run afterwards.
+func (s *Store) Claim(ctx context.Context, id, step string, seq uint64, who string, answer json.RawMessage) (*state.Run, error) {
+	return s.claim(ctx, "claim", id, step, seq, who, state.EventAnswered, answer, false)
+}
+
+// ClaimDeadline applies the time-out answer of a due question, once across
+// replicas: a run another replica is changing is skipped (SKIP LOCKED) and
+// refused with ErrNotWaiting. Due means before the database's now().
+func (s *Store) ClaimDeadline(ctx context.Context, due state.DueQuestion, answer json.RawMessage) (*state.Run, error) {
+	return s.claim(ctx, "claim deadline of", due.RunID, due.Step, due.Seq, "vmcp", state.EventDeadline, answer, true)
+}
+
+func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who, kind string, answer json.RawMessage, due bool) (*state.Run, error) {
+	if err := state.ValidJSON("answer", answer, false); err != nil {
+		return nil, state.Invalid(op, id, err.Error())
+	}
+	mode := wait
+	if due {
+		mode = skip
+	}
+	return s.modify(ctx, op, id, mode, true, func(rw *row, now time.Time) error {
+		r := rw.run
+		if r.Status != state.StatusWaiting || r.Pending == nil {
+			return refusal(op, r, state.ErrNotWaiting, "")
+		}
+		if p := r.Pending; p.Step != step || p.Seq != seq {
+			return refusal(op, r, state.ErrStaleAnswer, fmt.Sprintf("the answer is for step %q (pause %d); the run waits on step %q (pause %d)",
+				step, seq, p.Step, p.Seq))
+		}
+		if due && (r.Pending.Deadline.IsZero() || now.Before(r.Pending.Deadline)) {
+			return refusal(op, r, state.ErrNotDue, "")
+		}
+		r.Status, r.Pending, r.InFlight, r.Updated = state.StatusRunning, nil, nil, now
+		r.History = append(r.History, state.Event{At: now, Who: who, Kind: kind, Step: step, Detail: answer})
+		rw.nextHolder, rw.claim = &s.me, true
+		return nil
+	})
+}
+
+// Resume makes an interrupted run running again, held by this replica.
+func (s *Store) Resume(ctx context.Context, id, who string) (*state.Run, error) {
+	return s.modify(ctx, "resume", id, wait, true, func(rw *row, now time.Time) error {
+		r := rw.run
+		if r.Status != state.StatusInterrupted {
+			return refusal("resume", r, state.ErrNotInterrupted, "")
+		}
+		r.Status, r.Updated = state.StatusRunning, now
+		r.History = append(r.History, state.Event{At: now, Who: who, Kind: state.EventResumed})
+		rw.nextHolder, rw.claim = &s.me, true
+		return nil
+	})
+}
+
+// Finish ends a running (held by this replica) or interrupted run.
+func (s *Store) Finish(ctx context.Context, id, status string, result json.RawMessage, errMsg string) error {
+	if !state.Finished(status) {
+		return state.Invalid("finish", id, fmt.Sprintf("%q is not a final status", status))
+	}
+	if err := state.ValidJSON("result", result, true); err != nil {
+		return state.Invalid("finish", id, err.Error())
+	}
+	var detail json.RawMessage
+	if errMsg != "" {
+		detail, _ = json.Marshal(map[string]string{"error": errMsg})
+	}
+	_, err := s.modify(ctx, "finish", id, wait, false, func(rw *row, now time.Time) error {
+		r := rw.run
+		if why := s.fenced(rw); why != "" {
+			return refusal("finish", r, state.ErrFenced, why)
+		}
+		if r.Status != state.StatusRunning && r.Status != state.StatusInterrupted {
+			return refusal("finish", r, state.ErrNotRunning, "")
+		}
+		r.Status, r.Result, r.Error, r.Pending, r.InFlight = status, result, errMsg, nil, nil
+		r.Updated, r.Finished = now, now
+		r.History = append(r.History, state.Event{At: now, Kind: status, Detail: detail})
+		rw.nextHolder = nil
+		return nil
+	})
+	return err
+}
+
+// Cancel ends a waiting or interrupted run as cancelled, from any replica.
+func (s *Store) Cancel(ctx context.Context, id, who string) error {
+	_, err := s.modify(ctx, "cancel", id, wait, false, func(rw *row, now time.Time) error {
+		r := rw.run
+		if r.Status != state.StatusWaiting && r.Status != state.StatusInterrupted {
+			detail := ""
+			if r.Status == state.StatusRunning {
+				detail = "cancel the call that is executing it"
+			}
+			return refusal("cancel", r, state.ErrNotCancellable, detail)
+		}
+		step := ""
+		if r.Pending != nil {
+			step = r.Pending.Step
+		}
+		r.Status, r.Pending, r.InFlight, r.Updated, r.Finished = state.StatusCancelled, nil, nil, now, now
+		r.History = append(r.History, state.Event{At: now, Who: who, Kind: state.EventCancelled, Step: step})
+		rw.nextHolder = nil
+		return nil
+	})
+	return err
+}
+
+// AppendHistory adds ev to a run's history (At defaults to now).
+func (s *Store) AppendHistory(ctx context.Context, id string, ev state.Event) error {
+	if ev.Kind == "" {
+		return state.Invalid("append history to", id, "event without a kind")
+	}
+	if err := state.ValidJSON("event detail", ev.Detail, true); err != nil {
+		return state.Invalid("append history to", id, err.Error())
+	}
+	at := ev.At.UTC()
+	_, err := s.modify(ctx, "append history to", id, wait, false, func(rw *row, now time.Time) error {
+		e := ev
+		if e.At = at; at.IsZero() {
+			e.At = now
+		}
+		rw.run.History = append(rw.run.History, e)
+		rw.run.Updated = now
+		return nil
+	})
+	return err
+}
+
+// Import stores a run exactly as given (a copy from another store): its
+// document, checkpoint and definition. A running run is stored without a
+// holder, so the sweep interrupts it, as Recover would have.
+func (s *Store) Import(ctx context.Context, r *state.Run) error {
+	if r == nil || r.ID == "" {
+		return fmt.Errorf("import run: no run or no id: %w", state.ErrInvalid)
+	}
+	w := &pgx.Batch{}
+	if err := queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
+		return fmt.Errorf("import run %s: %w", r.ID, err)
+	}
+	err := s.pool.SendBatch(ctx, w).Close() // one implicit transaction
+	if isUniqueViolation(err) {
+		return &state.TransitionError{Op: "import", RunID: r.ID, Err: state.ErrExists}
+	}
+	return mapErr(err)
+}
+
+// ClaimDue claims up to max questions due by now and by the database's
+// clock, in one transaction: rows another replica is claiming are skipped
+// (FOR UPDATE SKIP LOCKED), so replicas sweeping together apply each
+// deadline once. Each claimed run is held by this replica.
+func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer json.RawMessage) ([]*state.Run, error) {
+	if err := state.ValidJSON("answer", answer, false); err != nil {
+		return nil, state.Invalid("claim due", "", err.Error())
+	}
+	if max <= 0 {
+		max = state.MaxPageSize
+	}
+	var out []*state.Run
+	var epochs []int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out, epochs = nil, nil
+		rows, err := tx.Query(ctx, `SELECT r.doc, r.checkpoint, d.source, r.epoch, clock_timestamp()
+			FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash
+			WHERE r.status = 'waiting' AND r.deadline <= least($1::timestamptz, now())
+			ORDER BY r.deadline LIMIT $2 FOR UPDATE OF r SKIP LOCKED`, now, max)
+		if err != nil {
+			return err
+		}
+		type due struct {
+			doc, cp, def []byte
+			epoch        int64
+			at           time.Time
+		}
+		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
+			var d due
+			err := r.Scan(&d.doc, &d.cp, &d.def, &d.epoch, &d.at)
+			return d, err
+		})
+		if err != nil {
+			return err
+		}
+		batch := &pgx.Batch{}
+		for _, d := range list {
+			r, err := state.DecodeDocument(d.doc)
+			if err != nil {
+				return fmt.Errorf("claim due: %w", err)
+			}
+			if r.Pending == nil {
+				return fmt.Errorf("claim due: run %s is waiting without a question", r.ID)
+			}
+			at := d.at.UTC()
+			if at.Before(r.Updated) {
+				at = r.Updated
+			}
+			step := r.Pending.Step
+			r.Status, r.Pending, r.InFlight, r.Updated = state.StatusRunning, nil, nil, at
+			r.History = append(r.History, state.Event{At: at, Who: "vmcp", Kind: state.EventDeadline, Step: step, Detail: answer})
+			doc, summary, err := state.EncodeDocument(r)
+			if err != nil {
+				return err
+			}
+			batch.Queue(`UPDATE vmcp_runs SET status = 'running', pending_step = NULL, deadline = NULL, epoch = epoch + 1,
+				holder = $2, doc = $3, summary = $4, updated_at = $5 WHERE id = $1`, r.ID, s.me, doc, summary, at)
+			r.Checkpoint, r.Definition = d.cp, d.def
+			out = append(out, r)
+			epochs = append(epochs, d.epoch+1)
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, batch).Close()
+	})
+	if err != nil {
+		return nil, mapErr(fmt.Errorf("claim due questions: %w", err))
+	}
+	for i, r := range out {
+		s.claimed(r.ID, epochs[i])
+	}
+	return out, nil
+}
