@@ -50,6 +50,12 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	d := &runDoc{V: FormatVersion, ID: id, Workflow: r.Workflow, Owner: r.Owner, Status: StatusRunning,
 		Created: created, Updated: now, DefName: r.DefinitionName, DefHash: hash,
 		Params: r.Params, InFlight: slices.Clone(r.InFlight), History: history}
+	if r.Status == StatusWaiting {
+		var ev Event
+		d.Pending, ev = NewPause(*r.Pending, 1, now)
+		d.Status, d.Seq, d.History = StatusWaiting, 1, append(d.History, ev)
+		history = d.History
+	}
 	var refused error
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
 		refused = nil
@@ -65,9 +71,23 @@ func (s *Store) Create(ctx context.Context, r *Run) error {
 	if err != nil {
 		return err
 	}
-	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History =
-		id, StatusRunning, created, now, FormatVersion, hash, history
+	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
+		id, d.Status, created, now, FormatVersion, hash, history, d.Seq, d.Pending
 	return nil
+}
+
+// NewPause is the pending question and the "paused" event of pause number
+// seq at now (every driver's Pause, and Create of a waiting run).
+func NewPause(q Question, seq uint64, now time.Time) (*Question, Event) {
+	if !q.Deadline.IsZero() {
+		q.Deadline = q.Deadline.UTC()
+	}
+	q.Seq = seq
+	detail, _ := json.Marshal(struct {
+		Seq      uint64    `json:"seq"`
+		Deadline time.Time `json:"deadline,omitzero"`
+	}{q.Seq, q.Deadline})
+	return &q, Event{At: now, Kind: EventPaused, Step: q.Step, Detail: detail}
 }
 
 func validID(id string) bool {
@@ -91,10 +111,16 @@ func createArgs(id string, r *Run) string {
 		return "empty workflow"
 	case r.Owner == "":
 		return "empty owner"
-	case r.Status != "" && r.Status != StatusRunning:
-		return fmt.Sprintf("a new run is running, not %s", r.Status)
-	case r.Pending != nil || r.Result != nil || r.Error != "" || r.Seq != 0 || !r.Finished.IsZero():
-		return "a new run has no question, result or error"
+	case r.Status != "" && r.Status != StatusRunning && r.Status != StatusWaiting:
+		return fmt.Sprintf("a new run is running or waiting, not %s", r.Status)
+	case r.Status == StatusWaiting && (r.Pending == nil || r.Pending.Step == ""):
+		return "a new waiting run needs its question's step"
+	case r.Status == StatusWaiting && len(r.InFlight) > 0:
+		return "a new waiting run has no steps in flight"
+	case r.Status != StatusWaiting && r.Pending != nil:
+		return "only a new waiting run has a question"
+	case r.Result != nil || r.Error != "" || r.Seq != 0 || !r.Finished.IsZero():
+		return "a new run has no result or error"
 	case len(r.Definition) == 0 && r.DefinitionHash != "":
 		return "definition hash without the definition"
 	case len(r.Definition) > 0 && r.DefinitionHash != "" && r.DefinitionHash != hashHex(r.Definition):
@@ -105,6 +131,11 @@ func createArgs(id string, r *Run) string {
 	}
 	if err := validJSON("checkpoint", r.Checkpoint, true); err != nil {
 		return err.Error()
+	}
+	if r.Pending != nil {
+		if err := validJSON("question schema", r.Pending.Schema, true); err != nil {
+			return err.Error()
+		}
 	}
 	for _, ev := range r.History {
 		if err := validJSON("history detail", ev.Detail, true); err != nil {
@@ -219,14 +250,9 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 				return err
 			}
 		}
-		pending := q
-		pending.Seq = d.Seq + 1
-		detail, _ := json.Marshal(struct {
-			Seq      uint64    `json:"seq"`
-			Deadline time.Time `json:"deadline,omitzero"`
-		}{pending.Seq, pending.Deadline})
-		d.Seq, d.Pending, d.Status, d.InFlight, d.Updated = pending.Seq, &pending, StatusWaiting, nil, now
-		d.History = append(d.History, Event{At: now, Kind: EventPaused, Step: q.Step, Detail: detail})
+		pending, ev := NewPause(q, d.Seq+1, now)
+		d.Seq, d.Pending, d.Status, d.InFlight, d.Updated = pending.Seq, pending, StatusWaiting, nil, now
+		d.History = append(d.History, ev)
 		seq = pending.Seq
 		return nil
 	})

@@ -90,8 +90,17 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		DefinitionName: r.DefinitionName, DefinitionHash: hash, Params: r.Params,
 		InFlight: slices.Clone(r.InFlight),
 		History:  append([]state.Event{{At: created, Who: r.Owner, Kind: state.EventCreated}}, r.History...)}
+	holder := &s.me
+	if r.Status == state.StatusWaiting {
+		// A run created waiting (its first step is a question) is held
+		// by no replica, as after Pause.
+		var ev state.Event
+		out.Status = state.StatusWaiting
+		out.Pending, ev = state.NewPause(*r.Pending, 1, now)
+		out.Seq, out.History, holder = 1, append(out.History, ev), nil
+	}
 	w := &pgx.Batch{}
-	if err := queueInsert(w, &out, r.Checkpoint, r.Definition, &s.me, 1); err != nil {
+	if err := queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1); err != nil {
 		tx.rollback(ctx)
 		return fmt.Errorf("create run %s: %w", id, err)
 	}
@@ -101,9 +110,11 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		}
 		return mapErr(fmt.Errorf("create run %s: %w", id, err))
 	}
-	s.claimed(id, 1)
-	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History =
-		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History
+	if holder != nil {
+		s.claimed(id, 1)
+	}
+	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
+		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History, out.Seq, out.Pending
 	return nil
 }
 
@@ -378,14 +389,9 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 		if len(checkpoint) > 0 {
 			r.Checkpoint, rw.checkpoint = checkpoint, true
 		}
-		pending := q
-		pending.Seq = r.Seq + 1
-		detail, _ := json.Marshal(struct {
-			Seq      uint64    `json:"seq"`
-			Deadline time.Time `json:"deadline,omitzero"`
-		}{pending.Seq, pending.Deadline})
-		r.Seq, r.Pending, r.Status, r.InFlight, r.Updated = pending.Seq, &pending, state.StatusWaiting, nil, now
-		r.History = append(r.History, state.Event{At: now, Kind: state.EventPaused, Step: q.Step, Detail: detail})
+		pending, ev := state.NewPause(q, r.Seq+1, now)
+		r.Seq, r.Pending, r.Status, r.InFlight, r.Updated = pending.Seq, pending, state.StatusWaiting, nil, now
+		r.History = append(r.History, ev)
 		rw.nextHolder = nil
 		return nil
 	})

@@ -37,6 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 	}{
 		{"CreateAndGet", testCreateAndGet},
 		{"CreateRefusals", testCreateRefusals},
+		{"CreateWaiting", testCreateWaiting},
 		{"Transitions", testTransitions},
 		{"ErrorsAreClear", testErrorsAreClear},
 		{"PauseAndClaimRecordEverything", testPauseAndClaim},
@@ -115,7 +116,17 @@ func testCreateRefusals(t *testing.T, open Opener) {
 		{"no workflow", func(r *state.Run) { r.Workflow = "" }, state.ErrInvalid},
 		{"no owner", func(r *state.Run) { r.Owner = "" }, state.ErrInvalid},
 		{"bad params", func(r *state.Run) { r.Params = json.RawMessage(`{`) }, state.ErrInvalid},
-		{"waiting", func(r *state.Run) { r.Status = state.StatusWaiting }, state.ErrInvalid},
+		{"waiting without a question", func(r *state.Run) { r.Status = state.StatusWaiting }, state.ErrInvalid},
+		{"running with a question", func(r *state.Run) { q := question("a"); r.Pending = &q }, state.ErrInvalid},
+		{"waiting with steps in flight", func(r *state.Run) {
+			q := question("a")
+			r.Status, r.Pending, r.InFlight = state.StatusWaiting, &q, []string{"b"}
+		}, state.ErrInvalid},
+		{"waiting with a bad schema", func(r *state.Run) {
+			q := question("a")
+			q.Schema = json.RawMessage(`{`)
+			r.Status, r.Pending = state.StatusWaiting, &q
+		}, state.ErrInvalid},
 		{"wrong hash", func(r *state.Run) { r.DefinitionHash = "00" }, state.ErrInvalid},
 		{"id with NUL", func(r *state.Run) { r.ID = "r\x00" }, state.ErrInvalid},
 	}
@@ -135,6 +146,68 @@ func testCreateRefusals(t *testing.T, open Opener) {
 	runs, _, err := s.List(t.Context(), state.Filter{})
 	if err != nil || len(runs) != 1 {
 		t.Fatalf("after refusals: %d runs, %v", len(runs), err)
+	}
+}
+
+// A run whose first durable moment is its question is created waiting, in
+// one commit: the same run as Create followed by Pause (pause 1, history
+// created + paused, deadline indexed), answerable like any other.
+func testCreateWaiting(t *testing.T, open Opener) {
+	s := openClosed(t, open)
+	ctx := t.Context()
+	past := time.Now().UTC().Add(-time.Minute).Truncate(time.Microsecond)
+	q := question("confirm")
+	q.Deadline = past
+	r := NewRun("alice", "deploy")
+	r.Status, r.Pending = state.StatusWaiting, &q
+	mustCreate(t, s, r)
+	got, err := s.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(r, got); diff != "" {
+		t.Fatalf("Get differs from what was created (-want +got):\n%s", diff)
+	}
+	if got.Status != state.StatusWaiting || got.Seq != 1 || got.Pending == nil || got.Pending.Seq != 1 || got.Pending.Step != "confirm" ||
+		len(got.History) != 2 || got.History[0].Kind != state.EventCreated || got.History[1].Kind != state.EventPaused ||
+		string(got.Checkpoint) != `{"version":1}` {
+		t.Fatalf("created waiting: %+v", got)
+	}
+	// The same as Create then Pause, but for ids and times.
+	two := mustCreate(t, s, NewRun("alice", "deploy"))
+	if _, err := s.Pause(ctx, two.ID, json.RawMessage(`{"version":1}`), q); err != nil {
+		t.Fatal(err)
+	}
+	paused, err := s.Get(ctx, two.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(x *state.Run) *state.Run {
+		c := *x
+		c.ID, c.Created, c.Updated, c.History = "", time.Time{}, time.Time{}, nil
+		for _, ev := range x.History {
+			ev.At = time.Time{}
+			c.History = append(c.History, ev)
+		}
+		return &c
+	}
+	if diff := cmp.Diff(norm(paused), norm(got)); diff != "" {
+		t.Fatalf("created waiting differs from created + paused (-paused +created):\n%s", diff)
+	}
+	due, err := s.DueDeadlines(ctx, time.Now(), 0)
+	if err != nil || len(due) != 2 {
+		t.Fatalf("due questions: %+v, %v (want both runs)", due, err)
+	}
+	waiting, _, err := s.List(ctx, state.Filter{Status: state.StatusWaiting})
+	if err != nil || len(waiting) != 2 {
+		t.Fatalf("waiting runs listed: %d, %v", len(waiting), err)
+	}
+	run, err := s.Claim(ctx, r.ID, "confirm", 1, "alice", json.RawMessage(`{"action":"accept"}`))
+	if err != nil || run.Status != state.StatusRunning {
+		t.Fatalf("answering a run created waiting: %v %+v", err, run)
+	}
+	if err := s.Finish(ctx, r.ID, state.StatusCompleted, json.RawMessage(`{}`), ""); err != nil {
+		t.Fatal(err)
 	}
 }
 
