@@ -127,13 +127,25 @@ func (c *Conn) run(ctx context.Context, tried func()) {
 			backoff = min(backoff*2, 30*time.Second)
 			continue
 		}
-		backoff = 500 * time.Millisecond
+		up := time.Now()
 		c.m.changed()
 		c.watch(ctx)
 		c.disconnect()
 		if ctx.Err() == nil {
 			c.m.changed()
 		}
+		// A lost backend is reconnected after a pause: at least 500 ms
+		// (clients see it gone, and get list_changed both ways), growing
+		// while it keeps dying within a minute of starting, so a crash
+		// loop does not spin.
+		if time.Since(up) > time.Minute {
+			backoff = 500 * time.Millisecond
+		}
+		c.m.log.Warn("backend lost; reconnecting", "backend", c.spec.Name, "retry_in", backoff)
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 30*time.Second)
 	}
 }
 

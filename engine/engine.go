@@ -111,6 +111,11 @@ type RunOptions struct {
 	// Durable makes the engine hand the Store a checkpoint after every
 	// step transition (not only at pauses), with the steps in flight.
 	Durable bool
+	// Unrecorded says a durable run is not in the store yet: the engine
+	// saves a checkpoint before the first step starts (or at the pause,
+	// when the first thing the run does is ask), and the store creates the
+	// run with it: one commit instead of a create and a checkpoint.
+	Unrecorded bool
 }
 
 // Outcome is the typed result of Run or Resume.

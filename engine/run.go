@@ -183,6 +183,9 @@ type runState struct {
 	// says one of them needs the record first.
 	starting   []func()
 	mustRecord bool
+	// unrecorded: the run is not in the store yet (RunOptions.Unrecorded);
+	// the first launch waits for a checkpoint.
+	unrecorded bool
 	done       chan completion
 
 	scopeSteps map[string]any
@@ -203,7 +206,7 @@ type completion struct {
 }
 
 func (e *Engine) execute(ctx context.Context, p *Plan, cp *Checkpoint, ro *RunOptions, ans ...answered) (*Outcome, error) {
-	r := &runState{e: e, p: p, ro: ro, cp: cp, start: e.clock.Now()}
+	r := &runState{e: e, p: p, ro: ro, cp: cp, start: e.clock.Now(), unrecorded: ro.Durable && ro.Unrecorded}
 	n := len(p.Steps)
 	r.waiting = make([]int, n)
 	r.started = make([]bool, n)
@@ -312,7 +315,7 @@ func (r *runState) loop() {
 		// repeated safely must be on record as in flight before its
 		// backend can see the call (SPEC §5's re-execution rule).
 		if len(r.starting) > 0 {
-			if r.mustRecord || dirty {
+			if r.mustRecord || dirty || r.unrecorded {
 				r.persist()
 				r.mustRecord, dirty = false, false
 			}
@@ -363,7 +366,9 @@ func (r *runState) persist() {
 	if err := r.e.store.SaveCheckpoint(r.ctx, r.cp); err != nil && r.ctx.Err() == nil {
 		r.failure = &RunError{Workflow: r.p.Name, Cause: "could not persist the run's progress: " + err.Error()}
 		r.cancel()
+		return
 	}
+	r.unrecorded = false
 }
 
 // dispatch evaluates a step's condition and renders its inputs here, in the

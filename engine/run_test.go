@@ -324,3 +324,53 @@ steps:
 		}
 	}
 }
+
+// An unrecorded durable run is checkpointed before its first step starts,
+// even a read-only one, so that the store can create it then; a run whose
+// first act is a question is checkpointed once, at the pause.
+func TestUnrecordedRunCheckpointsBeforeFirstLaunch(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "read", Annotations: &ToolAnnotations{ReadOnlyHint: ptr(true)}}})
+	p := mustCompile(t, `name: reads
+steps:
+  - id: a
+    tool: svc.read
+  - id: b
+    tool: svc.read
+    depends_on: [a]
+`, cat)
+	store := &recordingStore{}
+	e := New(newFakeCaller(), &Options{Store: store})
+	out, err := e.Run(t.Context(), p, nil, &RunOptions{RunID: "r1", Durable: true, Unrecorded: true})
+	if err != nil || out.Status != StatusCompleted {
+		t.Fatal(err, out)
+	}
+	if len(store.saved) != 1 {
+		t.Fatalf("%d checkpoints, want 1 (before a starts)", len(store.saved))
+	}
+	if cp, _ := DecodeCheckpoint(store.saved[0]); strings.Join(cp.InFlight, ",") != "a" || len(cp.Steps) != 0 {
+		t.Fatalf("first checkpoint: in flight %v, %d steps done", cp.InFlight, len(cp.Steps))
+	}
+
+	q := mustCompile(t, `name: ask-first
+steps:
+  - id: ok
+    type: elicitation
+    message: Go?
+    schema: {type: object, properties: {go: {type: boolean}}}
+  - id: a
+    tool: svc.read
+    depends_on: [ok]
+`, cat)
+	store = &recordingStore{}
+	e = New(newFakeCaller(), &Options{Store: store})
+	out, err = e.Run(t.Context(), q, nil, &RunOptions{RunID: "r2", Durable: true, Unrecorded: true})
+	if err != nil || out.Status != StatusWaiting {
+		t.Fatal(err, out)
+	}
+	if len(store.saved) != 1 {
+		t.Fatalf("%d checkpoints, want 1 (the pause)", len(store.saved))
+	}
+	if cp, _ := DecodeCheckpoint(store.saved[0]); cp.Pending == nil || cp.Pending.Step != "ok" {
+		t.Fatalf("the checkpoint is not the pause: %s", store.saved[0])
+	}
+}

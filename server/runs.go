@@ -31,6 +31,12 @@ type runs struct {
 	// plans caches plans compiled from stored definitions, by hash.
 	plansMu sync.Mutex
 	plans   map[string]*engine.Plan
+
+	// unborn are new runs not in the store yet: each is created by its
+	// first transition (engine.RunOptions.Unrecorded), which the engine
+	// makes before any step starts.
+	unbornMu sync.Mutex
+	unborn   map[string]*state.Run
 }
 
 // openRuns opens the store (the bbolt file at path, or the PostgreSQL
@@ -59,7 +65,7 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 		_ = st.Close()
 		return nil, err
 	}
-	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}}, nil
+	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{}}, nil
 }
 
 func (r *runs) close() error { return r.store.Close() }
@@ -104,11 +110,28 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	if err != nil {
 		return err
 	}
-	if cp.Pending == nil {
+	var q *state.Question
+	if cp.Pending != nil {
+		q = &state.Question{Step: cp.Pending.Step, Message: cp.Pending.Message, Schema: cp.Pending.Schema, Deadline: cp.Pending.Deadline}
+	}
+	if run := r.take(cp.RunID); run != nil {
+		// The run's first transition creates it: running with its
+		// first steps in flight, or waiting on its first question.
+		run.Checkpoint = b
+		if q != nil {
+			run.Status, run.Pending = state.StatusWaiting, q
+		} else {
+			run.InFlight = cp.InFlight
+		}
+		if err := r.store.Create(ctx, run); err != nil {
+			return fmt.Errorf("recording the run: %w", err)
+		}
+		return nil
+	}
+	if q == nil {
 		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
 	}
-	q := cp.Pending
-	_, err = r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
+	_, err = r.store.Pause(ctx, cp.RunID, b, *q)
 	return err
 }
 
@@ -130,19 +153,34 @@ func definition(p *engine.Plan, wf *dsl.Workflow) (name string, src []byte) {
 	return p.Name, nil
 }
 
-// create records a new run before it executes.
-func (r *runs) create(ctx context.Context, p *engine.Plan, args json.RawMessage, owner string) (string, error) {
+// create prepares a new run; its first transition writes it (before any
+// of its steps starts, or with its first question), so a run that asks
+// first costs one commit, not two. Run it with RunOptions.Unrecorded, and
+// call drop if the engine returns an error instead of an outcome.
+func (r *runs) create(p *engine.Plan, args json.RawMessage, owner string) string {
 	name, src := r.g.definitionOf(p)
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
 	run := &state.Run{ID: state.NewRunID(), Workflow: p.Name, Owner: owner, Status: state.StatusRunning,
-		Definition: src, DefinitionName: name, Params: args}
-	if err := r.store.Create(context.WithoutCancel(ctx), run); err != nil {
-		return "", fmt.Errorf("recording the run: %w", err)
-	}
-	return run.ID, nil
+		Definition: src, DefinitionName: name, Params: args, Created: time.Now()}
+	r.unbornMu.Lock()
+	r.unborn[run.ID] = run
+	r.unbornMu.Unlock()
+	return run.ID
 }
+
+// take removes and returns a run not yet in the store (nil if it is).
+func (r *runs) take(id string) *state.Run {
+	r.unbornMu.Lock()
+	defer r.unbornMu.Unlock()
+	run := r.unborn[id]
+	delete(r.unborn, id)
+	return run
+}
+
+// drop forgets a run that never reached the store.
+func (r *runs) drop(id string) { r.take(id) }
 
 // finish records a final outcome.
 func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
@@ -156,6 +194,14 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 	msg := ""
 	if out.Err != nil {
 		msg = out.Err.Error()
+	}
+	if run := r.take(out.RunID); run != nil {
+		// Finished before any step started (a failed condition, bad
+		// arguments, everything skipped): recorded all the same.
+		if err := r.store.Create(context.WithoutCancel(ctx), run); err != nil {
+			r.g.log.Error("recording the run", "run_id", out.RunID, "err", err)
+			return
+		}
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)

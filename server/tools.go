@@ -147,13 +147,11 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 		}
 		return g.deliver(ctx, l.plan, out, ro, owner)
 	}
-	id, err := g.runs.create(ctx, p, args, owner)
-	if err != nil {
-		return nil, err
-	}
-	ro.RunID = id
+	ro.RunID, ro.Unrecorded = g.runs.create(p, args, owner), true
 	out, err := g.eng.Run(ctx, p, args, ro)
+	ro.Unrecorded = false // from here on the run is in the store
 	if err != nil {
+		g.runs.drop(ro.RunID)
 		return nil, err
 	}
 	return g.deliver(ctx, p, out, ro, owner)
