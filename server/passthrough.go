@@ -276,7 +276,8 @@ func (g *Gateway) unsubscribeBackend(ctx context.Context, uri string) {
 func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
 	g.installHooks(hooks)
-	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver,
+	g.installTelemetryHooks(hooks)
+	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver, append([]mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithResourceCapabilities(true, true),
 		mcpserver.WithPromptCapabilities(true),
@@ -289,5 +290,5 @@ func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 		mcpserver.WithPaginationLimit(500),
 		mcpserver.WithInstructions("vmcp: one endpoint in front of several MCP servers, with composite tools (workflows). "+
 			"Composite tools may pause to ask a question; answer it when asked, or later with vmcp_run_resume."),
-	)
+	}, g.mcpTelemetryOptions()...)...)
 }

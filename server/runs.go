@@ -68,7 +68,7 @@ type checkpointer struct{ g *Gateway }
 func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
 	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	r := c.g.runs
-	b, err := json.Marshal(cp)
+	b, err := checkpointJSON(ctx, cp)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,11 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
 	}
 	q := cp.Pending
-	_, err = r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
+	start := time.Now()
+	seq, err := r.store.Pause(ctx, cp.RunID, b, state.Question{Step: q.Step, Message: q.Message, Schema: q.Schema, Deadline: q.Deadline})
+	if err == nil {
+		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
+	}
 	return err
 }
 
@@ -127,7 +131,9 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
+		return
 	}
+	r.g.noteFinished(ctx, out.Workflow, out.RunID, string(out.Status))
 }
 
 // token seals a single-use resume token for a run's pending question,
@@ -226,6 +232,7 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 		if engine.IsInvalidAnswer(err) {
 			detail, _ := json.Marshal(map[string]any{"reason": err.Error()})
 			_ = r.store.AppendHistory(ctx, l.run.ID, state.Event{Who: who, Kind: state.EventRejected, Step: step, Detail: detail})
+			r.g.noteAnswer(ctx, l.run, step, a, err, time.Time{})
 		}
 		return err
 	}
@@ -234,7 +241,9 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 	if err != nil {
 		return err
 	}
+	asked := l.run.Updated
 	l.run = claimed
+	r.g.noteAnswer(ctx, claimed, step, a, nil, asked)
 	return nil
 }
 
