@@ -288,7 +288,7 @@ func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithRecovery(),
 		mcpserver.WithPaginationLimit(500),
-		mcpserver.WithInstructions("vmcp: one endpoint in front of several MCP servers, with composite tools (workflows). "+
+		mcpserver.WithInstructions("vmcp: one endpoint in front of several MCP servers, with composite tools (workflows). " +
 			"Composite tools may pause to ask a question; answer it when asked, or later with vmcp_run_resume."),
 	}, g.mcpTelemetryOptions()...)...)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/vmcp-dev/vmcp/steps"
 )
 
-
 // caller routes the engine's backend calls to the manager.
 type caller struct{ mgr *backends.Manager }
 
