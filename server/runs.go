@@ -165,6 +165,7 @@ func (r *runs) load(ctx context.Context, id, owner string) (*loaded, error) {
 		return nil, err
 	}
 	if run.Owner != owner {
+		r.g.noteDenied(ctx, run, "not_owner")
 		// Not yours is reported exactly like not there.
 		return nil, &state.TransitionError{Op: "get", RunID: id, Err: state.ErrNotFound}
 	}

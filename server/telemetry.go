@@ -390,6 +390,15 @@ func (g *Gateway) noteAnswer(ctx context.Context, run *state.Run, step string, a
 	g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditRunAnswered, Principal: auditPrincipal(ctx), Target: tgt, Detail: detail})
 }
 
+// noteDenied audits a principal refused access to another's run.
+func (g *Gateway) noteDenied(ctx context.Context, run *state.Run, reason string) {
+	if !g.tel.Auditing() {
+		return
+	}
+	g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditAuthzDenied, Outcome: "denied", Principal: auditPrincipal(ctx),
+		Target: &telemetry.Target{Workflow: run.Workflow, Run: run.ID}, Detail: map[string]any{"reason": reason}})
+}
+
 // tokenRejected counts and audits a refused resume token.
 func (g *Gateway) tokenRejected(ctx context.Context, reason, runID string) {
 	if g.tel == nil {

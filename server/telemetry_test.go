@@ -120,6 +120,26 @@ func startObserved(t testing.TB, cfg *dsl.Config, statePath string, tel *telemet
 	return g, srv.URL
 }
 
+// endSession deletes a session as its client would (mcp-go's client
+// sends its DELETE without the configured Authorization header).
+func endSession(t *testing.T, url, token string, c *client.Client) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, url+"/mcp", nil)
+	req.Header.Set("Mcp-Session-Id", c.GetSessionId())
+	req.Header.Set("MCP-Protocol-Version", mcp.ProtocolVersion20251125)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE session: %d", resp.StatusCode)
+	}
+}
+
 func sessionClient(t *testing.T, url, token string, opts ...client.ClientOption) *client.Client {
 	t.Helper()
 	var to []transport.StreamableHTTPCOption
@@ -163,6 +183,17 @@ func rpc(t *testing.T, url, token, body string) map[string]any {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+	var head struct {
+		Method string `json:"method"`
+		Params struct {
+			Name string `json:"name"`
+		} `json:"params"`
+	}
+	_ = json.Unmarshal([]byte(body), &head)
+	req.Header.Set("Mcp-Method", head.Method)
+	if head.Params.Name != "" {
+		req.Header.Set("Mcp-Name", head.Params.Name)
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

@@ -146,7 +146,7 @@ func (t *T) Audit(ctx context.Context, e AuditEvent) {
 		if err != nil {
 			t.m.auditFailures.Add(ctx, 1)
 		} else {
-			t.m.auditEvents.Add(ctx, 1, attrs(KeyReason.String(e.Event)))
+			t.m.auditEvents.Add(ctx, 1, attrs(KeyEvent.String(e.Event)))
 		}
 	}
 	if err != nil {

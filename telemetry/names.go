@@ -32,6 +32,7 @@ const (
 	KeySurface  = attribute.Key("surface")
 	KeyReason   = attribute.Key("reason")
 	KeyDriver   = attribute.Key("driver")
+	KeyEvent    = attribute.Key("event")
 )
 
 // Metric (OTel instrument) names; the Prometheus exporter turns the dots
