@@ -79,6 +79,7 @@ func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
 		sb.WriteString("incoming_auth:\n  type: tokens\n  tokens:\n")
 		sb.WriteString(`    - {principal: alice, sha256: "` + sha("alice-token") + "\"}\n")
 		sb.WriteString(`    - {principal: bob, sha256: "` + sha("bob-token") + "\"}\n")
+		sb.WriteString(`    - {principal: carol, sha256: "` + sha("carol-token") + "\"}\n")
 	}
 	sb.WriteString("backends:\n  - {name: echo, url: " + echoURL + "}\n")
 	for _, b := range demo.Backends {
