@@ -223,7 +223,7 @@ func clientAddr(ctx context.Context) string {
 
 func auditPrincipal(ctx context.Context) *telemetry.Principal {
 	p := principal(ctx)
-	auth := "oidc"
+	auth := "bearer"
 	if p == "anonymous" {
 		auth = "none"
 	}
