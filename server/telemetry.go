@@ -251,7 +251,7 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 	if c.t == nil {
 		return c.caller.CallTool(ctx, call)
 	}
-	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool}, call.Meta)
+	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt}, call.Meta)
 	sent := *call
 	sent.Meta = meta
 	r, err := c.caller.CallTool(ctx, &sent)

@@ -293,6 +293,24 @@ func TestTraceContinuity(t *testing.T) {
 		t.Fatalf("backend received traceparent %v, want %s (vmcp's CLIENT span)", got, want)
 	}
 
+	// A workflow step's CLIENT span names its step and attempt.
+	if res := callJSON(t, c, "echo_run", `{"message":"hi"}`); res.IsError {
+		t.Fatal(text(res))
+	}
+	steps := 0
+	for _, s := range spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient) {
+		attrs := map[string]string{}
+		for _, kv := range s.Attributes() {
+			attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		if attrs[string(telemetry.KeyStepID)] == "say" && attrs[string(telemetry.KeyStepAttempt)] == "1" && attrs[string(telemetry.KeyBackend)] == "echo" {
+			steps++
+		}
+	}
+	if steps != 1 {
+		t.Fatalf("%d CLIENT spans with vmcp.step.id=say, vmcp.step.attempt=1", steps)
+	}
+
 	// Pause a composite run in trace A.
 	const traceA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 	paused := callMeta(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`, map[string]any{"traceparent": "00-" + traceA + "-" + parentID + "-01"})
