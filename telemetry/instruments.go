@@ -28,6 +28,8 @@ type instruments struct {
 	authFailures    metric.Int64Counter
 	auditEvents     metric.Int64Counter
 	auditFailures   metric.Int64Counter
+
+	sets labelSets
 }
 
 func newInstruments(m metric.Meter) (*instruments, error) {

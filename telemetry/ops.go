@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -52,7 +54,7 @@ type Op struct {
 	span   trace.Span
 	start  time.Time
 	hist   metric.Float64Histogram
-	labels []attribute.KeyValue
+	labels labelKey
 	method attribute.KeyValue
 	server bool
 }
@@ -76,7 +78,7 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		target = r.Prompt
 	}
 	if t.tracer != nil {
-		if r.Meta != nil {
+		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
 		kv := make([]attribute.KeyValue, 0, 10)
@@ -87,8 +89,14 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		if r.Prompt != "" {
 			kv = append(kv, KeyPromptName.String(r.Prompt))
 		}
-		if r.ID != nil {
-			kv = append(kv, KeyRequestID.String(fmt.Sprint(r.ID)))
+		switch id := r.ID.(type) {
+		case nil:
+		case string:
+			kv = append(kv, KeyRequestID.String(id))
+		case int64:
+			kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
+		default:
+			kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
 		}
 		if r.Protocol != "" {
 			kv = append(kv, KeyProtocolVersion.String(r.Protocol))
@@ -106,16 +114,11 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 	}
 	if t.m != nil {
 		op.hist = t.m.serverDur
-		op.labels = make([]attribute.KeyValue, 0, 5)
-		op.labels = append(op.labels, op.method)
-		if target != "" && t.toolLabel && r.Tool != "" {
-			op.labels = append(op.labels, KeyToolName.String(r.Tool))
+		op.labels = labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport}
+		if t.toolLabel {
+			op.labels.tool, op.labels.prompt = r.Tool, r.Prompt
 		}
-		if r.Prompt != "" && t.toolLabel {
-			op.labels = append(op.labels, KeyPromptName.String(r.Prompt))
-		}
-		op.labels = append(op.labels, KeyProtocolVersion.String(r.Protocol), KeyTransport.String(r.Transport))
-		t.m.inFlight.Add(ctx, 1, metric.WithAttributes(op.method))
+		t.m.inFlight.Add(ctx, 1, t.m.sets.inFlight(r.Method))
 	}
 	return ctx, op
 }
@@ -156,10 +159,9 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 	}
 	if t.m != nil {
 		op.hist = t.m.clientDur
-		op.labels = make([]attribute.KeyValue, 0, 4)
-		op.labels = append(op.labels, op.method, KeyBackend.String(c.Backend))
-		if t.toolLabel && c.Tool != "" {
-			op.labels = append(op.labels, KeyToolName.String(c.Tool))
+		op.labels = labelKey{method: c.Method, backend: c.Backend}
+		if t.toolLabel {
+			op.labels.tool = c.Tool
 		}
 	}
 	return ctx, op, meta
@@ -181,9 +183,10 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	}
 	if op.hist != nil {
 		// The span's context (still in ctx) makes the exemplar.
-		op.hist.Record(ctx, time.Since(op.start).Seconds(), metric.WithAttributeSet(attribute.NewSet(append(op.labels, KeyErrorType.String(errType))...)))
+		op.labels.errType = errType
+		op.hist.Record(ctx, time.Since(op.start).Seconds(), op.t.m.sets.get(op.labels))
 		if op.server {
-			op.t.m.inFlight.Add(ctx, -1, metric.WithAttributes(op.method))
+			op.t.m.inFlight.Add(ctx, -1, op.t.m.sets.inFlight(op.labels.method))
 		}
 	}
 }
@@ -310,4 +313,48 @@ func (c MetaCarrier) Keys() []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// labelKey is an operation metric's label values; sets caches the
+// attribute set of each, so a steady state records without allocating
+// one (the keys are bounded like the series they name).
+type labelKey struct {
+	server                                             bool
+	method, tool, prompt, protocol, transport, backend string
+	errType                                            string
+}
+
+type labelSets struct {
+	m       sync.Map // labelKey → metric.MeasurementOption
+	flights sync.Map // method → metric.MeasurementOption
+}
+
+func (s *labelSets) get(k labelKey) metric.MeasurementOption {
+	if v, ok := s.m.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	kv := make([]attribute.KeyValue, 0, 6)
+	kv = append(kv, KeyMethod.String(k.method), KeyErrorType.String(k.errType))
+	if k.tool != "" {
+		kv = append(kv, KeyToolName.String(k.tool))
+	}
+	if k.prompt != "" {
+		kv = append(kv, KeyPromptName.String(k.prompt))
+	}
+	if k.server {
+		kv = append(kv, KeyProtocolVersion.String(k.protocol), KeyTransport.String(k.transport))
+	} else {
+		kv = append(kv, KeyBackend.String(k.backend))
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	v, _ := s.m.LoadOrStore(k, o)
+	return v.(metric.MeasurementOption)
+}
+
+func (s *labelSets) inFlight(method string) metric.MeasurementOption {
+	if v, ok := s.flights.Load(method); ok {
+		return v.(metric.MeasurementOption)
+	}
+	v, _ := s.flights.LoadOrStore(method, metric.WithAttributeSet(attribute.NewSet(KeyMethod.String(method))))
+	return v.(metric.MeasurementOption)
 }
