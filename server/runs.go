@@ -327,6 +327,7 @@ func (r *runs) fireDeadline(ctx context.Context, d state.DueQuestion) {
 	if _, err := r.store.ClaimDeadline(ctx, d, ans); err != nil {
 		return // answered meanwhile, or another sweep fired it
 	}
+	r.g.tel.Answered(ctx, run.Workflow, "expired", "deadline", time.Since(run.Updated))
 	r.g.log.Info("question deadline passed; applying on_cancel", "run_id", d.RunID, "step", d.Step)
 	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: d.RunID, Durable: true})
 	if err != nil {
