@@ -216,7 +216,7 @@ func (g *Gateway) Close() error {
 		err = errors.Join(err, g.runs.close())
 	}
 	if g.ownTel {
-		err = errors.Join(err, g.tel.Shutdown(context.Background()))
+		err = errors.Join(err, g.shutdownTelemetry())
 	}
 	return err
 }

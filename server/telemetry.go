@@ -91,6 +91,17 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 	})
 }
 
+// shutdownTelemetry flushes the exporters, for at most 5 s: an
+// unreachable collector must not hold up the process's exit.
+func (g *Gateway) shutdownTelemetry() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.tel.Shutdown(ctx); err != nil {
+		g.log.Warn("telemetry not flushed at shutdown", "err", err)
+	}
+	return nil
+}
+
 // mcpTelemetryOptions are the mcp-go options that give every tools/call,
 // prompts/get and resources/read a SERVER span and a duration.
 func (g *Gateway) mcpTelemetryOptions() []mcpserver.ServerOption {
