@@ -129,6 +129,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	g.eng = &tracedEngine{Engine: engine.New(tracedCaller{caller{g.mgr}, g.tel}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}}), g: g}
 	g.mcp = newMCPServer(g)
 	g.tl.watch(g.mcp)
+	if g.tel != nil {
+		g.tl.observe = g.observeToolsList
+	}
 	return g, nil
 }
 

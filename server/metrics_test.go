@@ -112,6 +112,12 @@ func runScript(t *testing.T, url string) scripted {
 		t.Fatalf("bad token: %d", code)
 	}
 	alice := sessionClient(t, url, "alice-token")
+	if _, err := alice.ListTools(t.Context(), mcp.ListToolsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.ListPrompts(t.Context(), mcp.ListPromptsRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	if res := callJSON(t, alice, "echo_echo", `{"message":"arg-value-1"}`); res.IsError {
 		t.Fatal(text(res))
 	}
@@ -198,7 +204,21 @@ func TestMetricsGoldenAndAudit(t *testing.T) {
 	g, url := startObserved(t, observedConfig(t, echo.url, true), filepath.Join(t.TempDir(), "state.db"), tel)
 	s := runScript(t, url)
 
-	got := describe(scrape(t, url))
+	fams := scrape(t, url)
+	got := describe(fams)
+	methods := map[string]bool{}
+	for _, m := range fams["mcp_server_operation_duration_seconds"].GetMetric() {
+		for _, l := range m.Label {
+			if l.GetName() == "mcp_method_name" {
+				methods[l.GetValue()] = true
+			}
+		}
+	}
+	for _, want := range []string{"initialize", "tools/list", "prompts/list", "tools/call"} {
+		if !methods[want] {
+			t.Errorf("mcp_server_operation_duration_seconds has no %s series (has %v)", want, methods)
+		}
+	}
 	golden := filepath.Join("testdata", "metrics.golden")
 	if *updateMetrics {
 		if err := os.MkdirAll("testdata", 0o755); err != nil {

@@ -191,11 +191,47 @@ func errorType(err error) string {
 	case errors.Is(err, context.Canceled):
 		return telemetry.ErrCanceled
 	}
-	var je interface{ JSONRPCCode() int }
+	var je interface{ ToJSONRPCError() mcp.JSONRPCError }
 	if errors.As(err, &je) {
-		return strconv.Itoa(je.JSONRPCCode())
+		return strconv.Itoa(je.ToJSONRPCError().Error.Code)
 	}
 	return telemetry.ErrInternal
+}
+
+// methodClock times the requests that get no span (list methods,
+// initialize, ping, completion) through mcp-go's per-method hooks; the
+// catch-all hooks are not used, since they would switch off the
+// pre-serialised tools/list (toolslist.go records that path itself).
+type methodClock struct {
+	g       *Gateway
+	started sync.Map // request pointer → time.Time
+}
+
+func clockBefore[M any](c *methodClock) func(context.Context, any, *M) {
+	return func(_ context.Context, _ any, m *M) { c.started.Store(any(m), time.Now()) }
+}
+
+func clockAfter[M, R any](c *methodClock, method mcp.MCPMethod) func(context.Context, any, *M, R) {
+	return func(ctx context.Context, _ any, m *M, _ R) { c.done(ctx, string(method), m, "") }
+}
+
+func (c *methodClock) done(ctx context.Context, method string, m any, errType string) {
+	v, ok := c.started.LoadAndDelete(m)
+	if !ok {
+		return // a request with a span of its own, or refused before its hook
+	}
+	r := c.g.serverRequest(ctx, method, "", "", nil)
+	c.g.tel.ServerOperation(ctx, r, time.Since(v.(time.Time)), errType)
+}
+
+// observeToolsList records a tools/list answered from the pre-serialised
+// catalogue.
+func (g *Gateway) observeToolsList(r *http.Request, start time.Time) {
+	if g.tel == nil {
+		return
+	}
+	ctx := withTransport(r.Context(), r)
+	g.tel.ServerOperation(ctx, g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil), time.Since(start), "")
 }
 
 // installTelemetryHooks wires session metrics and audit lines.
@@ -203,6 +239,22 @@ func (g *Gateway) installTelemetryHooks(h *mcpserver.Hooks) {
 	if g.tel == nil {
 		return
 	}
+	c := &methodClock{g: g}
+	h.AddBeforeInitialize(clockBefore[mcp.InitializeRequest](c))
+	h.AddAfterInitialize(clockAfter[mcp.InitializeRequest, *mcp.InitializeResult](c, mcp.MethodInitialize))
+	h.AddBeforePing(clockBefore[mcp.PingRequest](c))
+	h.AddAfterPing(clockAfter[mcp.PingRequest, *mcp.EmptyResult](c, mcp.MethodPing))
+	h.AddBeforeListResources(clockBefore[mcp.ListResourcesRequest](c))
+	h.AddAfterListResources(clockAfter[mcp.ListResourcesRequest, *mcp.ListResourcesResult](c, mcp.MethodResourcesList))
+	h.AddBeforeListResourceTemplates(clockBefore[mcp.ListResourceTemplatesRequest](c))
+	h.AddAfterListResourceTemplates(clockAfter[mcp.ListResourceTemplatesRequest, *mcp.ListResourceTemplatesResult](c, mcp.MethodResourcesTemplatesList))
+	h.AddBeforeListPrompts(clockBefore[mcp.ListPromptsRequest](c))
+	h.AddAfterListPrompts(clockAfter[mcp.ListPromptsRequest, *mcp.ListPromptsResult](c, mcp.MethodPromptsList))
+	h.AddBeforeComplete(clockBefore[mcp.CompleteRequest](c))
+	h.AddAfterComplete(clockAfter[mcp.CompleteRequest, *mcp.CompleteResult](c, mcp.MethodCompletionComplete))
+	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, m any, err error) {
+		c.done(ctx, string(method), m, errorType(err))
+	})
 	var opened sync.Map // session id → time.Time
 	h.AddOnRegisterSession(func(ctx context.Context, s mcpserver.ClientSession) {
 		opened.Store(s.SessionID(), time.Now())

@@ -191,6 +191,17 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	}
 }
 
+// ServerOperation records a request served without a span of its own
+// (list methods, initialize, ping, the pre-serialised tools/list): its
+// duration and outcome in the server operation histogram.
+func (t *T) ServerOperation(ctx context.Context, r Request, d time.Duration, errType string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
+	t.m.serverDur.Record(ctx, d.Seconds(), t.m.sets.get(k))
+}
+
 // SetAttributes adds span attributes (no metric labels).
 func (op *Op) SetAttributes(kv ...attribute.KeyValue) {
 	if op == nil || op.span == nil {
