@@ -70,10 +70,10 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 			}
 			return g.runCounts(ctx)
 		},
-		BackendUp: func() map[string]bool {
-			out := map[string]bool{}
+		Backends: func() []telemetry.BackendState {
+			var out []telemetry.BackendState
 			for _, st := range g.mgr.Status() {
-				out[st.Name] = st.State == backends.StateReady
+				out = append(out, telemetry.BackendState{Name: st.Name, Up: st.State == backends.StateReady, CircuitOpen: st.CircuitOpen, Connects: int64(st.Connects)})
 			}
 			return out
 		},

@@ -184,10 +184,19 @@ type Gauges struct {
 	// most every RunsEvery (0: 15 s), since it reads the store.
 	Runs      func(context.Context) map[string]int
 	RunsEvery time.Duration
-	// BackendUp reports each backend's health (1 ready, 0 not).
-	BackendUp func() map[string]bool
+	// Backends reports each backend's health.
+	Backends func() []BackendState
 	// CatalogTools counts the advertised tools per backend.
 	CatalogTools func() map[string]int
+}
+
+// BackendState is one backend's health as the gauges show it.
+type BackendState struct {
+	Name        string
+	Up          bool
+	CircuitOpen bool
+	// Connects counts (re)connections (stdio restarts included).
+	Connects int64
 }
 
 // RegisterGauges registers the observable gauges.
@@ -217,6 +226,14 @@ func (t *T) RegisterGauges(g Gauges) error {
 	if err != nil {
 		return err
 	}
+	circuit, err := m.Int64ObservableGauge(MetricBackendCircuit, metric.WithDescription("Circuit breaker state per backend: 1 for the current state (closed or open), 0 for the other."))
+	if err != nil {
+		return err
+	}
+	connects, err := m.Int64ObservableCounter(MetricBackendConnects, metric.WithDescription("Connections made to the backend (reconnects and stdio restarts included)."))
+	if err != nil {
+		return err
+	}
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		if g.Runs != nil {
 			mu.Lock()
@@ -228,13 +245,19 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 			mu.Unlock()
 		}
-		if g.BackendUp != nil {
-			for b, ok := range g.BackendUp() {
-				v := int64(0)
-				if ok {
-					v = 1
+		if g.Backends != nil {
+			b01 := func(b bool) int64 {
+				if b {
+					return 1
 				}
-				o.ObserveInt64(up, v, metric.WithAttributes(KeyBackend.String(b)))
+				return 0
+			}
+			for _, b := range g.Backends() {
+				name := KeyBackend.String(b.Name)
+				o.ObserveInt64(up, b01(b.Up), metric.WithAttributes(name))
+				o.ObserveInt64(circuit, b01(!b.CircuitOpen), metric.WithAttributes(name, KeyState.String("closed")))
+				o.ObserveInt64(circuit, b01(b.CircuitOpen), metric.WithAttributes(name, KeyState.String("open")))
+				o.ObserveInt64(connects, b.Connects, metric.WithAttributes(name))
 			}
 		}
 		if g.CatalogTools != nil {
@@ -243,6 +266,6 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 		}
 		return nil
-	}, runs, up, tools)
+	}, runs, up, tools, circuit, connects)
 	return err
 }

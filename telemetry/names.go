@@ -33,6 +33,7 @@ const (
 	KeyReason   = attribute.Key("reason")
 	KeyDriver   = attribute.Key("driver")
 	KeyEvent    = attribute.Key("event")
+	KeyState    = attribute.Key("state")
 )
 
 // Metric (OTel instrument) names; the Prometheus exporter turns the dots
@@ -53,6 +54,8 @@ const (
 	MetricQuestionWait       = "vmcp.question.wait"
 	MetricTokenRejections    = "vmcp.resume_token.rejections"
 	MetricBackendUp          = "vmcp.backend.up"
+	MetricBackendCircuit     = "vmcp.backend.circuit_state"
+	MetricBackendConnects    = "vmcp.backend.connects"
 	MetricCatalogTools       = "vmcp.catalog.tools"
 	MetricCatalogRebuilds    = "vmcp.catalog.rebuilds"
 	MetricAuthFailures       = "vmcp.auth.failures"
