@@ -328,7 +328,7 @@ func (g *Gateway) rebuild(startup bool) error {
 		}
 		g.log.Error("catalogue has problems; affected tools are left out", "problems", msg)
 	}
-	g.tel.CatalogRebuilt(context.Background(), map[bool]string{true: "startup", false: "change"}[startup])
+	g.noteRebuilt(startup)
 	prev := g.cat.Swap(cat)
 	g.installTools(cat, prev)
 	g.installResources(cat)

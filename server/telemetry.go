@@ -91,6 +91,15 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 	})
 }
 
+// noteRebuilt counts a catalogue rebuild.
+func (g *Gateway) noteRebuilt(startup bool) {
+	reason := "change"
+	if startup {
+		reason = "startup"
+	}
+	g.tel.CatalogRebuilt(context.Background(), reason)
+}
+
 // shutdownTelemetry flushes the exporters, for at most 5 s: an
 // unreachable collector must not hold up the process's exit.
 func (g *Gateway) shutdownTelemetry() error {
