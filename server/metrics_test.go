@@ -206,13 +206,19 @@ func TestMetricsGoldenAndAudit(t *testing.T) {
 
 	fams := scrape(t, url)
 	got := describe(fams)
-	methods := map[string]bool{}
+	methods, protocols := map[string]bool{}, map[string]bool{}
 	for _, m := range fams["mcp_server_operation_duration_seconds"].GetMetric() {
 		for _, l := range m.Label {
-			if l.GetName() == "mcp_method_name" {
+			switch l.GetName() {
+			case "mcp_method_name":
 				methods[l.GetValue()] = true
+			case "mcp_protocol_version":
+				protocols[l.GetValue()] = true
 			}
 		}
+	}
+	if !protocols["2025-11-25"] || !protocols["2026-07-28"] {
+		t.Errorf("mcp_protocol_version values %v, want both eras", protocols)
 	}
 	for _, want := range []string{"initialize", "tools/list", "prompts/list", "tools/call"} {
 		if !methods[want] {

@@ -166,6 +166,7 @@ func (g *Gateway) serverRequest(ctx context.Context, method, tool, prompt string
 		r.Protocol = info.ProtocolVersion
 	} else if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
 		r.Session = s.SessionID()
+		r.Protocol = g.tel.SessionProtocol(r.Session)
 	}
 	if meta != nil {
 		r.Meta = meta.AdditionalFields
@@ -264,19 +265,19 @@ func (g *Gateway) installTelemetryHooks(h *mcpserver.Hooks) {
 	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, m any, err error) {
 		c.done(ctx, string(method), m, errorType(err))
 	})
-	var opened sync.Map // session id → time.Time
+	h.AddAfterInitialize(func(ctx context.Context, _ any, _ *mcp.InitializeRequest, res *mcp.InitializeResult) {
+		if s := mcpserver.ClientSessionFromContext(ctx); s != nil && res != nil {
+			g.tel.SessionNegotiated(s.SessionID(), res.ProtocolVersion)
+		}
+	})
 	h.AddOnRegisterSession(func(ctx context.Context, s mcpserver.ClientSession) {
-		opened.Store(s.SessionID(), time.Now())
-		tr := g.transportOf(ctx)
-		g.tel.SessionStarted(ctx, "", tr)
+		g.tel.SessionStarted(ctx, s.SessionID(), g.transportOf(ctx))
 		g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditSessionCreated, Principal: auditPrincipal(ctx), Client: &telemetry.Client{Address: clientAddr(ctx)}})
 	})
 	h.AddOnUnregisterSession(func(ctx context.Context, s mcpserver.ClientSession) {
-		v, ok := opened.LoadAndDelete(s.SessionID())
-		if !ok {
+		if !g.tel.SessionEnded(ctx, s.SessionID()) {
 			return
 		}
-		g.tel.SessionEnded(ctx, "", g.transportOf(ctx), time.Since(v.(time.Time)))
 		g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditSessionClosed, Principal: auditPrincipal(ctx)})
 	})
 }

@@ -159,22 +159,61 @@ func (t *T) AuthFailed(ctx context.Context, reason string) {
 	t.m.authFailures.Add(ctx, 1, attrs(KeyReason.String(reason)))
 }
 
-// SessionStarted counts an open session.
-func (t *T) SessionStarted(ctx context.Context, protocol, transport string) {
-	if t == nil || t.m == nil {
-		return
-	}
-	t.m.sessionsActive.Add(ctx, 1, attrs(KeyProtocolVersion.String(protocol), KeyTransport.String(transport)))
+// session is an open session-era (pre-2026-07-28) MCP session.
+type session struct {
+	start               time.Time
+	protocol, transport string
 }
 
-// SessionEnded records a session's length.
-func (t *T) SessionEnded(ctx context.Context, protocol, transport string, d time.Duration) {
+// SessionNegotiated remembers the protocol version a session's
+// initialize settled on (before the session is registered).
+func (t *T) SessionNegotiated(id, protocol string) {
+	if t == nil || t.m == nil || id == "" {
+		return
+	}
+	t.sessions.Store(id, &session{protocol: protocol})
+}
+
+// SessionProtocol is the negotiated version of an open session ("" if
+// unknown): the mcp_protocol_version of its requests.
+func (t *T) SessionProtocol(id string) string {
+	if t == nil || t.m == nil {
+		return ""
+	}
+	if v, ok := t.sessions.Load(id); ok {
+		return v.(*session).protocol
+	}
+	return ""
+}
+
+// SessionStarted counts an open session.
+func (t *T) SessionStarted(ctx context.Context, id, transport string) {
 	if t == nil || t.m == nil {
 		return
 	}
-	set := attrs(KeyProtocolVersion.String(protocol), KeyTransport.String(transport))
+	s := &session{start: time.Now(), transport: transport}
+	if v, ok := t.sessions.Load(id); ok {
+		s.protocol = v.(*session).protocol
+	}
+	t.sessions.Store(id, s)
+	t.m.sessionsActive.Add(ctx, 1, attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(transport)))
+}
+
+// SessionEnded records a session's length; false for a session it did not
+// see start.
+func (t *T) SessionEnded(ctx context.Context, id string) bool {
+	if t == nil || t.m == nil {
+		return false
+	}
+	v, ok := t.sessions.LoadAndDelete(id)
+	if !ok || v.(*session).start.IsZero() {
+		return false
+	}
+	s := v.(*session)
+	set := attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(s.transport))
 	t.m.sessionsActive.Add(ctx, -1, set)
-	t.m.sessionDur.Record(ctx, d.Seconds(), set)
+	t.m.sessionDur.Record(ctx, time.Since(s.start).Seconds(), set)
+	return true
 }
 
 // Gauges are the values read at collection time (the server supplies

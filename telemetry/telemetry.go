@@ -96,6 +96,8 @@ type T struct {
 	audit     *Audit
 	toolLabel bool
 
+	sessions sync.Map // session id → *session
+
 	closers []func(context.Context) error
 	once    sync.Once
 }
