@@ -49,7 +49,7 @@ func main() {
 }
 
 // scenarios, in the order they run.
-var allScenarios = []string{"floors", "overhead", "lists", "composite", "pause", "memory", "profiles"}
+var allScenarios = []string{"floors", "overhead", "telemetry", "lists", "composite", "pause", "memory", "profiles"}
 
 type bench struct {
 	quick   bool
@@ -143,6 +143,8 @@ func run() error {
 			err = b.floors(ctx)
 		case "overhead":
 			err = b.overhead(ctx)
+		case "telemetry":
+			err = b.telemetryOverhead(ctx)
 		case "lists":
 			err = b.lists(ctx)
 		case "composite":

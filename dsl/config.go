@@ -43,7 +43,7 @@ type Config struct {
 	OutgoingAuth   OutgoingAuth    `yaml:"outgoing_auth"`
 	Authz          Authz           `yaml:"authz"`
 	Elicitation    ElicitationConf `yaml:"elicitation"`
-	Telemetry      Value           `yaml:"telemetry"`
+	Telemetry      Telemetry       `yaml:"telemetry"`
 
 	// LoadedWorkflows are all composite tools: the files matched by
 	// Workflows (pattern by pattern, each pattern's matches sorted, each file
@@ -341,6 +341,57 @@ type Policy struct {
 type ElicitationConf struct {
 	Node     *yaml.Node `yaml:"-"`
 	LiveWait Duration   `yaml:"live_wait"` // default 60s
+}
+
+// Telemetry is `telemetry` (docs/observability.md). Zero values are off;
+// the OTEL_* environment variables are honoured on top.
+type Telemetry struct {
+	Node        *yaml.Node     `yaml:"-"`
+	ServiceName String         `yaml:"service_name"`
+	Traces      TelemetryTrace `yaml:"traces"`
+	Metrics     TelemetryMet   `yaml:"metrics"`
+	Audit       TelemetryAudit `yaml:"audit"`
+}
+
+// TelemetryTrace is `telemetry.traces`.
+type TelemetryTrace struct {
+	Node             *yaml.Node    `yaml:"-"`
+	Exporter         String        `yaml:"exporter"` // none | otlp | stdout
+	OTLP             TelemetryOTLP `yaml:"otlp"`
+	SamplingRatio    Float         `yaml:"sampling_ratio"`
+	PropagateBaggage Bool          `yaml:"propagate_baggage"`
+}
+
+// TelemetryOTLP is an OTLP/HTTP destination.
+type TelemetryOTLP struct {
+	Node     *yaml.Node `yaml:"-"`
+	Enabled  Bool       `yaml:"enabled"` // metrics only; traces use exporter
+	Endpoint String     `yaml:"endpoint"`
+	Interval Duration   `yaml:"interval"` // metrics push interval
+}
+
+// TelemetryMet is `telemetry.metrics`.
+type TelemetryMet struct {
+	Node             *yaml.Node          `yaml:"-"`
+	Prometheus       TelemetryPrometheus `yaml:"prometheus"`
+	OTLP             TelemetryOTLP       `yaml:"otlp"`
+	ToolLabel        Bool                `yaml:"tool_label"` // default true
+	CardinalityLimit Int                 `yaml:"cardinality_limit"`
+}
+
+// TelemetryPrometheus is `telemetry.metrics.prometheus`.
+type TelemetryPrometheus struct {
+	Node    *yaml.Node `yaml:"-"`
+	Enabled Bool       `yaml:"enabled"`
+}
+
+// TelemetryAudit is `telemetry.audit`.
+type TelemetryAudit struct {
+	Node             *yaml.Node `yaml:"-"`
+	Path             String     `yaml:"path"` // "" off, "-" stdout
+	IncludeArguments Bool       `yaml:"include_arguments"`
+	IncludeAnswers   Bool       `yaml:"include_answers"`
+	Redact           []String   `yaml:"redact"`
 }
 
 // Defaults.

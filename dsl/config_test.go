@@ -287,12 +287,13 @@ outgoing_auth:
 		},
 		{
 			name: "unknown top-level key and wrong types",
-			src:  "backend: []\nlisten: 4483\nstate: .vmcp/state.db\nhealth: {interval: 1m, unhealthy_threshold: 0}\ntelemetry: {anything: [goes]}\n",
+			src:  "backend: []\nlisten: 4483\nstate: .vmcp/state.db\nhealth: {interval: 1m, unhealthy_threshold: 0}\ntelemetry: {tracez: {}}\n",
 			want: []string{
 				`c.yaml:1:1: unknown key "backend" in config; did you mean "backends"?`,
 				`c.yaml:2:9: "listen" must be a non-empty string, got 4483`,
 				`c.yaml:3:8: "state" must be a mapping, got ".vmcp/state.db"`,
 				`c.yaml:4:45: "health.unhealthy_threshold" must be an integer ≥ 1, got 0`,
+				`c.yaml:5:13: unknown key "tracez" in "telemetry"; did you mean "traces"?`,
 			},
 		},
 	}

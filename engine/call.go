@@ -22,7 +22,7 @@ type attemptResult struct {
 
 // callOnce makes one backend call under the process-wide limit and the
 // step's per-attempt timeout.
-func (e *Engine) callOnce(ctx context.Context, st *Step, k *steps.ToolCall, args json.RawMessage, meta map[string]any) attemptResult {
+func (e *Engine) callOnce(ctx context.Context, st *Step, k *steps.ToolCall, args json.RawMessage, meta map[string]any, attempt int) attemptResult {
 	select {
 	case e.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -35,7 +35,11 @@ func (e *Engine) callOnce(ctx context.Context, st *Step, k *steps.ToolCall, args
 		actx, cancel = context.WithTimeout(ctx, st.timeout)
 		defer cancel()
 	}
-	res, err := e.caller.CallTool(actx, &steps.Call{Backend: k.Backend, Tool: k.Tool, Arguments: args, Meta: meta})
+	call := &steps.Call{Backend: k.Backend, Tool: k.Tool, Arguments: args, Meta: meta, Attempt: attempt}
+	if attempt > 0 {
+		call.Step = st.ID
+	}
+	res, err := e.caller.CallTool(actx, call)
 	switch {
 	case err != nil && ctx.Err() == nil && actx.Err() != nil:
 		return attemptResult{class: classTimeout, err: fmt.Errorf("%s.%s timed out after %s", k.Backend, k.Tool, st.timeout)}
@@ -74,7 +78,7 @@ func (e *Engine) callWithRetry(ctx context.Context, r *runState, st *Step, k *st
 func (e *Engine) attempts(ctx context.Context, r *runState, st *Step, k *steps.ToolCall, args json.RawMessage, item int) (attemptResult, int) {
 	maxN := st.maxAttempts()
 	for n := 1; ; n++ {
-		a := e.callOnce(ctx, st, k, args, r.ro.Meta)
+		a := e.callOnce(ctx, st, k, args, r.ro.Meta, n)
 		if a.err == nil || n >= maxN || ctx.Err() != nil || st.retry == nil || !st.retry.covers(a.class) {
 			return a, n
 		}
@@ -228,7 +232,7 @@ func (e *Engine) runOneNode(ctx context.Context, p *Plan, args json.RawMessage, 
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
-	a := e.callOnce(ctx, st, k, args, ro.Meta)
+	a := e.callOnce(ctx, st, k, args, ro.Meta, 0)
 	if a.err != nil && a.res == nil {
 		status := StatusFailed
 		if ctx.Err() != nil {

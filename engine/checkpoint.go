@@ -29,6 +29,10 @@ type Checkpoint struct {
 	// (durable runs): after a crash they are the ones that may have had
 	// effects without a recorded result.
 	InFlight []string `json:"in_flight,omitempty"`
+	// TraceParent is the W3C traceparent of the execution segment that
+	// wrote this checkpoint (set by the server; opaque to the engine): the
+	// segment that resumes the run links to it.
+	TraceParent string `json:"trace_parent,omitempty"`
 }
 
 // StepState is one step's result as expressions see it.

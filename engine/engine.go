@@ -120,8 +120,10 @@ type RunOptions struct {
 
 // Outcome is the typed result of Run or Resume.
 type Outcome struct {
-	RunID  string
-	Status RunStatus
+	RunID string
+	// Workflow is the plan's name.
+	Workflow string
+	Status   RunStatus
 	// Output is the composite's structured value (completed runs).
 	Output any
 	// Partial marks an output rendered after skip_remaining, where reads

@@ -639,7 +639,7 @@ func (r *runState) question(st *Step, k *steps.Elicitation) (*Question, error) {
 
 // finish builds the outcome once the scheduler stopped.
 func (r *runState) finish(parent, runCtx context.Context) (*Outcome, error) {
-	out := &Outcome{RunID: r.ro.RunID}
+	out := &Outcome{RunID: r.ro.RunID, Workflow: r.p.Name}
 	switch {
 	case r.failure != nil:
 		out.Status = StatusFailed

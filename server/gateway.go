@@ -22,6 +22,7 @@ import (
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/steps"
+	"github.com/vmcp-dev/vmcp/telemetry"
 )
 
 // Options tune New; nil is valid.
@@ -37,6 +38,10 @@ type Options struct {
 	// with that mcp-go server instead of a demo backend (tests and
 	// benchmarks build synthetic backends this way).
 	InProcess map[string]*mcpserver.MCPServer
+	// Telemetry replaces the telemetry built from the config's telemetry
+	// block (tests hand in span recorders and manual readers); the caller
+	// shuts it down.
+	Telemetry *telemetry.T
 }
 
 // Gateway is one vmcp: backends, the engine, the catalogue and the MCP
@@ -46,11 +51,13 @@ type Gateway struct {
 	log  *slog.Logger
 	ver  string
 	mgr  *backends.Manager
-	eng  *engine.Engine
+	eng  *tracedEngine
+	tel  *telemetry.T // nil: telemetry off
 	mcp  *mcpserver.MCPServer
 	runs *runs
 
 	statePath string
+	ownTel    bool
 	cancel    context.CancelFunc
 	bg        sync.WaitGroup
 	// defs maps a composite's name to the definition its runs store.
@@ -93,6 +100,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if g.ver == "" {
 		g.ver = "dev"
 	}
+	if err := g.initTelemetry(opts); err != nil {
+		return nil, err
+	}
 	specs, err := backendSpecsWith(cfg, opts.InProcess)
 	if err != nil {
 		return nil, err
@@ -131,12 +141,15 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g.eng = engine.New(caller{mgr: g.mgr, g: g}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}, ReuseWorkers: true})
+	g.eng = &tracedEngine{Engine: engine.New(tracedCaller{caller{mgr: g.mgr, g: g}, g.tel}, &engine.Options{Logger: g.log, Store: checkpointer{g: g}, ReuseWorkers: true}), g: g}
 	g.mcp = newMCPServer(g)
 	g.tl.watch(g.mcp)
 	if g.az.Active() {
 		g.tl.filter = g.filteredPages
 		g.tl.ownHooks = 1 // the authz list hook: the fast path filters itself
+	}
+	if g.tel != nil {
+		g.tl.observe = g.observeToolsList
 	}
 	return g, nil
 }
@@ -224,6 +237,9 @@ func (g *Gateway) Close() error {
 	err := g.mgr.Close()
 	if g.runs != nil {
 		err = errors.Join(err, g.runs.close())
+	}
+	if g.ownTel {
+		err = errors.Join(err, g.shutdownTelemetry())
 	}
 	return err
 }
@@ -334,6 +350,7 @@ func (g *Gateway) rebuild(startup bool) error {
 		}
 		g.log.Error("catalogue has problems; affected tools are left out", "problems", msg)
 	}
+	g.noteRebuilt(startup)
 	prev := g.cat.Swap(cat)
 	g.installTools(cat, prev)
 	g.installResources(cat)

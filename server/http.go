@@ -28,6 +28,7 @@ func (g *Gateway) Handler() http.Handler {
 		// The principal the auth middleware found travels into tool calls.
 		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			ctx = copyIdentity(ctx, r)
+			ctx = withTransport(ctx, r)
 			if p, ok := r.Context().Value(principalKey{}).(string); ok {
 				ctx = context.WithValue(ctx, principalKey{}, p)
 			}
@@ -66,7 +67,7 @@ func (g *Gateway) Handler() http.Handler {
 		mux.HandleFunc("GET /.well-known/oauth-protected-resource", protectedResource)
 		h = g.auth.wrap(mux)
 	}
-	return rejectRebinding(h)
+	return rejectRebinding(g.observeHTTP(h))
 }
 
 // rejectRebinding refuses requests that arrive over loopback but name a
@@ -148,7 +149,7 @@ func (g *Gateway) apiResume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	out, p, err := g.ResumeRun(r.Context(), id, engine.Answer{Action: in.Action, Content: in.Content})
+	out, p, err := g.ResumeRun(withSurface(r.Context(), "http"), id, engine.Answer{Action: in.Action, Content: in.Content})
 	if err != nil {
 		code, kind := apiStatus(err)
 		apiError(w, code, kind, err.Error())

@@ -283,7 +283,8 @@ func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 	hooks := &mcpserver.Hooks{}
 	g.installHooks(hooks)
 	g.installAuthzHooks(hooks)
-	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver,
+	g.installTelemetryHooks(hooks)
+	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver, append([]mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithResourceCapabilities(true, true),
 		mcpserver.WithPromptCapabilities(true),
@@ -294,7 +295,7 @@ func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 		mcpserver.WithHooks(hooks),
 		mcpserver.WithRecovery(),
 		mcpserver.WithPaginationLimit(500),
-		mcpserver.WithInstructions("vmcp: one endpoint in front of several MCP servers, with composite tools (workflows). "+
+		mcpserver.WithInstructions("vmcp: one endpoint in front of several MCP servers, with composite tools (workflows). " +
 			"Composite tools may pause to ask a question; answer it when asked, or later with vmcp_run_resume."),
-	)
+	}, g.mcpTelemetryOptions()...)...)
 }

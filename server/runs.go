@@ -106,7 +106,7 @@ type checkpointer struct{ g *Gateway }
 func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
 	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	r := c.g.runs
-	b, err := json.Marshal(cp)
+	b, err := checkpointJSON(ctx, cp)
 	if err != nil {
 		return err
 	}
@@ -114,6 +114,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	if cp.Pending != nil {
 		q = &state.Question{Step: cp.Pending.Step, Message: cp.Pending.Message, Schema: cp.Pending.Schema, Deadline: cp.Pending.Deadline}
 	}
+	start := time.Now()
 	if run := r.take(cp.RunID); run != nil {
 		// The run's first transition creates it: running with its
 		// first steps in flight, or waiting on its first question.
@@ -126,12 +127,18 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		if err := r.store.Create(ctx, run); err != nil {
 			return fmt.Errorf("recording the run: %w", err)
 		}
+		if q != nil {
+			c.g.notePauseCommitted(ctx, cp, run.Seq, time.Since(start))
+		}
 		return nil
 	}
 	if q == nil {
 		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
 	}
-	_, err = r.store.Pause(ctx, cp.RunID, b, *q)
+	seq, err := r.store.Pause(ctx, cp.RunID, b, *q)
+	if err == nil {
+		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
+	}
 	return err
 }
 
@@ -205,7 +212,9 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
+		return
 	}
+	r.g.noteFinished(ctx, out.Workflow, out.RunID, string(out.Status))
 }
 
 // token seals a single-use resume token for a run's pending question,
@@ -237,6 +246,7 @@ func (r *runs) load(ctx context.Context, id, owner string) (*loaded, error) {
 		return nil, err
 	}
 	if run.Owner != owner {
+		r.g.noteDenied(ctx, run, "not_owner")
 		// Not yours is reported exactly like not there.
 		return nil, &state.TransitionError{Op: "get", RunID: id, Err: state.ErrNotFound}
 	}
@@ -311,6 +321,7 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 		if engine.IsInvalidAnswer(err) {
 			detail, _ := json.Marshal(map[string]any{"reason": err.Error()})
 			_ = r.store.AppendHistory(ctx, l.run.ID, state.Event{Who: who, Kind: state.EventRejected, Step: step, Detail: detail})
+			r.g.noteAnswer(ctx, l.run, step, a, err, time.Time{})
 		}
 		return err
 	}
@@ -319,7 +330,9 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 	if err != nil {
 		return err
 	}
+	asked := l.run.Updated
 	l.run = claimed
+	r.g.noteAnswer(ctx, claimed, step, a, nil, asked)
 	return nil
 }
 
@@ -399,6 +412,14 @@ func (r *runs) fireDeadline(ctx context.Context, run *state.Run) {
 		return
 	}
 	a := engine.Answer{Action: engine.ActionCancel, Timeout: true}
+	asked := run.Updated
+	for i := len(run.History) - 1; i >= 0; i-- {
+		if run.History[i].Kind == state.EventPaused {
+			asked = run.History[i].At
+			break
+		}
+	}
+	r.g.tel.Answered(ctx, run.Workflow, "expired", "deadline", time.Since(asked))
 	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
 	if err != nil {
 		r.g.log.Error("deadline: resuming run", "run_id", run.ID, "err", err)

@@ -85,7 +85,9 @@ func (g *Gateway) callPlain(ctx context.Context, te *toolEntry, req mcp.CallTool
 	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 		meta = map[string]any{"progressToken": req.Params.Meta.ProgressToken}
 	}
+	start := time.Now()
 	out, err := g.eng.Run(ctx, te.plan, args, &engine.RunOptions{Meta: meta})
+	g.noteToolCalled(ctx, te.name, te.backend, args, out, err, start)
 	if err != nil {
 		return nil, err
 	}
@@ -165,10 +167,13 @@ func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.Inp
 	c, err := g.runs.sealer.Open(tok, time.Now())
 	switch {
 	case err != nil && !errors.Is(err, elicitation.ErrTokenExpired):
+		g.tokenRejected(ctx, "tampered", "")
 		return nil, nil, errors.New("invalid requestState: not a resume token issued by this vmcp")
 	case c.Owner != owner:
+		g.tokenRejected(ctx, "wrong_owner", c.Run)
 		return nil, nil, errors.New("invalid requestState: this question was asked to another principal")
 	case err != nil:
+		g.tokenRejected(ctx, "expired", c.Run)
 		return nil, nil, fmt.Errorf("this requestState expired at the question's deadline (run %s); see vmcp_run_get for what the run did then", c.Run)
 	}
 	l, err := g.runs.load(ctx, c.Run, owner)
@@ -176,6 +181,7 @@ func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.Inp
 		return nil, nil, err
 	}
 	if l.run.Pending == nil || l.run.Pending.Step != c.Step || l.run.Pending.Seq != c.Seq {
+		g.tokenRejected(ctx, "replayed", c.Run)
 		return nil, nil, fmt.Errorf("this requestState was already used: run %s is %s", c.Run, l.run.Status)
 	}
 	res := mcpserver.ElicitationResponse(responses, c.Step)
@@ -183,6 +189,7 @@ func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.Inp
 		return nil, nil, fmt.Errorf("the retry carries no answer to question %q of run %s", c.Step, c.Run)
 	}
 	a := toAnswer(res)
+	ctx = withSurface(ctx, "mrtr")
 	if err := g.runs.claim(ctx, l, c.Step, c.Seq, owner, a); err != nil {
 		return nil, nil, err
 	}
@@ -228,8 +235,10 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 			if err != nil {
 				return nil, err
 			}
+			g.notePaused(ctx, out.Workflow, "mrtr")
 			return mcpserver.NewInputRequestBuilder(tok).Elicit(q.Step, params).ToolResult(), nil
 		case caps.Elicitation != nil:
+			g.notePaused(ctx, out.Workflow, "live")
 			next, err := g.askLive(ctx, out, params, owner, ro)
 			if err != nil {
 				return nil, err
@@ -239,6 +248,7 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 			}
 			out = next
 		default:
+			g.notePaused(ctx, out.Workflow, "paused_result")
 			return pausedResult(out.RunID, p.Name, q), nil
 		}
 	}
@@ -258,10 +268,12 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 	}
 	for attempt := 0; attempt < 5; attempt++ {
 		ectx, cancel := context.WithTimeout(ctx, wait)
+		ectx, eop := g.startElicitation(ectx, q.Step)
 		res, err := g.mcp.RequestElicitation(ectx, mcp.ElicitationRequest{
 			Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
 			Params:  params,
 		})
+		endElicitation(ectx, eop, res, err)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -279,7 +291,7 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 			return nil, nil // answered elsewhere meanwhile
 		}
 		a := toAnswer(res)
-		if err := g.runs.claim(ctx, l, step, seq, owner, a); err != nil {
+		if err := g.runs.claim(withSurface(ctx, "live"), l, step, seq, owner, a); err != nil {
 			if engine.IsInvalidAnswer(err) {
 				g.log.Info("answer rejected; asking again", "run_id", out.RunID, "err", err)
 				params.Message = q.Message + "\n\n(" + err.Error() + ")"
@@ -288,7 +300,7 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 			return nil, nil
 		}
 		ro.RunID = out.RunID
-		return g.eng.Resume(ctx, l.plan, l.cp, a, ro)
+		return g.eng.Resume(withSurface(ctx, "live"), l.plan, l.cp, a, ro)
 	}
 	return nil, nil
 }

@@ -99,6 +99,8 @@ type toolsList struct {
 	off atomic.Bool
 	// served counts requests answered by the fast path.
 	served atomic.Int64
+	// observe records a fast-path answer (telemetry; nil when off).
+	observe func(r *http.Request, start time.Time)
 
 	mu  sync.Mutex // serialises renders
 	cur atomic.Pointer[toolPages]
@@ -254,6 +256,7 @@ func observesToolsList(h *mcpserver.Hooks, own int) bool {
 }
 
 func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	var ls *liveSession
 	if sid := r.Header.Get(mcpserver.HeaderKeySessionID); sid != "" {
 		if v, ok := m.tl.sessions.Load(sid); ok && v.(*liveSession).mount == m {
@@ -307,6 +310,9 @@ func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(respHead)
 	_, _ = w.Write(id)
 	_, _ = w.Write(pages.pages[page])
+	if m.tl.observe != nil {
+		m.tl.observe(r, start)
+	}
 }
 
 func (m *toolsListMount) fallThrough(ls *liveSession, w http.ResponseWriter, r *http.Request) {

@@ -75,6 +75,10 @@ type Call struct {
 	Arguments json.RawMessage
 	// Meta is passed through as the request's _meta (may be nil).
 	Meta map[string]any
+	// Step and Attempt name the workflow step and its attempt (1, 2, …)
+	// the call belongs to, for telemetry; empty and 0 for plain tools.
+	Step    string
+	Attempt int
 }
 
 // Result is a backend's tools/call result. Content and StructuredContent

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"time"
+)
+
+// telemetryOverhead is the telemetry scenario: the same echo through two
+// vmcp processes in the same run, one with telemetry off and one with
+// tracing at 100 % sampling (OTLP/HTTP to a receiver in this process) plus
+// metrics (Prometheus reader), at c=1 and c=32. Cells alternate off/on
+// several times; the report uses each side's median cell.
+func (b *bench) telemetryOverhead(ctx context.Context) error {
+	const sc = "telemetry"
+	// A receiver that accepts and discards OTLP/HTTP (an empty protobuf
+	// response is a valid Export*ServiceResponse).
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := r.Body.Read(buf); err != nil {
+				break
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer rcv.Close()
+	base := fmt.Sprintf("name: bench\nbackends:\n  - {name: echo, url: %q}\n", b.echoURL(0))
+	off, err := b.vmcp("telemetry-off", base)
+	if err != nil {
+		return err
+	}
+	defer b.stopVMCP(off)
+	on, err := b.vmcp("telemetry-on", base+fmt.Sprintf("telemetry:\n  traces: {exporter: otlp, sampling_ratio: 1, otlp: {endpoint: %q}}\n  metrics: {prometheus: {enabled: true}}\n", rcv.URL))
+	if err != nil {
+		return err
+	}
+	defer b.stopVMCP(on)
+
+	d := b.dur(700*time.Millisecond, 3*time.Second)
+	warm := b.n(5, 20)
+	rounds := b.n(2, 3)
+	type side struct {
+		name string
+		v    *vmcpProc
+	}
+	sides := []side{{"off", off}, {"on", on}}
+	med := map[string]Cell{}
+	var rows [][]string
+	for _, conc := range []int{1, 32} {
+		all := map[string][]Cell{}
+		for r := 0; r < rounds; r++ {
+			for _, s := range sides {
+				ss, err := dialN(ctx, conc, s.v.URL, eraLegacy)
+				if err != nil {
+					return fmt.Errorf("telemetry %s sessions: %w", s.name, err)
+				}
+				seq := make([]int, conc)
+				cpu := startCPU(s.v.Pid())
+				l := runLoad(ctx, conc, warm, d, 0, 0, func(ctx context.Context, w int) error {
+					seq[w]++
+					return callEcho(ctx, ss[w].Client, "echo_echo", fmt.Sprintf("t-%d-%d", w, seq[w]), 0)
+				})
+				per := cpu.perOp(l.N() + conc*warm)
+				closeAll(ss)
+				c := cell(sc, fmt.Sprintf("telemetry %s c=%d round %d", s.name, conc, r+1), map[string]any{"telemetry": s.name, "concurrency": conc, "round": r + 1}, l)
+				c.Extra = map[string]float64{"vmcp_cpu_us_per_call": per[0]}
+				all[s.name] = append(all[s.name], b.rep.addCell(c))
+			}
+		}
+		for _, s := range sides {
+			cs := all[s.name]
+			sort.Slice(cs, func(i, j int) bool { return cs[i].P50US < cs[j].P50US })
+			m := cs[len(cs)/2]
+			med[fmt.Sprintf("%s/%d", s.name, conc)] = m
+		}
+		o, n := med[fmt.Sprintf("off/%d", conc)], med[fmt.Sprintf("on/%d", conc)]
+		if !o.Valid || !n.Valid {
+			rows = append(rows, []string{fmt.Sprint(conc), "INVALID", "", "", "", "", "", ""})
+			continue
+		}
+		rows = append(rows, []string{fmt.Sprint(conc), fmtUS(o.P50US) + " / " + fmtUS(o.P99US), fmtUS(n.P50US) + " / " + fmtUS(n.P99US),
+			fmtUS(n.P50US - o.P50US), fmt.Sprintf("%.0f", o.OpsPerS), fmt.Sprintf("%.0f", n.OpsPerS), fmt.Sprintf("%.2f", n.OpsPerS/o.OpsPerS),
+			fmtUS(o.Extra["vmcp_cpu_us_per_call"]) + " → " + fmtUS(n.Extra["vmcp_cpu_us_per_call"])})
+	}
+	if o, n := med["off/1"], med["on/1"]; o.Valid && n.Valid {
+		added := n.P50US - o.P50US
+		b.rep.target("telemetry", "added p50 per proxied call, tracing 100 % + metrics (c=1)", "≤ 15 µs",
+			fmtUS(added)+fmt.Sprintf(" (%s → %s)", fmtUS(o.P50US), fmtUS(n.P50US)), ptr(added <= 15), "")
+	}
+	if o, n := med["off/32"], med["on/32"]; o.Valid && n.Valid {
+		r := n.OpsPerS / o.OpsPerS
+		b.rep.ratio("throughput telemetry on ÷ off at c=32", r, fmt.Sprintf("%.0f ÷ %.0f calls/s", n.OpsPerS, o.OpsPerS))
+		b.rep.target("telemetry", "throughput at c=32, telemetry on vs off", "≥ 0.95 × off",
+			fmt.Sprintf("%.2f × (%.0f vs %.0f calls/s)", r, n.OpsPerS, o.OpsPerS), ptr(r >= 0.95), "")
+	}
+	body := mdTable([]string{"conc.", "off p50 / p99", "on p50 / p99", "added p50", "off calls/s", "on calls/s", "on/off throughput", "vmcp CPU/call (off → on)"}, rows)
+	body += fmt.Sprintf("\nTwo `vmcp serve` processes in front of the same echo backend, same run: telemetry off, and telemetry on "+
+		"(`traces: {exporter: otlp, sampling_ratio: 1}` to an OTLP/HTTP receiver in the bench process that discards, `metrics: {prometheus: {enabled: true}}`; "+
+		"every call makes a SERVER and a CLIENT span and two histogram records). mcp-go client, 2025-11-25 sessions, %d untimed warm-up calls per session, "+
+		"%d rounds alternating off/on per concurrency, each cell %s; the table shows each side's median cell by p50.\n", warm, rounds, d)
+	b.rep.addSection(sc, "Scenario: telemetry overhead (on vs off)", body)
+	return nil
+}

@@ -1,0 +1,60 @@
+package server
+
+import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/telemetry"
+)
+
+// BenchmarkTelemetryProxiedCall: one plain call through vmcp to an HTTP
+// echo backend, telemetry off vs on (every span sampled and batched to a
+// no-op exporter, metrics recorded with a Prometheus reader).
+func BenchmarkTelemetryProxiedCall(b *testing.B) {
+	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	echo.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
+	backend := httptest.NewServer(mcpserver.NewStreamableHTTPServer(echo))
+	b.Cleanup(backend.Close)
+	cfg, ds := dsl.LoadConfig("bench.yaml", []byte("name: bench\nbackends:\n  - {name: echo, url: "+backend.URL+"/mcp}\n"), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		b.Fatal(ds)
+	}
+	for _, name := range []string{"off", "metrics", "traces", "on"} {
+		var tel *telemetry.T
+		if name != "off" {
+			cfg := telemetry.Config{Metrics: telemetry.MetricsConfig{Prometheus: name != "traces"}}
+			opts := &telemetry.Options{Getenv: func(string) string { return "" }}
+			if name != "metrics" {
+				opts.SpanProcessor = sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter())
+			}
+			var err error
+			tel, err = telemetry.New(context.Background(), cfg, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+		}
+		_, url := startObserved(b, cfg, filepath.Join(b.TempDir(), "state.db"), tel)
+		c := benchClient(b, url+"/mcp", mcp.ProtocolVersion20251125)
+		b.Run(name, func(b *testing.B) {
+			req := mcp.CallToolRequest{}
+			req.Params.Name = "echo_echo"
+			req.Params.Arguments = map[string]any{"message": "hello"}
+			b.ReportAllocs()
+			timed(b, func() {
+				res, err := c.CallTool(b.Context(), req)
+				if err != nil || res.IsError {
+					b.Fatal(err, res)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,348 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/telemetry"
+)
+
+// metaBackend is a real MCP server on loopback whose echo tool records
+// the _meta each call carried.
+type metaBackend struct {
+	mu    sync.Mutex
+	metas []map[string]any
+	url   string
+}
+
+func newMetaBackend(t testing.TB) *metaBackend {
+	t.Helper()
+	b := &metaBackend{}
+	s := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	s.AddTool(mcp.NewTool("echo", mcp.WithString("message")), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		m := map[string]any{}
+		if req.Params.Meta != nil {
+			for k, v := range req.Params.Meta.AdditionalFields {
+				m[k] = v
+			}
+		}
+		b.mu.Lock()
+		b.metas = append(b.metas, m)
+		b.mu.Unlock()
+		return mcp.NewToolResultText(req.GetString("message", "")), nil
+	})
+	srv := httptest.NewServer(mcpserver.NewStreamableHTTPServer(s))
+	t.Cleanup(srv.Close)
+	b.url = srv.URL + "/mcp"
+	return b
+}
+
+func (b *metaBackend) last() map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.metas) == 0 {
+		return nil
+	}
+	return b.metas[len(b.metas)-1]
+}
+
+// observedConfig is the demo backends and workflows, the echo backend,
+// a one-step composite over it (echo_run), and optionally two bearer
+// tokens (alice, bob).
+func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
+	t.Helper()
+	demo, ds := DemoConfig(nil)
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	var sb strings.Builder
+	sb.WriteString("name: otel-test\n")
+	if tokens {
+		sb.WriteString("incoming_auth:\n  type: tokens\n  tokens:\n")
+		sb.WriteString(`    - {principal: alice, sha256: "` + sha("alice-token") + "\"}\n")
+		sb.WriteString(`    - {principal: bob, sha256: "` + sha("bob-token") + "\"}\n")
+		sb.WriteString(`    - {principal: carol, sha256: "` + sha("carol-token") + "\"}\n")
+	}
+	sb.WriteString("backends:\n  - {name: echo, url: " + echoURL + "}\n")
+	for _, b := range demo.Backends {
+		fmt.Fprintf(&sb, "  - {name: %s, builtin: %s}\n", b.Name.Value, b.Builtin.Value)
+	}
+	sb.WriteString(`composite_tools:
+  - name: echo_run
+    description: Echo once, as a durable run.
+    parameters: {type: object, properties: {message: {type: string}}}
+    steps:
+      - id: say
+        tool: echo.echo
+        arguments: {message: "{{ params.message }}"}
+`)
+	cfg, ds := dsl.LoadConfig("otel.yaml", []byte(sb.String()), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	cfg.LoadedWorkflows = append(cfg.LoadedWorkflows, demo.LoadedWorkflows...)
+	return cfg
+}
+
+// startObserved starts a gateway with the given telemetry on a loopback
+// HTTP server; it returns the gateway and the server's base URL.
+func startObserved(t testing.TB, cfg *dsl.Config, statePath string, tel *telemetry.T) (*Gateway, string) {
+	t.Helper()
+	g, err := New(cfg, &Options{StatePath: statePath, Telemetry: tel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = g.Close()
+	})
+	return g, srv.URL
+}
+
+// endSession deletes a session as its client would (mcp-go's client
+// sends its DELETE without the configured Authorization header).
+func endSession(t *testing.T, url, token string, c *client.Client) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, url+"/mcp", nil)
+	req.Header.Set("Mcp-Session-Id", c.GetSessionId())
+	req.Header.Set("MCP-Protocol-Version", mcp.ProtocolVersion20251125)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE session: %d", resp.StatusCode)
+	}
+}
+
+func sessionClient(t *testing.T, url, token string, opts ...client.ClientOption) *client.Client {
+	t.Helper()
+	var to []transport.StreamableHTTPCOption
+	if token != "" {
+		to = append(to, transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + token}))
+	}
+	tr, err := transport.NewStreamableHTTP(url+"/mcp", to...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr, append([]client.ClientOption{client.WithProtocolVersion(mcp.ProtocolVersion20251125)}, opts...)...)
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Initialize(t.Context(), mcp.InitializeRequest{Params: mcp.InitializeParams{ClientInfo: mcp.Implementation{Name: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func callMeta(t *testing.T, c *client.Client, name, args string, meta map[string]any) *mcp.CallToolResult {
+	t.Helper()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = name
+	req.Params.Arguments = json.RawMessage(args)
+	if meta != nil {
+		req.Params.Meta = &mcp.Meta{AdditionalFields: meta}
+	}
+	res, err := c.CallTool(t.Context(), req)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return res
+}
+
+// rpc posts one JSON-RPC request as a stateless 2026-07-28 client.
+func rpc(t *testing.T, url, token, body string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2026-07-28")
+	var head struct {
+		Method string `json:"method"`
+		Params struct {
+			Name string `json:"name"`
+		} `json:"params"`
+	}
+	_ = json.Unmarshal([]byte(body), &head)
+	req.Header.Set("Mcp-Method", head.Method)
+	if head.Params.Name != "" {
+		req.Header.Set("Mcp-Name", head.Params.Name)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if i := bytes.Index(b, []byte("data: ")); i >= 0 && resp.Header.Get("Content-Type") == "text/event-stream" {
+		b = bytes.TrimSpace(b[i+6:])
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("rpc: %d %s", resp.StatusCode, b)
+	}
+	return out
+}
+
+func modernCall(name, args, state string, responses string) string {
+	p := `"name":"` + name + `","arguments":` + args + `,"_meta":{"` + mcp.MetaKeyProtocolVersion + `":"2026-07-28","` + mcp.MetaKeyClientInfo + `":{"name":"t","version":"1"},"` + mcp.MetaKeyClientCapabilities + `":{"elicitation":{}}}`
+	if state != "" {
+		p += `,"requestState":"` + state + `","inputResponses":` + responses
+	}
+	return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{` + p + `}}`
+}
+
+func httpDo(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func spanNamed(spans []sdktrace.ReadOnlySpan, name string, kind trace.SpanKind) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if s.Name() == name && s.SpanKind() == kind {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func recordedTelemetry(t *testing.T) (*telemetry.T, *tracetest.SpanRecorder) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tel, err := telemetry.New(t.Context(), telemetry.Config{}, &telemetry.Options{SpanProcessor: rec, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel, rec
+}
+
+// Trace continuity: the client's traceparent parents the SERVER span, the
+// backend receives vmcp's CLIENT span as its parent, and a run paused,
+// the gateway restarted and the run answered yields a resume segment
+// linked to the segment that paused.
+func TestTraceContinuity(t *testing.T) {
+	tel, rec := recordedTelemetry(t)
+	echo := newMetaBackend(t)
+	cfg := observedConfig(t, echo.url, false)
+	statePath := filepath.Join(t.TempDir(), "state.db")
+	g1, url := startObserved(t, cfg, statePath, tel)
+
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	const parentID = "00f067aa0ba902b7"
+	c := sessionClient(t, url, "")
+	res := callMeta(t, c, "echo_echo", `{"message":"hi"}`, map[string]any{"traceparent": "00-" + traceID + "-" + parentID + "-01"})
+	if res.IsError {
+		t.Fatalf("echo: %s", text(res))
+	}
+	servers := spanNamed(rec.Ended(), "tools/call echo_echo", trace.SpanKindServer)
+	if len(servers) != 1 {
+		t.Fatalf("%d SERVER spans for echo_echo", len(servers))
+	}
+	srv := servers[0]
+	if srv.Parent().TraceID().String() != traceID || srv.Parent().SpanID().String() != parentID {
+		t.Fatalf("SERVER span parent %s/%s, want the client's %s/%s", srv.Parent().TraceID(), srv.Parent().SpanID(), traceID, parentID)
+	}
+	clients := spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient)
+	if len(clients) != 1 || clients[0].Parent().SpanID() != srv.SpanContext().SpanID() {
+		t.Fatalf("CLIENT span: %d, parent should be the SERVER span", len(clients))
+	}
+	want := "00-" + traceID + "-" + clients[0].SpanContext().SpanID().String() + "-01"
+	if got := echo.last()["traceparent"]; got != want {
+		t.Fatalf("backend received traceparent %v, want %s (vmcp's CLIENT span)", got, want)
+	}
+
+	// A workflow step's CLIENT span names its step and attempt.
+	if res := callJSON(t, c, "echo_run", `{"message":"hi"}`); res.IsError {
+		t.Fatal(text(res))
+	}
+	steps := 0
+	for _, s := range spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient) {
+		attrs := map[string]string{}
+		for _, kv := range s.Attributes() {
+			attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		if attrs[string(telemetry.KeyStepID)] == "say" && attrs[string(telemetry.KeyStepAttempt)] == "1" && attrs[string(telemetry.KeyBackend)] == "echo" {
+			steps++
+		}
+	}
+	if steps != 1 {
+		t.Fatalf("%d CLIENT spans with vmcp.step.id=say, vmcp.step.attempt=1", steps)
+	}
+
+	// Pause a composite run in trace A.
+	const traceA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	paused := callMeta(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`, map[string]any{"traceparent": "00-" + traceA + "-" + parentID + "-01"})
+	runID, _ := paused.Meta.AdditionalFields["vmcp/run"].(map[string]any)["id"].(string)
+	if runID == "" {
+		t.Fatalf("no paused run: %s", text(paused))
+	}
+	segs := spanNamed(rec.Ended(), "invoke_workflow investigate_incident", trace.SpanKindInternal)
+	if len(segs) != 1 || segs[0].SpanContext().TraceID().String() != traceA {
+		t.Fatalf("first segment: %d spans", len(segs))
+	}
+	first := segs[0].SpanContext()
+
+	// Restart vmcp on the same state file, answer over HTTP.
+	_ = c.Close()
+	if err := g1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, url2 := startObserved(t, cfg, statePath, tel)
+	code, body := httpDo(t, http.MethodPost, url2+"/api/v1/runs/"+runID+"/resume", "", `{"action":"accept","content":{"page":false}}`)
+	if code != http.StatusOK || !strings.Contains(body, `"completed"`) {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+	segs = spanNamed(rec.Ended(), "invoke_workflow investigate_incident", trace.SpanKindInternal)
+	if len(segs) != 2 {
+		t.Fatalf("%d segments after the resume, want 2", len(segs))
+	}
+	second := segs[1]
+	if len(second.Links()) != 1 || second.Links()[0].SpanContext.TraceID() != first.TraceID() || second.Links()[0].SpanContext.SpanID() != first.SpanID() {
+		t.Fatalf("resumed segment links %v, want one to %v", second.Links(), first)
+	}
+	if second.SpanContext().TraceID() == first.TraceID() {
+		t.Fatal("the resumed segment should live in the answering request's trace")
+	}
+}

@@ -1,0 +1,310 @@
+package telemetry
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// instruments are every synchronous instrument, created once.
+type instruments struct {
+	serverDur       metric.Float64Histogram
+	clientDur       metric.Float64Histogram
+	inFlight        metric.Int64UpDownCounter
+	sessionDur      metric.Float64Histogram
+	sessionsActive  metric.Int64UpDownCounter
+	runsStarted     metric.Int64Counter
+	runsFinished    metric.Int64Counter
+	runSegment      metric.Float64Histogram
+	pauses          metric.Int64Counter
+	pausePersist    metric.Float64Histogram
+	answers         metric.Int64Counter
+	questionWait    metric.Float64Histogram
+	tokenRejections metric.Int64Counter
+	catalogRebuilds metric.Int64Counter
+	authFailures    metric.Int64Counter
+	auditEvents     metric.Int64Counter
+	auditFailures   metric.Int64Counter
+
+	sets labelSets
+}
+
+func newInstruments(m metric.Meter) (*instruments, error) {
+	var (
+		in  instruments
+		err error
+	)
+	hist := func(name, desc string, buckets []float64) metric.Float64Histogram {
+		if err != nil {
+			return nil
+		}
+		var h metric.Float64Histogram
+		h, err = m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc), metric.WithExplicitBucketBoundaries(buckets...))
+		return h
+	}
+	counter := func(name, desc string) metric.Int64Counter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64Counter
+		c, err = m.Int64Counter(name, metric.WithDescription(desc))
+		return c
+	}
+	updown := func(name, desc string) metric.Int64UpDownCounter {
+		if err != nil {
+			return nil
+		}
+		var c metric.Int64UpDownCounter
+		c, err = m.Int64UpDownCounter(name, metric.WithDescription(desc))
+		return c
+	}
+	in.serverDur = hist(MetricServerDuration, "MCP requests vmcp served, as its clients see them.", OperationBuckets)
+	in.clientDur = hist(MetricClientDuration, "MCP requests vmcp sent to backends (and elicitations to clients).", OperationBuckets)
+	in.inFlight = updown(MetricInFlight, "MCP requests being served now.")
+	in.sessionDur = hist(MetricSessionDuration, "Length of ended MCP sessions.", SessionBuckets)
+	in.sessionsActive = updown(MetricSessionsActive, "Open MCP sessions.")
+	in.runsStarted = counter(MetricRunsStarted, "Composite runs started.")
+	in.runsFinished = counter(MetricRunsFinished, "Composite runs that reached a final status.")
+	in.runSegment = hist(MetricRunSegment, "Execution time of one run segment (start or resume until pause or end); human waits excluded.", OperationBuckets)
+	in.pauses = counter(MetricPauses, "Questions asked (runs paused), by how they travel.")
+	in.pausePersist = hist(MetricPausePersist, "Time to persist a pause (the durable write before a question is sent).", PersistBuckets)
+	in.answers = counter(MetricAnswers, "Answers to questions, by action and where they came from.")
+	in.questionWait = hist(MetricQuestionWait, "Time from a question being asked to its answer.", WaitBuckets)
+	in.tokenRejections = counter(MetricTokenRejections, "Resume tokens refused.")
+	in.catalogRebuilds = counter(MetricCatalogRebuilds, "Catalogue rebuilds.")
+	in.authFailures = counter(MetricAuthFailures, "Requests refused by authentication.")
+	in.auditEvents = counter(MetricAuditEvents, "Audit lines written.")
+	in.auditFailures = counter(MetricAuditWriteFailures, "Audit lines that could not be written.")
+	if err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+func attrs(kv ...attribute.KeyValue) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(kv...))
+}
+
+// RunStarted counts a composite run that starts.
+func (t *T) RunStarted(ctx context.Context, workflow string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.runsStarted.Add(ctx, 1, attrs(KeyWorkflow.String(workflow)))
+}
+
+// RunFinished counts a run that reached a final status (completed,
+// failed, cancelled, timed_out, abandoned).
+func (t *T) RunFinished(ctx context.Context, workflow, status string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.runsFinished.Add(ctx, 1, attrs(KeyWorkflow.String(workflow), KeyStatus.String(status)))
+}
+
+// Paused counts a question, by delivery (mrtr, live, paused_result).
+func (t *T) Paused(ctx context.Context, workflow, delivery string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.pauses.Add(ctx, 1, attrs(KeyWorkflow.String(workflow), KeyDelivery.String(delivery)))
+}
+
+// PausePersisted records the durable write of a pause.
+func (t *T) PausePersisted(ctx context.Context, driver string, d time.Duration) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.pausePersist.Record(ctx, d.Seconds(), attrs(KeyDriver.String(driver)))
+}
+
+// Answered counts an answer (action: accept, decline, cancel, expired,
+// invalid; surface: mrtr, live, tool, http, cli) and, when the question's
+// age is known (wait > 0), the human latency.
+func (t *T) Answered(ctx context.Context, workflow, action, surface string, wait time.Duration) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.answers.Add(ctx, 1, attrs(KeyWorkflow.String(workflow), KeyAction.String(action), KeySurface.String(surface)))
+	if wait > 0 {
+		t.m.questionWait.Record(ctx, wait.Seconds(), attrs(KeyWorkflow.String(workflow), KeyAction.String(action)))
+	}
+}
+
+// TokenRejected counts a refused resume token (expired, replayed,
+// tampered, wrong_owner, unknown_key).
+func (t *T) TokenRejected(ctx context.Context, reason string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.tokenRejections.Add(ctx, 1, attrs(KeyReason.String(reason)))
+}
+
+// CatalogRebuilt counts a catalogue rebuild (reason: startup, change).
+func (t *T) CatalogRebuilt(ctx context.Context, reason string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.catalogRebuilds.Add(ctx, 1, attrs(KeyReason.String(reason)))
+}
+
+// AuthFailed counts a request refused by authentication.
+func (t *T) AuthFailed(ctx context.Context, reason string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.authFailures.Add(ctx, 1, attrs(KeyReason.String(reason)))
+}
+
+// session is an open session-era (pre-2026-07-28) MCP session.
+type session struct {
+	start               time.Time
+	protocol, transport string
+}
+
+// SessionNegotiated remembers the protocol version a session's
+// initialize settled on (before the session is registered).
+func (t *T) SessionNegotiated(id, protocol string) {
+	if t == nil || t.m == nil || id == "" {
+		return
+	}
+	t.sessions.Store(id, &session{protocol: protocol})
+}
+
+// SessionProtocol is the negotiated version of an open session ("" if
+// unknown): the mcp_protocol_version of its requests.
+func (t *T) SessionProtocol(id string) string {
+	if t == nil || t.m == nil {
+		return ""
+	}
+	if v, ok := t.sessions.Load(id); ok {
+		return v.(*session).protocol
+	}
+	return ""
+}
+
+// SessionStarted counts an open session.
+func (t *T) SessionStarted(ctx context.Context, id, transport string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	s := &session{start: time.Now(), transport: transport}
+	if v, ok := t.sessions.Load(id); ok {
+		s.protocol = v.(*session).protocol
+	}
+	t.sessions.Store(id, s)
+	t.m.sessionsActive.Add(ctx, 1, attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(transport)))
+}
+
+// SessionEnded records a session's length; false for a session it did not
+// see start.
+func (t *T) SessionEnded(ctx context.Context, id string) bool {
+	if t == nil || t.m == nil {
+		return false
+	}
+	v, ok := t.sessions.LoadAndDelete(id)
+	if !ok || v.(*session).start.IsZero() {
+		return false
+	}
+	s := v.(*session)
+	set := attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(s.transport))
+	t.m.sessionsActive.Add(ctx, -1, set)
+	t.m.sessionDur.Record(ctx, time.Since(s.start).Seconds(), set)
+	return true
+}
+
+// Gauges are the values read at collection time (the server supplies
+// them). Each may be nil.
+type Gauges struct {
+	// Runs counts runs by status (running, waiting, interrupted); read at
+	// most every RunsEvery (0: 15 s), since it reads the store.
+	Runs      func(context.Context) map[string]int
+	RunsEvery time.Duration
+	// Backends reports each backend's health.
+	Backends func() []BackendState
+	// CatalogTools counts the advertised tools per backend.
+	CatalogTools func() map[string]int
+}
+
+// BackendState is one backend's health as the gauges show it.
+type BackendState struct {
+	Name        string
+	Up          bool
+	CircuitOpen bool
+	// Connects counts (re)connections (stdio restarts included).
+	Connects int64
+}
+
+// RegisterGauges registers the observable gauges.
+func (t *T) RegisterGauges(g Gauges) error {
+	if t == nil || t.mp == nil {
+		return nil
+	}
+	m := t.Meter()
+	every := g.RunsEvery
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	var (
+		mu     sync.Mutex
+		cached map[string]int
+		at     time.Time
+	)
+	runs, err := m.Int64ObservableGauge(MetricRuns, metric.WithDescription("Runs in the store by non-final status (every replica reports the store's value: aggregate with max)."))
+	if err != nil {
+		return err
+	}
+	up, err := m.Int64ObservableGauge(MetricBackendUp, metric.WithDescription("1 when the backend is ready, else 0."))
+	if err != nil {
+		return err
+	}
+	tools, err := m.Int64ObservableGauge(MetricCatalogTools, metric.WithDescription("Tools advertised per backend."))
+	if err != nil {
+		return err
+	}
+	circuit, err := m.Int64ObservableGauge(MetricBackendCircuit, metric.WithDescription("Circuit breaker state per backend: 1 for the current state (closed or open), 0 for the other."))
+	if err != nil {
+		return err
+	}
+	connects, err := m.Int64ObservableCounter(MetricBackendConnects, metric.WithDescription("Connections made to the backend (reconnects and stdio restarts included)."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		if g.Runs != nil {
+			mu.Lock()
+			if cached == nil || time.Since(at) >= every {
+				cached, at = g.Runs(ctx), time.Now()
+			}
+			for _, s := range []string{"running", "waiting", "interrupted"} {
+				o.ObserveInt64(runs, int64(cached[s]), metric.WithAttributes(KeyStatus.String(s)))
+			}
+			mu.Unlock()
+		}
+		if g.Backends != nil {
+			b01 := func(b bool) int64 {
+				if b {
+					return 1
+				}
+				return 0
+			}
+			for _, b := range g.Backends() {
+				name := KeyBackend.String(b.Name)
+				o.ObserveInt64(up, b01(b.Up), metric.WithAttributes(name))
+				o.ObserveInt64(circuit, b01(!b.CircuitOpen), metric.WithAttributes(name, KeyState.String("closed")))
+				o.ObserveInt64(circuit, b01(b.CircuitOpen), metric.WithAttributes(name, KeyState.String("open")))
+				o.ObserveInt64(connects, b.Connects, metric.WithAttributes(name))
+			}
+		}
+		if g.CatalogTools != nil {
+			for b, n := range g.CatalogTools() {
+				o.ObserveInt64(tools, int64(n), metric.WithAttributes(KeyBackend.String(b)))
+			}
+		}
+		return nil
+	}, runs, up, tools, circuit, connects)
+	return err
+}

@@ -1,0 +1,371 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Request is an MCP request vmcp received.
+type Request struct {
+	Method string
+	// Tool or Prompt names the target (advertised names only; the server
+	// passes OtherTool for a name it does not advertise).
+	Tool, Prompt string
+	// ID is the JSON-RPC request id (nil: unknown).
+	ID any
+	// Protocol is the negotiated protocol version; Session the session id
+	// of a session-era (pre-2026-07-28) request, "" otherwise.
+	Protocol, Session string
+	// Transport is "tcp" (HTTP) or "pipe" (stdio).
+	Transport string
+	// Client is the peer address (client.address).
+	Client string
+	// Meta is the request's params._meta (the trace context carrier).
+	Meta map[string]any
+}
+
+// Call is an MCP request vmcp sends: a backend call, or an elicitation to
+// the client.
+type Call struct {
+	Method  string
+	Backend string
+	// Tool is the backend's own tool name.
+	Tool string
+	// Step and Attempt identify a workflow step (empty for plain tools).
+	Step    string
+	Attempt int
+	// Server is the backend's address (server.address), if any.
+	Server string
+}
+
+// Op is one operation in progress: a span and an operation-duration
+// measurement. A nil *Op is valid (telemetry off).
+type Op struct {
+	t      *T
+	span   trace.Span
+	start  time.Time
+	hist   metric.Float64Histogram
+	labels labelKey
+	method attribute.KeyValue
+	server bool
+}
+
+func spanName(method, target string) string {
+	if target == "" {
+		return method
+	}
+	return method + " " + target
+}
+
+// StartServer starts the SERVER span of a request (its parent is the
+// trace context in the request's _meta) and counts it in flight.
+func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
+	if t == nil || (t.tracer == nil && t.m == nil) {
+		return ctx, nil
+	}
+	op := &Op{t: t, start: time.Now(), server: true, method: KeyMethod.String(r.Method)}
+	target := r.Tool
+	if r.Prompt != "" {
+		target = r.Prompt
+	}
+	if t.tracer != nil {
+		if _, ok := r.Meta["traceparent"]; ok {
+			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+		}
+		kv := make([]attribute.KeyValue, 0, 10)
+		kv = append(kv, op.method)
+		if r.Tool != "" {
+			kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
+		}
+		if r.Prompt != "" {
+			kv = append(kv, KeyPromptName.String(r.Prompt))
+		}
+		switch id := r.ID.(type) {
+		case nil:
+		case string:
+			kv = append(kv, KeyRequestID.String(id))
+		case int64:
+			kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
+		default:
+			kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
+		}
+		if r.Protocol != "" {
+			kv = append(kv, KeyProtocolVersion.String(r.Protocol))
+		}
+		if r.Session != "" {
+			kv = append(kv, KeySessionID.String(r.Session))
+		}
+		if r.Transport != "" {
+			kv = append(kv, KeyTransport.String(r.Transport))
+		}
+		if r.Client != "" {
+			kv = append(kv, KeyClientAddress.String(r.Client))
+		}
+		ctx, op.span = t.tracer.Start(ctx, spanName(r.Method, target), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(kv...))
+	}
+	if t.m != nil {
+		op.hist = t.m.serverDur
+		op.labels = labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport}
+		if t.toolLabel {
+			op.labels.tool, op.labels.prompt = r.Tool, r.Prompt
+		}
+		t.m.inFlight.Add(ctx, 1, t.m.sets.inFlight(r.Method))
+	}
+	return ctx, op
+}
+
+// StartClient starts the CLIENT span of a call vmcp makes and returns the
+// _meta to send: meta's fields plus the W3C trace context of this span
+// (overwriting any the client sent: the backend's parent is vmcp's call).
+// meta is not modified.
+func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (context.Context, *Op, map[string]any) {
+	if t == nil || (t.tracer == nil && t.m == nil) {
+		return ctx, nil, meta
+	}
+	op := &Op{t: t, start: time.Now(), method: KeyMethod.String(c.Method)}
+	target := c.Tool
+	if target == "" {
+		target = c.Step
+	}
+	if t.tracer != nil {
+		kv := make([]attribute.KeyValue, 0, 7)
+		kv = append(kv, op.method)
+		if c.Tool != "" {
+			kv = append(kv, KeyToolName.String(c.Tool), KeyOperationName.String("execute_tool"))
+		}
+		if c.Backend != "" {
+			kv = append(kv, KeyBackend.String(c.Backend))
+		}
+		if c.Step != "" {
+			kv = append(kv, KeyStepID.String(c.Step))
+		}
+		if c.Attempt > 0 {
+			kv = append(kv, KeyStepAttempt.Int(c.Attempt))
+		}
+		if c.Server != "" {
+			kv = append(kv, KeyServerAddress.String(c.Server))
+		}
+		ctx, op.span = t.tracer.Start(ctx, spanName(c.Method, target), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(kv...))
+		meta = t.InjectMeta(ctx, meta)
+	}
+	if t.m != nil {
+		op.hist = t.m.clientDur
+		op.labels = labelKey{method: c.Method, backend: c.Backend}
+		if t.toolLabel {
+			op.labels.tool = c.Tool
+		}
+	}
+	return ctx, op, meta
+}
+
+// End finishes the operation. errType is "" on success, else the
+// convention's error.type (a JSON-RPC code, ErrToolError, ErrTimeout, …);
+// msg is the span status description.
+func (op *Op) End(ctx context.Context, errType, msg string) {
+	if op == nil {
+		return
+	}
+	if op.span != nil {
+		if errType != "" {
+			op.span.SetAttributes(KeyErrorType.String(errType))
+			op.span.SetStatus(codes.Error, msg)
+		}
+		op.span.End()
+	}
+	if op.hist != nil {
+		// The span's context (still in ctx) makes the exemplar.
+		op.labels.errType = errType
+		op.hist.Record(ctx, time.Since(op.start).Seconds(), op.t.m.sets.get(op.labels))
+		if op.server {
+			op.t.m.inFlight.Add(ctx, -1, op.t.m.sets.inFlight(op.labels.method))
+		}
+	}
+}
+
+// ServerOperation records a request served without a span of its own
+// (list methods, initialize, ping, the pre-serialised tools/list): its
+// duration and outcome in the server operation histogram.
+func (t *T) ServerOperation(ctx context.Context, r Request, d time.Duration, errType string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
+	t.m.serverDur.Record(ctx, d.Seconds(), t.m.sets.get(k))
+}
+
+// SetAttributes adds span attributes (no metric labels).
+func (op *Op) SetAttributes(kv ...attribute.KeyValue) {
+	if op == nil || op.span == nil {
+		return
+	}
+	op.span.SetAttributes(kv...)
+}
+
+// Segment is one execution segment of a composite run: start (or
+// resume) until pause or end. A nil *Segment is valid.
+type Segment struct {
+	t        *T
+	span     trace.Span
+	start    time.Time
+	workflow string
+}
+
+// StartSegment starts the INTERNAL span `invoke_workflow {workflow}`. A
+// resumed segment passes the traceparent its run stored at the pause
+// (linkTo): the new span links to it, so both traces reach each other.
+func (t *T) StartSegment(ctx context.Context, workflow, runID, linkTo string) (context.Context, *Segment) {
+	if t == nil || (t.tracer == nil && t.m == nil) {
+		return ctx, nil
+	}
+	s := &Segment{t: t, start: time.Now(), workflow: workflow}
+	if t.tracer != nil {
+		so := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
+			KeyOperationName.String("invoke_workflow"), KeyWorkflowName.String(workflow), KeyRunID.String(runID))}
+		if linkTo != "" {
+			lc := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": linkTo})
+			if sc := trace.SpanContextFromContext(lc); sc.IsValid() {
+				so = append(so, trace.WithLinks(trace.Link{SpanContext: sc, Attributes: []attribute.KeyValue{attribute.String("vmcp.link", "paused_segment")}}))
+			}
+		}
+		ctx, s.span = t.tracer.Start(ctx, "invoke_workflow "+workflow, so...)
+	}
+	return ctx, s
+}
+
+// Event adds an event (paused, answered, …) to the segment's span.
+func (s *Segment) Event(name string, kv ...attribute.KeyValue) {
+	if s == nil || s.span == nil {
+		return
+	}
+	s.span.AddEvent(name, trace.WithAttributes(kv...))
+}
+
+// End finishes the segment with the run's status at that point
+// (waiting, completed, failed, …) and records its execution time.
+func (s *Segment) End(ctx context.Context, status string, err error) {
+	if s == nil {
+		return
+	}
+	if s.span != nil {
+		s.span.SetAttributes(KeyRunStatus.String(status))
+		if err != nil {
+			s.span.SetAttributes(KeyErrorType.String(ErrInternal))
+			s.span.SetStatus(codes.Error, err.Error())
+		} else if status == "failed" || status == "timed_out" {
+			s.span.SetStatus(codes.Error, status)
+		}
+		s.span.End()
+	}
+	if s.t.m != nil {
+		s.t.m.runSegment.Record(ctx, time.Since(s.start).Seconds(), attrs(KeyWorkflow.String(s.workflow), KeyStatus.String(status)))
+	}
+}
+
+// TraceParent is the W3C traceparent of ctx's span ("" when none is
+// recorded): what a pausing run stores.
+func TraceParent(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
+}
+
+// TraceID is ctx's trace id in hex ("" when none), for logs and audit.
+func TraceID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasTraceID() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
+// InjectMeta returns a copy of meta with ctx's trace context added
+// (traceparent, tracestate, and baggage when configured).
+func (t *T) InjectMeta(ctx context.Context, meta map[string]any) map[string]any {
+	if t == nil || t.prop == nil {
+		return meta
+	}
+	out := make(map[string]any, len(meta)+2)
+	for k, v := range meta {
+		out[k] = v
+	}
+	delete(out, "traceparent")
+	delete(out, "tracestate")
+	delete(out, "baggage")
+	t.prop.Inject(ctx, MetaCarrier(out))
+	return out
+}
+
+// MetaCarrier adapts an MCP _meta object to the propagation API.
+type MetaCarrier map[string]any
+
+func (c MetaCarrier) Get(key string) string {
+	s, _ := c[key].(string)
+	return s
+}
+
+func (c MetaCarrier) Set(key, value string) { c[key] = value }
+
+func (c MetaCarrier) Keys() []string {
+	out := make([]string, 0, len(c))
+	for k := range c {
+		out = append(out, k)
+	}
+	return out
+}
+
+// labelKey is an operation metric's label values; sets caches the
+// attribute set of each, so a steady state records without allocating
+// one (the keys are bounded like the series they name).
+type labelKey struct {
+	server                                             bool
+	method, tool, prompt, protocol, transport, backend string
+	errType                                            string
+}
+
+type labelSets struct {
+	m       sync.Map // labelKey → metric.MeasurementOption
+	flights sync.Map // method → metric.MeasurementOption
+}
+
+func (s *labelSets) get(k labelKey) metric.MeasurementOption {
+	if v, ok := s.m.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	kv := make([]attribute.KeyValue, 0, 6)
+	kv = append(kv, KeyMethod.String(k.method), KeyErrorType.String(k.errType))
+	if k.tool != "" {
+		kv = append(kv, KeyToolName.String(k.tool))
+	}
+	if k.prompt != "" {
+		kv = append(kv, KeyPromptName.String(k.prompt))
+	}
+	if k.server {
+		kv = append(kv, KeyProtocolVersion.String(k.protocol), KeyTransport.String(k.transport))
+	} else {
+		kv = append(kv, KeyBackend.String(k.backend))
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	v, _ := s.m.LoadOrStore(k, o)
+	return v.(metric.MeasurementOption)
+}
+
+func (s *labelSets) inFlight(method string) metric.MeasurementOption {
+	if v, ok := s.flights.Load(method); ok {
+		return v.(metric.MeasurementOption)
+	}
+	v, _ := s.flights.LoadOrStore(method, metric.WithAttributeSet(attribute.NewSet(KeyMethod.String(method))))
+	return v.(metric.MeasurementOption)
+}

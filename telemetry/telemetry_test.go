@@ -1,0 +1,198 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Off is a nil *T: every hook on the hot path must cost no allocation.
+func TestOffAllocatesNothing(t *testing.T) {
+	var tel *T
+	ctx := context.Background()
+	meta := map[string]any{"progressToken": 1}
+	allocs := testing.AllocsPerRun(1000, func() {
+		c, op := tel.StartServer(ctx, Request{Method: "tools/call", Tool: "x", Transport: "tcp"})
+		c2, cop, m := tel.StartClient(c, Call{Method: "tools/call", Backend: "b", Tool: "x"}, meta)
+		cop.End(c2, "", "")
+		_ = m
+		c3, seg := tel.StartSegment(c, "wf", "r_1", "")
+		seg.Event("paused")
+		seg.End(c3, "completed", nil)
+		op.End(c, "", "")
+		tel.RunStarted(ctx, "wf")
+		tel.RunFinished(ctx, "wf", "completed")
+		tel.Paused(ctx, "wf", "mrtr")
+		tel.Answered(ctx, "wf", "accept", "http", time.Second)
+		tel.TokenRejected(ctx, "replayed")
+		tel.AuthFailed(ctx, "invalid_token")
+		tel.Audit(ctx, AuditEvent{Event: AuditToolCalled})
+		_ = tel.Arguments(nil)
+	})
+	if allocs != 0 {
+		t.Fatalf("telemetry off allocates %v times per request", allocs)
+	}
+	if tel.MetricsHandler() != nil || tel.Tracing() || tel.Auditing() {
+		t.Fatal("nil telemetry reports something on")
+	}
+}
+
+// Everything off in the config (and no test hooks) gives the nil *T.
+func TestNewOff(t *testing.T) {
+	tel, err := New(context.Background(), Config{}, &Options{Getenv: func(string) string { return "" }})
+	if err != nil || tel != nil {
+		t.Fatalf("New(off) = %v, %v; want nil, nil", tel, err)
+	}
+	// OTEL_SDK_DISABLED wins over the config.
+	tel, err = New(context.Background(), Config{Metrics: MetricsConfig{Prometheus: true}}, &Options{Getenv: func(k string) string {
+		if k == "OTEL_SDK_DISABLED" {
+			return "true"
+		}
+		return ""
+	}})
+	if err != nil || tel != nil {
+		t.Fatalf("OTEL_SDK_DISABLED: %v, %v", tel, err)
+	}
+	// OTEL_METRICS_EXPORTER turns Prometheus on.
+	tel, err = New(context.Background(), Config{}, &Options{Getenv: func(k string) string {
+		if k == "OTEL_METRICS_EXPORTER" {
+			return "prometheus"
+		}
+		return ""
+	}})
+	if err != nil || tel.MetricsHandler() == nil {
+		t.Fatalf("OTEL_METRICS_EXPORTER=prometheus: %v, %v", tel, err)
+	}
+	_ = tel.Shutdown(context.Background())
+}
+
+func newRecorded(t *testing.T) (*T, *tracetest.SpanRecorder, *sdkmetric.ManualReader) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	rd := sdkmetric.NewManualReader()
+	tel, err := New(t.Context(), Config{}, &Options{SpanProcessor: rec, MetricReader: rd, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	return tel, rec, rd
+}
+
+// The client's _meta traceparent parents the SERVER span; the _meta sent
+// to the backend names vmcp's CLIENT span; the client's own traceparent is
+// overwritten and its baggage is not forwarded.
+func TestMetaPropagation(t *testing.T) {
+	tel, rec, _ := newRecorded(t)
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	const clientSpan = "00f067aa0ba902b7"
+	in := map[string]any{"traceparent": "00-" + clientTrace + "-" + clientSpan + "-01", "baggage": "user=alice"}
+	ctx, op := tel.StartServer(t.Context(), Request{Method: "tools/call", Tool: "echo", Meta: in, Transport: "tcp"})
+	cctx, cop, out := tel.StartClient(ctx, Call{Method: "tools/call", Backend: "b", Tool: "echo"}, map[string]any{"progressToken": 7, "traceparent": in["traceparent"]})
+	cop.End(cctx, "", "")
+	op.End(ctx, "", "")
+
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	client, server := spans[0], spans[1]
+	if server.Name() != "tools/call echo" || server.SpanKind() != trace.SpanKindServer {
+		t.Fatalf("server span %q %v", server.Name(), server.SpanKind())
+	}
+	if server.Parent().TraceID().String() != clientTrace || server.Parent().SpanID().String() != clientSpan || !server.Parent().IsRemote() {
+		t.Fatalf("server parent %v", server.Parent())
+	}
+	if client.SpanKind() != trace.SpanKindClient || client.Parent().SpanID() != server.SpanContext().SpanID() {
+		t.Fatalf("client span parent %v", client.Parent())
+	}
+	want := "00-" + clientTrace + "-" + client.SpanContext().SpanID().String() + "-01"
+	if out["traceparent"] != want || out["progressToken"] != 7 {
+		t.Fatalf("backend _meta %v, want traceparent %s", out, want)
+	}
+	if _, ok := out["baggage"]; ok {
+		t.Fatal("baggage forwarded without propagate_baggage")
+	}
+}
+
+// A resumed segment links to the one that paused.
+func TestSegmentLink(t *testing.T) {
+	tel, rec, rd := newRecorded(t)
+	ctx, seg := tel.StartSegment(t.Context(), "wf", "r_1", "")
+	stored := TraceParent(ctx)
+	seg.Event("paused")
+	seg.End(ctx, "waiting", nil)
+	ctx2, seg2 := tel.StartSegment(context.Background(), "wf", "r_1", stored)
+	seg2.End(ctx2, "completed", nil)
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	first, second := spans[0], spans[1]
+	if second.SpanContext().TraceID() == first.SpanContext().TraceID() {
+		t.Fatal("the resumed segment should start its own trace here (no parent given)")
+	}
+	if len(second.Links()) != 1 || second.Links()[0].SpanContext.SpanID() != first.SpanContext().SpanID() {
+		t.Fatalf("links %v, want one to %v", second.Links(), first.SpanContext().SpanID())
+	}
+	var rm metricdata.ResourceMetrics
+	if err := rd.Collect(t.Context(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == MetricRunSegment {
+				found = len(m.Data.(metricdata.Histogram[float64]).DataPoints) == 2
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no vmcp.run.execution points for the two segments")
+	}
+}
+
+// Audit lines: digests by default, values redacted when included.
+func TestAuditDigestsAndRedaction(t *testing.T) {
+	var buf bytes.Buffer
+	tel, err := New(t.Context(), Config{}, &Options{AuditWriter: &buf, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []byte(`{"query":"secret-sauce","api_token":"tok-123"}`)
+	tel.Audit(t.Context(), AuditEvent{Event: AuditToolCalled, Target: &Target{Tool: "search"}, Detail: map[string]any{"arguments": tel.Arguments(args)}})
+	if strings.Contains(buf.String(), "secret-sauce") || strings.Contains(buf.String(), "tok-123") {
+		t.Fatalf("argument values in the audit line by default: %s", buf.String())
+	}
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	if line["schema"] != AuditSchema || line["event"] != AuditToolCalled || line["outcome"] != "success" {
+		t.Fatalf("line %v", line)
+	}
+	a := line["detail"].(map[string]any)["arguments"].(map[string]any)
+	if len(a["sha256"].(string)) != 64 || a["size"].(float64) != float64(len(args)) {
+		t.Fatalf("arguments %v", a)
+	}
+
+	buf.Reset()
+	tel2, err := New(t.Context(), Config{Audit: AuditConfig{IncludeArguments: true}}, &Options{AuditWriter: &buf, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel2.Audit(t.Context(), AuditEvent{Event: AuditToolCalled, Detail: map[string]any{"arguments": tel2.Arguments(args)}})
+	if !strings.Contains(buf.String(), "secret-sauce") || strings.Contains(buf.String(), "tok-123") || !strings.Contains(buf.String(), "[redacted]") {
+		t.Fatalf("include_arguments with redaction: %s", buf.String())
+	}
+}
+
+var _ sdktrace.SpanProcessor = (*tracetest.SpanRecorder)(nil)
