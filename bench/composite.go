@@ -193,7 +193,7 @@ func (b *bench) composite(ctx context.Context) error {
 	body := "### Chains\n\n" + mdTable(hdr, rows)
 	body += "\nEach step is `echo.echo` with the previous step's text as its message (so the steps form a chain and every answer is checked end to end); " +
 		"the line is a least-squares fit of the chain's p50 against its length. *Per-step overhead* = slope − one direct mcp-go echo call at the same service time " +
-		"(what a step costs beyond the backend call itself). Composites are durable runs: vmcp commits the run to bbolt when it is created, at every step transition and when it finishes " +
+		"(what a step costs beyond the backend call itself). Composites are durable runs: vmcp commits the run to bbolt when it is created (before its first step starts), around each step whose tool is neither read-only nor idempotent, and when it finishes " +
 		fmt.Sprintf("(one bbolt commit on this machine: %s, one fsync: %s).\n\n", fmtD(b.floor.commit), fmtD(b.floor.fsync))
 
 	rows = nil

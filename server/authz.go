@@ -17,6 +17,7 @@ import (
 	"github.com/vmcp-dev/vmcp/authz"
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/steps"
+	"github.com/vmcp-dev/vmcp/telemetry"
 )
 
 // Authorization (config `authz`, package authz). With policies configured:
@@ -115,11 +116,13 @@ func (g *Gateway) authorizeTool(ctx context.Context, cat *catalog, te *toolEntry
 	if d.Allowed {
 		return nil
 	}
-	g.logRefusal(id, "tool", te.name, d)
+	g.logRefusal(ctx, id, "tool", te.name, d)
 	return mcp.NewToolResultError(fmt.Sprintf("forbidden: principal %q may not call tool %q (%s)", id.Name, te.name, d.Reason()))
 }
 
-func (g *Gateway) logRefusal(id *authz.Principal, kind, name string, d authz.Decision) {
+// logRefusal logs a policy refusal and writes its audit line
+// (authz.denied; the tool, prompt or resource named, never arguments).
+func (g *Gateway) logRefusal(ctx context.Context, id *authz.Principal, kind, name string, d authz.Decision) {
 	attrs := []any{"principal", id.Name, kind, name, "rule", d.Rule}
 	if d.Rule >= 0 {
 		attrs = append(attrs, "at", d.Pos.String())
@@ -128,6 +131,17 @@ func (g *Gateway) logRefusal(id *authz.Principal, kind, name string, d authz.Dec
 		attrs = append(attrs, "err", d.Err)
 	}
 	g.log.Info("authz: refused", attrs...)
+	if g.tel.Auditing() {
+		detail := map[string]any{"reason": "policy", "kind": kind, "rule": d.Rule}
+		var target *telemetry.Target
+		switch kind {
+		case "tool", "step_tool":
+			target = &telemetry.Target{Tool: name}
+		default:
+			detail[kind] = name
+		}
+		g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditAuthzDenied, Outcome: "denied", Principal: auditPrincipal(ctx), Target: target, Detail: detail})
+	}
 }
 
 // checkStep decides a backend call made by a composite's step when
@@ -155,7 +169,7 @@ func (g *Gateway) checkStep(ctx context.Context, call *steps.Call) error {
 	if name == "" {
 		name = call.Backend + "." + call.Tool
 	}
-	g.logRefusal(id, "step_tool", name, d)
+	g.logRefusal(ctx, id, "step_tool", name, d)
 	return fmt.Errorf("forbidden (authz.check_steps): principal %q may not call tool %q (%s)", id.Name, name, d.Reason())
 }
 
@@ -246,7 +260,7 @@ func (g *Gateway) authorizePrompt(ctx context.Context, name, backend string) err
 	if d.Allowed {
 		return nil
 	}
-	g.logRefusal(id, "prompt", name, d)
+	g.logRefusal(ctx, id, "prompt", name, d)
 	return fmt.Errorf("forbidden: principal %q may not get prompt %q (%s)", id.Name, name, d.Reason())
 }
 
@@ -260,7 +274,7 @@ func (g *Gateway) authorizeResource(ctx context.Context, uri, backend string) er
 	if d.Allowed {
 		return nil
 	}
-	g.logRefusal(id, "resource", uri, d)
+	g.logRefusal(ctx, id, "resource", uri, d)
 	return fmt.Errorf("forbidden: principal %q may not read resource %q (%s)", id.Name, uri, d.Reason())
 }
 

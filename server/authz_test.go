@@ -18,6 +18,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/telemetry"
 )
 
 // kitServer is an in-process backend with three tools, two prompts and
@@ -425,5 +426,41 @@ func TestAuthzOIDCClaims(t *testing.T) {
 		if !r.IsError || !strings.Contains(text(r), `forbidden: principal "`+name+`" may not call tool "logs_search"`) {
 			t.Errorf("%s logs_search: %s", name, text(r))
 		}
+	}
+}
+
+// A policy refusal writes one authz.denied audit line naming the
+// principal and the tool, without the call's arguments.
+func TestAuthzDeniedIsAudited(t *testing.T) {
+	tel, audit := fullTelemetry(t)
+	cfg, ds := dsl.LoadConfig("authz.yaml", []byte(authzConfig(false)), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db"), Telemetry: tel,
+		InProcess: map[string]*mcpserver.MCPServer{"kit": kitServer()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() { srv.Close(); _ = g.Close() })
+	bob := clientWithVersion(t, srv.URL, "bob-token", mcp.ProtocolVersion20251125)
+	if r := callJSON(t, bob, "kit_write", `{"path":"/secret-arg"}`); !r.IsError {
+		t.Fatalf("bob kit_write was allowed: %s", text(r))
+	}
+	var denied []map[string]any
+	for _, l := range audit.lines() {
+		if l["event"] == telemetry.AuditAuthzDenied {
+			denied = append(denied, l)
+		}
+	}
+	if len(denied) != 1 {
+		t.Fatalf("%d authz.denied lines, want 1:\n%s", len(denied), audit.String())
+	}
+	if line := fmt.Sprint(denied[0]); !strings.Contains(line, "bob") || !strings.Contains(line, "kit_write") || strings.Contains(audit.String(), "secret-arg") {
+		t.Errorf("audit line %s: want principal bob and tool kit_write, and no argument value anywhere", line)
 	}
 }
