@@ -22,7 +22,8 @@ find_pg() {
 
 as_owner() {
 	if [ "$(id -u)" -eq 0 ]; then
-		runuser -u "$PGUSER_RUN" -- "$@"
+		# From /: the caller's directory may be closed to that user.
+		(cd / && runuser -u "$PGUSER_RUN" -- "$@")
 	else
 		"$@"
 	fi

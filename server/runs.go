@@ -170,7 +170,7 @@ func (r *runs) create(p *engine.Plan, args json.RawMessage, owner string) string
 		args = json.RawMessage("{}")
 	}
 	run := &state.Run{ID: state.NewRunID(), Workflow: p.Name, Owner: owner, Status: state.StatusRunning,
-		Definition: src, DefinitionName: name, Params: args, Created: time.Now()}
+		Definition: src, DefinitionName: name, Params: args}
 	r.unbornMu.Lock()
 	r.unborn[run.ID] = run
 	r.unbornMu.Unlock()
