@@ -320,6 +320,11 @@ type statusDoc struct {
 		Connects  int    `json:"connects"`
 		PID       int    `json:"pid"`
 	} `json:"backends"`
+	Replicas []struct {
+		ID   string `json:"id"`
+		Self bool   `json:"self"`
+		Live bool   `json:"live"`
+	} `json:"replicas"`
 }
 
 func (p *proc) status(t *testing.T) statusDoc {

@@ -51,6 +51,10 @@ func TestPostgresReplicas(t *testing.T) {
 	cfg += postgresState(t, "2s", "")
 	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
 	ca, cb := connect(t, a.URL, legacy, false), connect(t, b.URL, legacy, false)
+	// /status lists the live replicas sharing the store, itself marked.
+	if st := a.status(t); len(st.Replicas) != 2 || !st.Replicas[0].Live || !st.Replicas[1].Live || st.Replicas[0].Self == st.Replicas[1].Self {
+		t.Errorf("/status of A: replicas %+v, want two live ones, one of them A itself", st.Replicas)
+	}
 
 	id := startPaused(t, ca)
 	if _, ok := listRuns(t, cb, state.StatusWaiting, "investigate_incident")[id]; !ok {

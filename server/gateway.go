@@ -21,6 +21,7 @@ import (
 	"github.com/vmcp-dev/vmcp/backends/demo"
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 	"github.com/vmcp-dev/vmcp/telemetry"
 )
@@ -550,7 +551,22 @@ type Status struct {
 	Tools      int                      `json:"tools"`
 	Composites int                      `json:"composite_tools"`
 	Runs       map[string]int           `json:"runs"`
-	Time       time.Time                `json:"time"`
+	// Replicas are the vmcp processes sharing the PostgreSQL state store
+	// (absent with bbolt).
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+	Time     time.Time       `json:"time"`
+}
+
+// ReplicaStatus is one replica on /status.
+type ReplicaStatus struct {
+	ID        string    `json:"id"`
+	Self      bool      `json:"self,omitempty"`
+	Live      bool      `json:"live"`
+	Started   time.Time `json:"started"`
+	Heartbeat time.Time `json:"heartbeat"`
+	Expires   time.Time `json:"expires"`
+	Version   string    `json:"version,omitempty"`
+	Address   string    `json:"address,omitempty"`
 }
 
 // Status reports backends, health and counts.
@@ -561,7 +577,30 @@ func (g *Gateway) Status() Status {
 		st.Composites = len(c.plans)
 	}
 	st.Runs = g.runCounts(context.Background())
+	st.Replicas = g.replicas(context.Background())
 	return st
+}
+
+// replicas lists the processes sharing a PostgreSQL store.
+func (g *Gateway) replicas(ctx context.Context) []ReplicaStatus {
+	if g.runs == nil {
+		return nil
+	}
+	pg, ok := g.runs.store.(*postgres.Store)
+	if !ok {
+		return nil
+	}
+	rs, err := pg.Replicas(ctx)
+	if err != nil {
+		g.log.Warn("listing replicas for /status", "err", err)
+		return nil
+	}
+	out := make([]ReplicaStatus, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, ReplicaStatus{ID: r.ID, Self: r.ID == pg.ReplicaID(), Live: r.Live, Started: r.Started, Heartbeat: r.Heartbeat,
+			Expires: r.Expires, Version: r.Version, Address: r.Address})
+	}
+	return out
 }
 
 // workflowDef is the source a composite's runs store.

@@ -177,6 +177,24 @@ func (r *runs) create(p *engine.Plan, args json.RawMessage, owner string) string
 	return run.ID
 }
 
+// errNotLive refuses a workflow step's backend call on a replica that
+// could not renew its lease (PostgreSQL driver).
+var errNotLive = errors.New("this vmcp replica could not renew its lease on the shared state store, so it makes no backend calls for runs (another replica may take the run over)")
+
+// live reports whether this process may act for its runs: always with
+// bbolt; with PostgreSQL, while its lease was renewed within half a lease
+// (self-fencing: a replica cut off from the database stops calling
+// backends before another can take its runs over).
+func (r *runs) live() bool {
+	if r == nil {
+		return true
+	}
+	if l, ok := r.store.(interface{ Live() bool }); ok {
+		return l.Live()
+	}
+	return true
+}
+
 // take removes and returns a run not yet in the store (nil if it is).
 func (r *runs) take(id string) *state.Run {
 	r.unbornMu.Lock()

@@ -27,6 +27,9 @@ func (c caller) CallTool(ctx context.Context, call *steps.Call) (*steps.Result, 
 	if err := c.g.checkStep(ctx, call); err != nil {
 		return nil, err
 	}
+	if call.Step != "" && !c.g.runs.live() {
+		return nil, errNotLive
+	}
 	r, err := c.mgr.CallTool(clientCtx(ctx), call.Backend, call.Tool, call.Arguments, call.Meta)
 	if err != nil {
 		return nil, err
