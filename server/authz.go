@@ -131,6 +131,7 @@ func (g *Gateway) logRefusal(ctx context.Context, id *authz.Principal, kind, nam
 		attrs = append(attrs, "err", d.Err)
 	}
 	g.log.Info("authz: refused", attrs...)
+	g.tel.AuthzDenied(ctx, kind)
 	if g.tel.Auditing() {
 		detail := map[string]any{"reason": "policy", "kind": kind, "rule": d.Rule}
 		var target *telemetry.Target

@@ -430,8 +430,8 @@ func TestAuthzOIDCClaims(t *testing.T) {
 }
 
 // A policy refusal writes one authz.denied audit line naming the
-// principal and the tool, without the call's arguments.
-func TestAuthzDeniedIsAudited(t *testing.T) {
+// principal and the tool, without the call's arguments, and is counted.
+func TestAuthzDeniedIsAuditedAndCounted(t *testing.T) {
 	tel, audit := fullTelemetry(t)
 	cfg, ds := dsl.LoadConfig("authz.yaml", []byte(authzConfig(false)), func(string) (string, bool) { return "", false })
 	if len(ds) > 0 {
@@ -462,5 +462,11 @@ func TestAuthzDeniedIsAudited(t *testing.T) {
 	}
 	if line := fmt.Sprint(denied[0]); !strings.Contains(line, "bob") || !strings.Contains(line, "kit_write") || strings.Contains(audit.String(), "secret-arg") {
 		t.Errorf("audit line %s: want principal bob and tool kit_write, and no argument value anywhere", line)
+	}
+	// And counted, by what was refused.
+	fam := scrape(t, srv.URL)["vmcp_authz_denied_total"]
+	if fam == nil || len(fam.GetMetric()) != 1 || fam.GetMetric()[0].GetCounter().GetValue() != 1 ||
+		len(fam.GetMetric()[0].GetLabel()) == 0 || fam.GetMetric()[0].GetLabel()[0].GetValue() != "tool" {
+		t.Errorf("vmcp_authz_denied_total after one refused call: %v", fam)
 	}
 }

@@ -26,6 +26,7 @@ type instruments struct {
 	tokenRejections metric.Int64Counter
 	catalogRebuilds metric.Int64Counter
 	authFailures    metric.Int64Counter
+	authzDenied     metric.Int64Counter
 	auditEvents     metric.Int64Counter
 	auditFailures   metric.Int64Counter
 
@@ -76,6 +77,7 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	in.tokenRejections = counter(MetricTokenRejections, "Resume tokens refused.")
 	in.catalogRebuilds = counter(MetricCatalogRebuilds, "Catalogue rebuilds.")
 	in.authFailures = counter(MetricAuthFailures, "Requests refused by authentication.")
+	in.authzDenied = counter(MetricAuthzDenied, "Requests and composite steps refused by an authorization policy, by what was refused (tool, step_tool, prompt, resource).")
 	in.auditEvents = counter(MetricAuditEvents, "Audit lines written.")
 	in.auditFailures = counter(MetricAuditWriteFailures, "Audit lines that could not be written.")
 	if err != nil {
@@ -157,6 +159,15 @@ func (t *T) AuthFailed(ctx context.Context, reason string) {
 		return
 	}
 	t.m.authFailures.Add(ctx, 1, attrs(KeyReason.String(reason)))
+}
+
+// AuthzDenied counts a refusal by an authorization policy; kind is what
+// was refused: tool, step_tool, prompt or resource (a bounded set).
+func (t *T) AuthzDenied(ctx context.Context, kind string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.authzDenied.Add(ctx, 1, attrs(KeyReason.String(kind)))
 }
 
 // session is an open session-era (pre-2026-07-28) MCP session.

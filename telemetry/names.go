@@ -59,6 +59,7 @@ const (
 	MetricCatalogTools       = "vmcp.catalog.tools"
 	MetricCatalogRebuilds    = "vmcp.catalog.rebuilds"
 	MetricAuthFailures       = "vmcp.auth.failures"
+	MetricAuthzDenied        = "vmcp.authz.denied"
 	MetricAuditEvents        = "vmcp.audit.events"
 	MetricAuditWriteFailures = "vmcp.audit.write_failures"
 )
