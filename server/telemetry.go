@@ -354,7 +354,7 @@ func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMes
 	e.g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditRunStarted, Principal: auditPrincipal(ctx),
 		Target: &telemetry.Target{Workflow: p.Name, Run: ro.RunID}, Detail: map[string]any{"arguments": e.g.tel.Arguments(args)}})
 	ctx, seg := e.g.tel.StartSegment(ctx, p.Name, ro.RunID, "")
-	out, err := e.Engine.Run(ctx, p, args, ro)
+	out, err := e.Engine.Run(ctx, p, args, e.observeSteps(ctx, p, ro))
 	endSegment(ctx, seg, out, err)
 	return out, err
 }
@@ -365,7 +365,7 @@ func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 	}
 	ctx, seg := e.g.tel.StartSegment(ctx, p.Name, ro.RunID, cp.TraceParent)
 	seg.Event("answered", telemetry.KeyAction.String(a.Action), telemetry.KeySurface.String(surfaceOf(ctx)))
-	out, err := e.Engine.Resume(ctx, p, cp, a, ro)
+	out, err := e.Engine.Resume(ctx, p, cp, a, e.observeSteps(ctx, p, ro))
 	endSegment(ctx, seg, out, err)
 	return out, err
 }
@@ -375,9 +375,47 @@ func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.
 		return e.Engine.Continue(ctx, p, cp, rerun, ro)
 	}
 	ctx, seg := e.g.tel.StartSegment(ctx, p.Name, ro.RunID, cp.TraceParent)
-	out, err := e.Engine.Continue(ctx, p, cp, rerun, ro)
+	out, err := e.Engine.Continue(ctx, p, cp, rerun, e.observeSteps(ctx, p, ro))
 	endSegment(ctx, seg, out, err)
 	return out, err
+}
+
+// observeSteps returns ro with an observer that also records each tool
+// and for_each step's duration (vmcp_step_duration_seconds). Elicitation
+// steps are left out: their time is a person's (vmcp_question_wait).
+func (e *tracedEngine) observeSteps(ctx context.Context, p *engine.Plan, ro *engine.RunOptions) *engine.RunOptions {
+	if ro == nil {
+		return ro
+	}
+	kinds := make(map[string]string, len(p.Steps))
+	for _, st := range p.Steps {
+		switch st.Kind.(type) {
+		case *steps.ToolCall:
+			kinds[st.ID] = "tool"
+		case *steps.ForEach:
+			kinds[st.ID] = "for_each"
+		}
+	}
+	started := map[string]time.Time{} // the engine calls an observer from one goroutine at a time
+	next := ro.Observer
+	c := *ro
+	c.Observer = func(ev engine.Event) {
+		switch ev.Type {
+		case engine.EventStarted:
+			if _, ok := kinds[ev.Step]; ok {
+				started[ev.Step] = ev.Time
+			}
+		case engine.EventFinished:
+			if at, ok := started[ev.Step]; ok {
+				delete(started, ev.Step)
+				e.g.tel.StepFinished(ctx, p.Name, kinds[ev.Step], ev.Status, ev.Time.Sub(at))
+			}
+		}
+		if next != nil {
+			next(ev)
+		}
+	}
+	return &c
 }
 
 func endSegment(ctx context.Context, seg *telemetry.Segment, out *engine.Outcome, err error) {

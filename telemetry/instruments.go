@@ -19,6 +19,7 @@ type instruments struct {
 	runsStarted     metric.Int64Counter
 	runsFinished    metric.Int64Counter
 	runSegment      metric.Float64Histogram
+	stepDuration    metric.Float64Histogram
 	pauses          metric.Int64Counter
 	pausePersist    metric.Float64Histogram
 	answers         metric.Int64Counter
@@ -70,6 +71,7 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	in.runsStarted = counter(MetricRunsStarted, "Composite runs started.")
 	in.runsFinished = counter(MetricRunsFinished, "Composite runs that reached a final status.")
 	in.runSegment = hist(MetricRunSegment, "Execution time of one run segment (start or resume until pause or end); human waits excluded.", OperationBuckets)
+	in.stepDuration = hist(MetricStepDuration, "Time from a tool or for_each step starting to its result (retries included), by workflow, step kind and outcome.", OperationBuckets)
 	in.pauses = counter(MetricPauses, "Questions asked (runs paused), by how they travel.")
 	in.pausePersist = hist(MetricPausePersist, "Time to persist a pause (the durable write before a question is sent).", PersistBuckets)
 	in.answers = counter(MetricAnswers, "Answers to questions, by action and where they came from.")
@@ -159,6 +161,15 @@ func (t *T) AuthFailed(ctx context.Context, reason string) {
 		return
 	}
 	t.m.authFailures.Add(ctx, 1, attrs(KeyReason.String(reason)))
+}
+
+// StepFinished records one workflow step's duration: kind is tool or
+// for_each, status the step's (completed, failed, cancelled).
+func (t *T) StepFinished(ctx context.Context, workflow, kind, status string, d time.Duration) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.stepDuration.Record(ctx, d.Seconds(), attrs(KeyWorkflow.String(workflow), KeyStepKind.String(kind), KeyStatus.String(status)))
 }
 
 // AuthzDenied counts a refusal by an authorization policy; kind is what

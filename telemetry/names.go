@@ -34,6 +34,7 @@ const (
 	KeyDriver   = attribute.Key("driver")
 	KeyEvent    = attribute.Key("event")
 	KeyState    = attribute.Key("state")
+	KeyStepKind = attribute.Key("step_kind")
 )
 
 // Metric (OTel instrument) names; the Prometheus exporter turns the dots
@@ -48,6 +49,7 @@ const (
 	MetricRunsFinished       = "vmcp.runs.finished"
 	MetricRuns               = "vmcp.runs"
 	MetricRunSegment         = "vmcp.run.execution"
+	MetricStepDuration       = "vmcp.step.duration"
 	MetricPauses             = "vmcp.pauses"
 	MetricPausePersist       = "vmcp.pause.persist"
 	MetricAnswers            = "vmcp.answers"
