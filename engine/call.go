@@ -29,6 +29,9 @@ func (e *Engine) callOnce(ctx context.Context, st *Step, k *steps.ToolCall, args
 		return attemptResult{class: classTransport, err: ctx.Err()}
 	}
 	defer func() { <-e.slots }()
+	if ctx.Err() != nil { // select picks at random when both were ready
+		return attemptResult{class: classTransport, err: ctx.Err()}
+	}
 	actx := ctx
 	if st.timeout > 0 {
 		var cancel context.CancelFunc

@@ -41,8 +41,8 @@ type Options struct {
 	MaxCalls int
 	// ReuseWorkers keeps finished step workers for a while to run the
 	// next steps on (see workers). A long-running process sets it;
-	// tests under testing/synctest leave it off, since an idle worker
-	// would outlive the bubble's run.
+	// tests under testing/synctest leave it off: an engine shared by
+	// several bubbles would hand one bubble's job to another's worker.
 	ReuseWorkers bool
 }
 

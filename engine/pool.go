@@ -43,12 +43,14 @@ func (w *workers) start(fn func()) {
 // serve runs fn, then further jobs, until idle passes without one.
 func (w *workers) serve(fn func()) {
 	fn()
+	fn = nil // an idle worker must not keep its last run alive
 	t := time.NewTimer(w.idle)
 	defer t.Stop()
 	for {
 		select {
 		case fn = <-w.jobs:
 			fn()
+			fn = nil
 			t.Reset(w.idle)
 		case <-t.C:
 			return

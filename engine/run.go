@@ -181,7 +181,7 @@ type runState struct {
 	inflight map[string]bool // steps with a worker
 	// starting are workers to launch after the next persist; mustRecord
 	// says one of them needs the record first.
-	starting   []func()
+	starting   []pendingStart
 	mustRecord bool
 	// unrecorded: the run is not in the store yet (RunOptions.Unrecorded);
 	// the first launch waits for a checkpoint.
@@ -197,6 +197,12 @@ type runState struct {
 	pause     *Question
 	skipRest  bool
 	cancelled bool
+}
+
+// pendingStart is a worker waiting for the record that must precede it.
+type pendingStart struct {
+	idx int
+	fn  func()
 }
 
 type completion struct {
@@ -315,12 +321,23 @@ func (r *runState) loop() {
 		// repeated safely must be on record as in flight before its
 		// backend can see the call (SPEC §5's re-execution rule).
 		if len(r.starting) > 0 {
-			if r.mustRecord || dirty || r.unrecorded {
+			if r.failure == nil && (r.mustRecord || dirty || r.unrecorded) {
 				r.persist()
 				r.mustRecord, dirty = false, false
 			}
-			for _, start := range r.starting {
-				r.e.work.start(start)
+			if r.failure != nil || r.ctx.Err() != nil {
+				// Nothing starts once the run failed (or its record
+				// could not be saved): a step unsafe to repeat must
+				// never run without being on record.
+				for _, ps := range r.starting {
+					r.running--
+					delete(r.inflight, r.p.Steps[ps.idx].ID)
+					r.record(ps.idx, &StepState{Status: StepCancelled, Error: "not started: the run ended first"}, EventFinished)
+				}
+			} else {
+				for _, ps := range r.starting {
+					r.e.work.start(ps.fn)
+				}
 			}
 			r.starting = r.starting[:0]
 		}
@@ -354,7 +371,7 @@ func (r *runState) loop() {
 // steps were in flight. A failed save ends the run: executing without a
 // record would break the re-execution rules.
 func (r *runState) persist() {
-	if !r.ro.Durable || r.e.store == nil || r.failure != nil {
+	if !r.ro.Durable || r.e.store == nil {
 		return
 	}
 	r.cp.InFlight = r.cp.InFlight[:0]
@@ -363,9 +380,11 @@ func (r *runState) persist() {
 			r.cp.InFlight = append(r.cp.InFlight, st.ID)
 		}
 	}
-	if err := r.e.store.SaveCheckpoint(r.ctx, r.cp); err != nil && r.ctx.Err() == nil {
-		r.failure = &RunError{Workflow: r.p.Name, Cause: "could not persist the run's progress: " + err.Error()}
-		r.cancel()
+	if err := r.e.store.SaveCheckpoint(r.ctx, r.cp); err != nil {
+		if r.failure == nil {
+			r.failure = &RunError{Workflow: r.p.Name, Cause: "could not persist the run's progress: " + err.Error()}
+			r.cancel()
+		}
 		return
 	}
 	r.unrecorded = false
@@ -435,7 +454,7 @@ func (r *runState) launch(st *Step, now time.Time, fn func(context.Context) (*St
 	if st.unsafe() {
 		r.mustRecord = true
 	}
-	r.starting = append(r.starting, func() { r.worker(st.Index, now, fn) })
+	r.starting = append(r.starting, pendingStart{st.Index, func() { r.worker(st.Index, now, fn) }})
 }
 
 // unsafe reports a tool step whose tool is neither read-only nor
@@ -658,6 +677,7 @@ func (r *runState) finish(parent, runCtx context.Context) (*Outcome, error) {
 		return out, nil
 	case r.pause != nil:
 		r.cp.Pending = r.pause
+		r.cp.InFlight = nil // a pause waits for every running step to finish
 		out.Status = StatusWaiting
 		out.Question = r.pause
 		out.Checkpoint = r.cp

@@ -374,3 +374,57 @@ steps:
 		t.Fatalf("the checkpoint is not the pause: %s", store.saved[0])
 	}
 }
+
+// A step unsafe to repeat never runs without its record: when another step
+// of the same round fails before the record is written, nothing starts.
+func TestNoUnsafeCallAfterFailureInTheSameRound(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "write"}, {Backend: "svc", Name: "read", Annotations: &ToolAnnotations{ReadOnlyHint: ptr(true)}}})
+	p := mustCompile(t, `name: race
+parameters: {type: object, properties: {x: {type: object}}}
+steps:
+  - id: a
+    tool: svc.write
+  - id: b
+    tool: svc.read
+    condition: "params.x.missing == 1"
+`, cat)
+	for range 50 {
+		store := &recordingStore{}
+		f := newFakeCaller()
+		e := New(f, &Options{Store: store})
+		out, err := e.Run(t.Context(), p, json.RawMessage(`{"x":{}}`), &RunOptions{RunID: "r1", Durable: true, Unrecorded: true})
+		if err != nil || out.Status != StatusFailed {
+			t.Fatalf("run: %v %+v", err, out)
+		}
+		if n := len(f.recorded()); n != 0 {
+			t.Fatalf("%d backend calls although the run failed before recording them", n)
+		}
+	}
+}
+
+// When an unsafe step succeeds and another fails in the same round, the
+// unsafe step's result is still saved.
+func TestUnsafeResultSavedWhenTheRunFails(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "write"}, {Backend: "svc", Name: "flaky", Annotations: &ToolAnnotations{ReadOnlyHint: ptr(true)}}})
+	p := mustCompile(t, `name: mixed
+steps:
+  - id: a
+    tool: svc.write
+  - id: b
+    tool: svc.flaky
+`, cat)
+	store := &recordingStore{}
+	f := newFakeCaller().on("svc.flaky", reply{Transport: "connection reset"})
+	e := New(f, &Options{Store: store})
+	out, err := e.Run(t.Context(), p, nil, &RunOptions{RunID: "r1", Durable: true})
+	if err != nil || out.Status != StatusFailed {
+		t.Fatalf("run: %v %+v", err, out)
+	}
+	last, err := DecodeCheckpoint(store.saved[len(store.saved)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := last.Steps["a"]; s == nil || s.Status != StepCompleted {
+		t.Fatalf("the last checkpoint does not hold a's result: %s", store.saved[len(store.saved)-1])
+	}
+}
