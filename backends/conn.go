@@ -641,15 +641,33 @@ func (c *Conn) callCtx(ctx context.Context) context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var best *callInfo
+	principals := map[string]bool{}
 	for _, ci := range c.inflight {
 		if best == nil || ci.start.After(best.start) {
 			best = ci
 		}
+		sub, _ := outauth.SubjectFrom(ci.ctx)
+		principals[sub.Principal] = true
 	}
-	if best != nil {
-		return best.ctx
+	switch {
+	case best == nil:
+		return context.Background()
+	case len(principals) > 1:
+		// Calls of several principals: a guess could hand one caller's
+		// question, answer or log line to another.
+		return context.WithValue(context.Background(), ambiguousKey{}, true)
 	}
-	return context.Background()
+	return best.ctx
+}
+
+type ambiguousKey struct{}
+
+// Ambiguous reports a backend-initiated message that vmcp cannot tie to
+// one caller: a stdio backend sent it while calls of several principals
+// were in flight. It must go to nobody rather than to a guess.
+func Ambiguous(ctx context.Context) bool {
+	v, _ := ctx.Value(ambiguousKey{}).(bool)
+	return v
 }
 
 // begin prepares one request to the backend: the session (state and

@@ -656,8 +656,8 @@ func checkState(src *Source, st *StateConfig, ds *Diagnostics) {
 		ds.Add(src, at(st.Postgres.Node), "state.postgres is set but state.driver is %q: the postgres settings need driver: postgres", driverName(st))
 	}
 	p := &st.Postgres
-	if p.Heartbeat.Set && p.LeaseTTL.Set && p.Heartbeat.Value >= p.LeaseTTL.Value {
-		ds.Add(src, at(p.Heartbeat.Node), "state.postgres.heartbeat %v must be shorter than lease_ttl %v", p.Heartbeat.Value, p.LeaseTTL.Value)
+	if p.Heartbeat.Set && p.LeaseTTL.Set && 3*p.Heartbeat.Value > p.LeaseTTL.Value {
+		ds.Add(src, at(p.Heartbeat.Node), "state.postgres.heartbeat %v must be at most a third of lease_ttl %v (a replica stops calling backends when its last heartbeat is half a lease old)", p.Heartbeat.Value, p.LeaseTTL.Value)
 	}
 	for i, k := range p.TokenKeys {
 		if _, err := DecodeTokenKey(k.Value); err != nil {

@@ -48,8 +48,8 @@ func TestLoadConfigStateDriver(t *testing.T) {
 			[]string{`c.yaml:1:19: state.postgres is set but state.driver is "bbolt": the postgres settings need driver: postgres`}},
 		{"unknown postgres key", "state: {driver: postgres, dsn: 'postgres://x', postgres: {lease: 5s}}\n",
 			[]string{`c.yaml:1:59: unknown key "lease" in "state.postgres"; did you mean "lease_ttl"?`}},
-		{"heartbeat not shorter than the lease", "state: {driver: postgres, dsn: 'postgres://x', postgres: {lease_ttl: 2s, heartbeat: 2s}}\n",
-			[]string{`c.yaml:1:85: state.postgres.heartbeat 2s must be shorter than lease_ttl 2s`}},
+		{"heartbeat over a third of the lease", "state: {driver: postgres, dsn: 'postgres://x', postgres: {lease_ttl: 2s, heartbeat: 2s}}\n",
+			[]string{`c.yaml:1:85: state.postgres.heartbeat 2s must be at most a third of lease_ttl 2s (a replica stops calling backends when its last heartbeat is half a lease old)`}},
 		{"short token key", "state: {driver: postgres, dsn: 'postgres://x', postgres: {token_keys: [AAEC]}}\n",
 			[]string{`c.yaml:1:72: state.postgres.token_keys[0]: decodes to 3 bytes, want 32 (generate one with: head -c 32 /dev/urandom | base64)`}},
 	}

@@ -40,6 +40,24 @@ type bridge struct {
 
 const relayStatePrefix = "relay:"
 
+// Backend calls waiting for their clients hold a goroutine and an open
+// backend request each, up to relayWait: bounded overall and per principal.
+const (
+	maxWaitingCalls        = 1000
+	maxWaitingPerPrincipal = 50
+)
+
+// waitingOf counts the calls owner has waiting (b.mu held).
+func (b *bridge) waitingOf(owner string) int {
+	n := 0
+	for _, c := range b.calls {
+		if c.owner == owner {
+			n++
+		}
+	}
+	return n
+}
+
 // bridgeCall is one backend call waiting on its client.
 type bridgeCall struct {
 	id    string
@@ -102,6 +120,11 @@ func (b *bridge) call(ctx context.Context, tool string, req mcp.CallToolRequest,
 	c.cancel = cancel
 	go func() {
 		defer cancel()
+		defer func() {
+			if v := recover(); v != nil { // the tool handler's recovery does not reach here
+				c.done <- bridgeDone{nil, fmt.Errorf("internal error: panic: %v", v)}
+			}
+		}()
 		res, err := run(cctx)
 		c.done <- bridgeDone{res, err}
 	}()
@@ -203,8 +226,11 @@ func (b *bridge) wait(ctx context.Context, c *bridgeCall) (*mcp.CallToolResult, 
 			}
 		}
 		b.mu.Lock()
-		b.calls[c.id] = c
-		b.mu.Unlock()
+		if len(b.calls) >= maxWaitingCalls || b.waitingOf(c.owner) >= maxWaitingPerPrincipal {
+			b.mu.Unlock()
+			c.cancel()
+			return mcp.NewToolResultError(fmt.Sprintf("too many backend questions are waiting for answers (at most %d, %d per principal): answer or abandon some first", maxWaitingCalls, maxWaitingPerPrincipal)), nil
+		}
 		c.expiry = time.AfterFunc(relayWait, func() {
 			b.mu.Lock()
 			if b.calls[c.id] == c {
@@ -213,6 +239,8 @@ func (b *bridge) wait(ctx context.Context, c *bridgeCall) (*mcp.CallToolResult, 
 			}
 			b.mu.Unlock()
 		})
+		b.calls[c.id] = c
+		b.mu.Unlock()
 		return ir.ToolResult(), nil
 	}
 }

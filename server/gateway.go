@@ -562,11 +562,12 @@ type ReplicaStatus struct {
 	ID        string    `json:"id"`
 	Self      bool      `json:"self,omitempty"`
 	Live      bool      `json:"live"`
-	Started   time.Time `json:"started"`
-	Heartbeat time.Time `json:"heartbeat"`
-	Expires   time.Time `json:"expires"`
+	Started   time.Time `json:"started,omitzero"`
+	Heartbeat time.Time `json:"heartbeat,omitzero"`
+	Expires   time.Time `json:"expires,omitzero"`
 	Version   string    `json:"version,omitempty"`
 	Address   string    `json:"address,omitempty"`
+	Error     string    `json:"error,omitempty"`
 }
 
 // Status reports backends, health and counts.
@@ -590,15 +591,25 @@ func (g *Gateway) replicas(ctx context.Context) []ReplicaStatus {
 	if !ok {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	rs, err := pg.Replicas(ctx)
 	if err != nil {
+		// The database is unreachable: say so, and what this replica
+		// knows of itself.
 		g.log.Warn("listing replicas for /status", "err", err)
-		return nil
+		return []ReplicaStatus{{ID: pg.ReplicaID(), Self: true, Live: pg.Live(), Error: "listing the replicas failed: " + err.Error()}}
 	}
 	out := make([]ReplicaStatus, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, ReplicaStatus{ID: r.ID, Self: r.ID == pg.ReplicaID(), Live: r.Live, Started: r.Started, Heartbeat: r.Heartbeat,
-			Expires: r.Expires, Version: r.Version, Address: r.Address})
+		rs := ReplicaStatus{ID: r.ID, Live: r.Live, Started: r.Started, Heartbeat: r.Heartbeat,
+			Expires: r.Expires, Version: r.Version, Address: r.Address}
+		if r.ID == pg.ReplicaID() {
+			// Its own liveness is what it acts on (Live: a heartbeat
+			// within half a lease), not the row's expiry.
+			rs.Self, rs.Live = true, pg.Live()
+		}
+		out = append(out, rs)
 	}
 	return out
 }

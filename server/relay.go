@@ -8,6 +8,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends"
 )
 
 // relay carries what backends send towards clients to the client whose
@@ -21,6 +23,8 @@ const relayWait = 5 * time.Minute
 func (r relay) check(ctx context.Context, backend, what string, declared func(mcp.ClientCapabilities) bool) error {
 	caps, modern := clientCaps(ctx)
 	switch {
+	case backends.Ambiguous(ctx):
+		return fmt.Errorf("backend %q asked for %s while calls of several principals were in flight on it (a stdio backend does not say which call asks); refused rather than asking the wrong person", backend, what)
 	case modern && bridgeOf(ctx) == nil:
 		return fmt.Errorf("backend %q asked for %s during a request that vmcp cannot pause for a 2026-07-28 client (only plain tool calls relay backend requests, as input_required)", backend, what)
 	case !modern && mcpserver.ClientSessionFromContext(ctx) == nil:
@@ -85,6 +89,9 @@ func (r relay) Notify(ctx context.Context, backend string, n mcp.JSONRPCNotifica
 		}
 		_ = r.g.mcp.SendNotificationToClient(ctx, n.Method, n.Params.AdditionalFields)
 	case "notifications/message":
+		if backends.Ambiguous(ctx) {
+			return // several principals' calls in flight: nobody's for sure
+		}
 		// A log message during a call goes to that call's client; one
 		// outside any call was caused by no client and goes to every
 		// session (backends filter by the level clients set, which vmcp

@@ -103,7 +103,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 // transition in the store.
 type checkpointer struct{ g *Gateway }
 
-func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) error {
+func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) (err error) {
 	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	r := c.g.runs
 	b, err := checkpointJSON(ctx, cp)
@@ -118,13 +118,21 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	if run := r.take(cp.RunID); run != nil {
 		// The run's first transition creates it: running with its
 		// first steps in flight, or waiting on its first question.
+		orig := *run
+		defer func() {
+			if err != nil { // finish may still record it
+				r.unbornMu.Lock()
+				r.unborn[orig.ID] = &orig
+				r.unbornMu.Unlock()
+			}
+		}()
 		run.Checkpoint = b
 		if q != nil {
 			run.Status, run.Pending = state.StatusWaiting, q
 		} else {
 			run.InFlight = cp.InFlight
 		}
-		if err := r.store.Create(ctx, run); err != nil {
+		if err = r.store.Create(ctx, run); err != nil {
 			return fmt.Errorf("recording the run: %w", err)
 		}
 		if q != nil {

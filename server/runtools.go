@@ -228,7 +228,7 @@ func (g *Gateway) handleRunResume(ctx context.Context, req mcp.CallToolRequest) 
 	// arguments (which answered the previous question).
 	if tok := req.Params.RequestState; tok != "" {
 		ro := &engine.RunOptions{Durable: true}
-		out, l, err := g.answerToken(ctx, tok, req.Params.InputResponses, principal(ctx), ro)
+		out, l, err := g.answerToken(ctx, tok, "", req.Params.InputResponses, principal(ctx), ro) // any run of the caller's
 		if err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
 		}

@@ -8,10 +8,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/vmcp-dev/vmcp/engine"
 )
 
 // startDemo serves the embedded demo on a loopback test server.
@@ -159,5 +162,29 @@ func TestPausedResultAndResumeTool(t *testing.T) {
 	again := callJSON(t, c, "vmcp_run_resume", `{"run_id":"`+runID+`","action":"accept","content":{"page":false}}`)
 	if !again.IsError || !strings.Contains(text(again), "not waiting") {
 		t.Fatalf("second answer: %s", text(again))
+	}
+}
+
+// A resume token answers only a call to the tool whose run asked: a retry
+// that carries it to another composite is refused and the run keeps
+// waiting.
+func TestTokenOnlyForItsOwnTool(t *testing.T) {
+	g, url := startDemo(t)
+	c := newClient(t, url, client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+	res := callJSON(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`)
+	meta := res.Meta.AdditionalFields["vmcp/run"].(map[string]any)
+	runID := meta["id"].(string)
+	tok, err := g.runs.token(t.Context(), runID, "confirm_page", "anonymous", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := mcp.InputResponses{}
+	_ = json.Unmarshal([]byte(`{"confirm_page":{"action":"accept","content":{"page":false}}}`), &answer)
+	_, _, err = g.answerToken(t.Context(), tok, "some_other_composite", answer, "anonymous", &engine.RunOptions{Durable: true})
+	if err == nil || !strings.Contains(err.Error(), `belongs to a run of "investigate_incident"`) {
+		t.Fatalf("token carried to another tool: %v", err)
+	}
+	if run, _ := g.runs.store.Get(t.Context(), runID); run.Status != "waiting" {
+		t.Fatalf("the run is %s after a refused retry, want waiting", run.Status)
 	}
 }

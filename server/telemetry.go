@@ -347,6 +347,7 @@ type tracedEngine struct {
 }
 
 func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMessage, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil || ro == nil || !ro.Durable {
 		return e.Engine.Run(ctx, p, args, ro)
 	}
@@ -360,6 +361,7 @@ func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMes
 }
 
 func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, a engine.Answer, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil {
 		return e.Engine.Resume(ctx, p, cp, a, ro)
 	}
@@ -371,6 +373,7 @@ func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 }
 
 func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, rerun bool, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil {
 		return e.Engine.Continue(ctx, p, cp, rerun, ro)
 	}
@@ -378,6 +381,16 @@ func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.
 	out, err := e.Engine.Continue(ctx, p, cp, rerun, e.observeSteps(ctx, p, ro))
 	endSegment(ctx, seg, out, err)
 	return out, err
+}
+
+// withWorkflow names the workflow whose steps make the backend calls
+// (authz check_steps reads it as request.workflow), on every path into a
+// durable run: start, answer, resume, continue, deadline.
+func withWorkflow(ctx context.Context, p *engine.Plan, ro *engine.RunOptions) context.Context {
+	if ro == nil || !ro.Durable {
+		return ctx
+	}
+	return context.WithValue(ctx, compositeKey{}, p.Name)
 }
 
 // observeSteps returns ro with an observer that also records each tool
@@ -474,7 +487,11 @@ func (g *Gateway) notePauseCommitted(ctx context.Context, cp *engine.Checkpoint,
 	if g.tel == nil {
 		return
 	}
-	g.tel.PausePersisted(ctx, "bbolt", took)
+	driver := g.cfg.State.Driver.Value
+	if driver == "" {
+		driver = dsl.DriverBbolt
+	}
+	g.tel.PausePersisted(ctx, driver, took)
 	g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditRunPaused, Principal: auditPrincipal(ctx),
 		Target: &telemetry.Target{Workflow: cp.Workflow, Run: cp.RunID, Step: cp.Pending.Step}, Detail: map[string]any{"seq": seq}})
 }

@@ -69,7 +69,7 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 			return refused, nil
 		}
 		if te.composite {
-			return g.callComposite(context.WithValue(ctx, compositeKey{}, te.name), te.plan, req, args)
+			return g.callComposite(ctx, te.plan, req, args)
 		}
 		ctx = context.WithValue(ctx, directCallKey{}, true)
 		if bridged(ctx, req) {
@@ -146,27 +146,28 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 	}
 	// A 2026-07-28 client retrying with the answer to input_required.
 	if tok := req.Params.RequestState; tok != "" {
-		out, l, err := g.answerToken(ctx, tok, req.Params.InputResponses, owner, ro)
+		out, l, err := g.answerToken(ctx, tok, p.Name, req.Params.InputResponses, owner, ro)
 		if err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
 		}
 		return g.deliver(ctx, l.plan, out, ro, owner)
 	}
 	ro.RunID, ro.Unrecorded = g.runs.create(p, args, owner), true
+	defer g.runs.drop(ro.RunID) // a no-op once the run is in the store
 	out, err := g.eng.Run(ctx, p, args, ro)
 	ro.Unrecorded = false // from here on the run is in the store
 	if err != nil {
-		g.runs.drop(ro.RunID)
 		return nil, err
 	}
 	return g.deliver(ctx, p, out, ro, owner)
 }
 
 // answerToken applies the answer a 2026-07-28 client sent with its
-// resume token. The token is sealed, bound to run, step, owner and pause,
+// resume token, to a run of workflow (any workflow for "": the
+// vmcp_run_resume tool). The token is sealed, bound to run, step, owner and pause,
 // and single-use: replayed, tampered, expired or someone else's tokens are
 // refused and change nothing.
-func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.InputResponses, owner string, ro *engine.RunOptions) (*engine.Outcome, *loaded, error) {
+func (g *Gateway) answerToken(ctx context.Context, tok, workflow string, responses mcp.InputResponses, owner string, ro *engine.RunOptions) (*engine.Outcome, *loaded, error) {
 	c, err := g.runs.sealer.Open(tok, time.Now())
 	switch {
 	case err != nil && !errors.Is(err, elicitation.ErrTokenExpired):
@@ -182,6 +183,11 @@ func (g *Gateway) answerToken(ctx context.Context, tok string, responses mcp.Inp
 	l, err := g.runs.load(ctx, c.Run, owner)
 	if err != nil {
 		return nil, nil, err
+	}
+	if workflow != "" && l.run.Workflow != workflow {
+		// The retry must come to the tool that asked: policies were
+		// checked for this tool, and its steps are checked as its own.
+		return nil, nil, fmt.Errorf("this requestState belongs to a run of %q, not of %q: retry the call to %q", l.run.Workflow, workflow, l.run.Workflow)
 	}
 	if l.run.Pending == nil || l.run.Pending.Step != c.Step || l.run.Pending.Seq != c.Seq {
 		g.tokenRejected(ctx, "replayed", c.Run)

@@ -142,8 +142,10 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Heartbeat >= o.LeaseTTL {
-		return nil, fmt.Errorf("state.postgres: heartbeat %v must be shorter than lease_ttl %v", o.Heartbeat, o.LeaseTTL)
+	if 3*o.Heartbeat > o.LeaseTTL {
+		// Live() needs a heartbeat within half a lease; a beat every
+		// third of one leaves room for a slow one.
+		return nil, fmt.Errorf("state.postgres: heartbeat %v must be at most a third of lease_ttl %v", o.Heartbeat, o.LeaseTTL)
 	}
 	for i, k := range o.TokenKeys {
 		if len(k) != 32 {

@@ -41,7 +41,7 @@ func pausedRun(t *testing.T, s state.Driver, deadline time.Time) *state.Run {
 // writes are fenced, whatever the run's status by then.
 func TestTakeoverFencesTheOldHolder(t *testing.T) {
 	dsn, o := freshSchema(t)
-	o.LeaseTTL, o.Heartbeat = time.Hour, 30*time.Minute // no heartbeat during the test
+	o.LeaseTTL, o.Heartbeat = time.Hour, 20*time.Minute // no heartbeat during the test
 	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
 	ctx := t.Context()
 	r := statetest.NewRun("alice", "deploy")
@@ -300,7 +300,7 @@ func TestMigrations(t *testing.T) {
 // touched.
 func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	dsn, o := freshSchema(t)
-	o.LeaseTTL, o.Heartbeat = time.Hour, 30*time.Minute
+	o.LeaseTTL, o.Heartbeat = time.Hour, 20*time.Minute
 	other := replica(t, dsn, *o)
 	ro := *o
 	ro.ReplicaID = "pod-0"
