@@ -178,7 +178,10 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 			for _, o := range orphans {
 				r, err := state.DecodeDocument(o.doc)
 				if err != nil {
-					return fmt.Errorf("recover run %s: %w", o.id, err)
+					// Skipped, not fatal: one unreadable run must not
+					// stop every takeover.
+					s.log.Error("recover: skipping a run that cannot be read", "run_id", o.id, "err", err)
+					continue
 				}
 				now := o.at.UTC()
 				if now.Before(r.Updated) {

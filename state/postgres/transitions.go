@@ -587,10 +587,14 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 		for _, d := range list {
 			r, err := state.DecodeDocument(d.doc)
 			if err != nil {
-				return fmt.Errorf("claim due: %w", err)
+				// One unreadable run (a newer format during an upgrade)
+				// must not stop every other deadline: skip it.
+				s.log.Error("claim due: skipping a run that cannot be read", "err", err)
+				continue
 			}
 			if r.Pending == nil {
-				return fmt.Errorf("claim due: run %s is waiting without a question", r.ID)
+				s.log.Error("claim due: skipping a run waiting without a question", "run_id", r.ID)
+				continue
 			}
 			at := d.at.UTC()
 			if at.Before(r.Updated) {
