@@ -19,6 +19,10 @@ import (
 
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/telemetry"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // kitServer is an in-process backend with three tools, two prompts and
@@ -468,5 +472,42 @@ func TestAuthzDeniedIsAuditedAndCounted(t *testing.T) {
 	if fam == nil || len(fam.GetMetric()) != 1 || fam.GetMetric()[0].GetCounter().GetValue() != 1 ||
 		len(fam.GetMetric()[0].GetLabel()) == 0 || fam.GetMetric()[0].GetLabel()[0].GetValue() != "tool" {
 		t.Errorf("vmcp_authz_denied_total after one refused call: %v", fam)
+	}
+}
+
+// A step refused by check_steps never went out: no CLIENT span for it.
+func TestRefusedStepHasNoClientSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tel, err := telemetry.New(t.Context(), telemetry.Config{}, &telemetry.Options{SpanProcessor: rec, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	cfg, ds := dsl.LoadConfig("authz.yaml", []byte(authzConfig(true)), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db"), Telemetry: tel,
+		InProcess: map[string]*mcpserver.MCPServer{"kit": kitServer()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() { srv.Close(); _ = g.Close() })
+	bob := clientWithVersion(t, srv.URL, "bob-token", mcp.ProtocolVersion20251125)
+	if r := callJSON(t, bob, "read_then_write", `{}`); !r.IsError {
+		t.Fatalf("bob's composite was not refused: %s", text(r))
+	}
+	var clients []string
+	for _, s := range rec.Ended() {
+		if s.SpanKind() == trace.SpanKindClient {
+			clients = append(clients, s.Name())
+		}
+	}
+	if !slices.Contains(clients, "tools/call read") || slices.ContainsFunc(clients, func(n string) bool { return strings.Contains(n, "write") }) {
+		t.Errorf("CLIENT spans %v: want the read step's call and none for the refused write", clients)
 	}
 }

@@ -324,10 +324,15 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 	if c.t == nil {
 		return c.caller.CallTool(ctx, call)
 	}
+	// A refused call (authorization, fencing) never went out: no CLIENT
+	// span, no backend duration.
+	if err := c.admit(ctx, call); err != nil {
+		return nil, err
+	}
 	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt}, call.Meta)
 	sent := *call
 	sent.Meta = meta
-	r, err := c.caller.CallTool(ctx, &sent)
+	r, err := c.send(ctx, &sent)
 	switch {
 	case err != nil:
 		op.End(ctx, errorType(err), err.Error())

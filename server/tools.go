@@ -24,12 +24,26 @@ type caller struct {
 }
 
 func (c caller) CallTool(ctx context.Context, call *steps.Call) (*steps.Result, error) {
-	if err := c.g.checkStep(ctx, call); err != nil {
+	if err := c.admit(ctx, call); err != nil {
 		return nil, err
 	}
-	if call.Step != "" && !c.g.runs.live() {
-		return nil, errNotLive
+	return c.send(ctx, call)
+}
+
+// admit decides whether a call may go out at all: the step's
+// authorization (check_steps) and this replica's lease.
+func (c caller) admit(ctx context.Context, call *steps.Call) error {
+	if err := c.g.checkStep(ctx, call); err != nil {
+		return err
 	}
+	if call.Step != "" && !c.g.runs.live() {
+		return errNotLive
+	}
+	return nil
+}
+
+// send makes an admitted call.
+func (c caller) send(ctx context.Context, call *steps.Call) (*steps.Result, error) {
 	r, err := c.mgr.CallTool(clientCtx(ctx), call.Backend, call.Tool, call.Arguments, call.Meta)
 	if err != nil {
 		return nil, err
