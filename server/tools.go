@@ -79,8 +79,13 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 			return mcp.NewToolResultError(fmt.Sprintf("unknown tool %q", name)), nil
 		}
 		args := rawArgs(req)
-		if refused := g.authorizeTool(ctx, cat, te, args); refused != nil {
-			return refused, nil
+		// A relay retry answers a backend call that was authorized when
+		// it started (the bridge checks caller and tool); its arguments
+		// are not sent again, so they are not decided again.
+		if !strings.HasPrefix(req.Params.RequestState, relayStatePrefix) {
+			if refused := g.authorizeTool(ctx, cat, te, args); refused != nil {
+				return refused, nil
+			}
 		}
 		if te.composite {
 			return g.callComposite(ctx, te.plan, req, args)
