@@ -341,7 +341,8 @@ func (r *runState) loop() {
 			}
 			r.starting = r.starting[:0]
 		}
-		if dirty {
+		// (A run about to pause writes its results with the pause.)
+		if dirty && !(r.running == 0 && r.pause != nil && r.failure == nil && r.ctx.Err() == nil) {
 			r.persist()
 			dirty = false
 		}

@@ -428,3 +428,32 @@ steps:
 		t.Fatalf("the last checkpoint does not hold a's result: %s", store.saved[len(store.saved)-1])
 	}
 }
+
+// A run that pauses right after an unsafe step writes that step's result
+// with its pause: two commits (in flight, paused), not three.
+func TestResultSharesThePauseCommit(t *testing.T) {
+	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "write"}})
+	p := mustCompile(t, `name: write-then-ask
+steps:
+  - id: w
+    tool: svc.write
+  - id: ok
+    type: elicitation
+    message: Go on?
+    schema: {type: object, properties: {go: {type: boolean}}}
+    depends_on: [w]
+`, cat)
+	store := &recordingStore{}
+	e := New(newFakeCaller(), &Options{Store: store})
+	out, err := e.Run(t.Context(), p, nil, &RunOptions{RunID: "r1", Durable: true})
+	if err != nil || out.Status != StatusWaiting {
+		t.Fatal(err, out)
+	}
+	if len(store.saved) != 2 {
+		t.Fatalf("%d checkpoints, want 2 (w in flight; the pause with w's result)", len(store.saved))
+	}
+	last, _ := DecodeCheckpoint(store.saved[1])
+	if last.Pending == nil || last.Steps["w"] == nil || last.Steps["w"].Status != StepCompleted {
+		t.Fatalf("the pause checkpoint lacks w's result: %s", store.saved[1])
+	}
+}
