@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmcp-dev/vmcp/authz"
 	"github.com/vmcp-dev/vmcp/dsl"
+	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/steps"
 	"github.com/vmcp-dev/vmcp/telemetry"
 )
@@ -86,6 +87,16 @@ type directCallKey struct{}
 
 // compositeKey names the composite whose steps make backend calls.
 type compositeKey struct{}
+
+// withWorkflow names the workflow whose steps make the backend calls
+// (authz check_steps reads it as request.workflow), on every path into a
+// durable run: start, answer, resume, continue, deadline.
+func withWorkflow(ctx context.Context, p *engine.Plan, ro *engine.RunOptions) context.Context {
+	if ro == nil || !ro.Durable {
+		return ctx
+	}
+	return context.WithValue(ctx, compositeKey{}, p.Name)
+}
 
 // newPolicies compiles the config's policies; nil when there are none.
 func newPolicies(cfg *dsl.Config) (*authz.Policies, error) {

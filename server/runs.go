@@ -171,7 +171,7 @@ func definition(p *engine.Plan, wf *dsl.Workflow) (name string, src []byte) {
 // create prepares a new run; its first transition writes it (before any
 // of its steps starts, or with its first question), so a run that asks
 // first costs one commit, not two. Run it with RunOptions.Unrecorded, and
-// call drop if the engine returns an error instead of an outcome.
+// drop it when the call ends (a no-op once the run is in the store).
 func (r *runs) create(p *engine.Plan, args json.RawMessage, owner string) string {
 	name, src := r.g.definitionOf(p)
 	if len(args) == 0 {

@@ -388,16 +388,6 @@ func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.
 	return out, err
 }
 
-// withWorkflow names the workflow whose steps make the backend calls
-// (authz check_steps reads it as request.workflow), on every path into a
-// durable run: start, answer, resume, continue, deadline.
-func withWorkflow(ctx context.Context, p *engine.Plan, ro *engine.RunOptions) context.Context {
-	if ro == nil || !ro.Durable {
-		return ctx
-	}
-	return context.WithValue(ctx, compositeKey{}, p.Name)
-}
-
 // observeSteps returns ro with an observer that also records each tool
 // and for_each step's duration (vmcp_step_duration_seconds). Elicitation
 // steps are left out: their time is a person's (vmcp_question_wait).

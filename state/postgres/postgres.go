@@ -391,31 +391,15 @@ func (s *Store) Heartbeat(ctx context.Context) error {
 }
 
 func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
-	defer s.done.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	s.tick(ctx, every, func() {
 		if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("state heartbeat failed", "replica", s.me, "err", err)
 		}
-	}
+	})
 }
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
-	defer s.done.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	s.tick(ctx, every, func() {
 		if n, err := s.Recover(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
 		} else if n > 0 {
@@ -423,6 +407,21 @@ func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 		}
 		// Replicas gone for an hour: forget them.
 		_, _ = s.pool.Exec(ctx, `DELETE FROM vmcp_replicas WHERE expires_at < now() - interval '1 hour'`)
+	})
+}
+
+// tick runs fn every interval until ctx ends (one of s.done's loops).
+func (s *Store) tick(ctx context.Context, every time.Duration, fn func()) {
+	defer s.done.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
 	}
 }
 
