@@ -91,6 +91,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
 		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
 		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
+		ListenDSN: p.ListenDSN.Value,
 		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
 	if err != nil {
 		return nil, err
