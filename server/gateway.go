@@ -216,7 +216,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
-	g.bg.Add(2)
+	g.bg.Add(3)
+	go func() { defer g.bg.Done(); r.followChanges(bg) }()
 	go func() { defer g.bg.Done(); r.sweepDeadlines(bg) }()
 	go func() { defer g.bg.Done(); r.pruneLoop(bg) }()
 	for _, st := range g.mgr.Status() {

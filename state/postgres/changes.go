@@ -138,4 +138,3 @@ func (s *Store) listenOnce(ctx context.Context, dsn, ch string, up func()) error
 // Listening reports whether the change-hint listener is connected (for
 // tests and /status).
 func (s *Store) Listening() bool { return s.listening.Load() }
-
