@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,4 +169,67 @@ func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc) {
 		t.Errorf("the backend was called %d times, want 1", n)
 	}
 	t.Logf("cancel → backend call stopped %v, → executing call returned %v", stopped.Round(time.Millisecond), returned.Round(time.Millisecond))
+}
+
+// stallFirst never answers the first question and answers the second
+// with {"ok": false}.
+type stallFirst struct{ calls atomic.Int32 }
+
+func (e *stallFirst) Elicit(ctx context.Context, req mcp.ElicitationRequest) (*mcp.ElicitationResult, error) {
+	e.calls.Add(1)
+	if strings.Contains(req.Params.Message, "First") {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Second):
+		}
+		return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionCancel}}, nil
+	}
+	return &mcp.ElicitationResult{ElicitationResponse: mcp.ElicitationResponse{Action: mcp.ElicitationResponseActionAccept, Content: map[string]any{"ok": false}}}, nil
+}
+
+// The first question is answered on b; the run then asks a second one,
+// which the client still waiting on a gets live and answers there.
+func TestWakeNextQuestion(t *testing.T) {
+	p := startVMCP(t, durableConfig(t, "", map[string]string{"two_questions.yaml": twoQuestions})+"elicitation: {live_wait: 20s}\n")
+	checkWakeNextQuestion(t, p, p)
+}
+
+func TestPostgresWakeNextQuestion(t *testing.T) {
+	cfg, _ := durableSetup(t, "", map[string]string{"two_questions.yaml": twoQuestions})
+	cfg += postgresState(t, "2s", "") + "elicitation: {live_wait: 20s}\n"
+	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
+	checkWakeNextQuestion(t, a, b)
+}
+
+func checkWakeNextQuestion(t *testing.T, a, b *proc) {
+	e := &stallFirst{}
+	c := connect(t, a.URL, legacy, false, client.WithElicitationHandler(e))
+	got := make(chan *mcp.CallToolResult, 1)
+	go func() {
+		res, err := c.call(t, "two_questions", `{"tag":"wake"}`)
+		if err != nil {
+			res = mcp.NewToolResultError("protocol error: " + err.Error())
+		}
+		got <- res
+	}()
+	eventually(t, 20*time.Second, "the first live question", func() bool { return e.calls.Load() == 1 })
+	id := waitingRunID(t, a, "", "two_questions")
+	code, body := apiDo(t, b, "", http.MethodPost, "/api/v1/runs/"+id+"/resume", `{"action":"accept","content":{"ok":true}}`)
+	if code != http.StatusOK {
+		t.Fatalf("answer on b: %d %s", code, body)
+	}
+	var res *mcp.CallToolResult
+	select {
+	case res = <-got:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the open call did not return within 15s of the first answer")
+	}
+	out := report(t, res)
+	if res.IsError || out["first"] != true || out["second"] != false || e.calls.Load() != 2 {
+		t.Fatalf("open call: %s after %d live questions; want first=true (answered on b), second=false (answered live)", text(res), e.calls.Load())
+	}
+	v := completedWithTicket(t, a, id)
+	if k := v.kinds(); k[state.EventAnswered] != 2 {
+		t.Errorf("history %s; want two answers", v.historyString())
+	}
 }

@@ -259,6 +259,11 @@ func (g *Gateway) followRun(ctx context.Context, run *state.Run, budget time.Dur
 	id := run.ID
 	wake, stop := g.runs.watch.watch(id)
 	defer stop()
+	// Re-read now that hints reach this watch: one may have come between
+	// the caller's read and here.
+	if fresh, err := g.runs.store.Get(ctx, id); err == nil {
+		run = fresh
+	}
 	timer := time.NewTimer(budget)
 	defer timer.Stop()
 	for {
