@@ -104,7 +104,8 @@ func checkWake(t *testing.T, a, b *proc, rounds int) {
 func TestCancelRunning(t *testing.T) {
 	slow := newSlowBackend(t)
 	p := startVMCP(t, durableConfig(t, slow.url, slowWorkflows))
-	checkCancelRunning(t, slow, p, p)
+	checkCancelRunning(t, slow, p, p, "wf_read", "read")
+	checkCancelRunning(t, slow, p, p, "wf_write_soft", "write")
 }
 
 func TestPostgresCancelRunning(t *testing.T) {
@@ -112,10 +113,13 @@ func TestPostgresCancelRunning(t *testing.T) {
 	cfg, _ := durableSetup(t, slow.url, slowWorkflows)
 	cfg += postgresState(t, "2s", "")
 	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
-	checkCancelRunning(t, slow, a, b)
+	checkCancelRunning(t, slow, a, b, "wf_read", "read")
+	// An unsafe step (on record in flight) whose failure is tolerated:
+	// the cancel still ends the run, nothing after it runs.
+	checkCancelRunning(t, slow, a, b, "wf_write_soft", "write")
 }
 
-func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc) {
+func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc, workflow, tool string) {
 	slow.hold.Store(true)
 	defer slow.hold.Store(false)
 	c := connect(t, a.URL, legacy, false)
@@ -124,7 +128,7 @@ func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		req := mcp.CallToolRequest{}
-		req.Params.Name = "wf_read"
+		req.Params.Name = workflow
 		req.Params.Arguments = json.RawMessage(`{"tag":"cancel-1"}`)
 		res, err := c.CallTool(ctx, req)
 		if err != nil {
@@ -133,14 +137,14 @@ func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc) {
 		got <- res
 	}()
 	eventually(t, 30*time.Second, "the call to reach the slow backend", func() bool { return slow.inflight.Load() == 1 })
-	code, body := apiDo(t, b, "", http.MethodGet, "/api/v1/runs?status=running&workflow=wf_read", "")
+	code, body := apiDo(t, b, "", http.MethodGet, "/api/v1/runs?status=running&workflow="+workflow, "")
 	var l struct {
 		Runs []struct {
 			ID string `json:"id"`
 		} `json:"runs"`
 	}
 	if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil || len(l.Runs) != 1 {
-		t.Fatalf("running wf_read runs: %d %s", code, body)
+		t.Fatalf("running %s runs: %d %s", workflow, code, body)
 	}
 	id := l.Runs[0].ID
 	start := time.Now()
@@ -165,10 +169,13 @@ func checkCancelRunning(t *testing.T, slow *slowBackend, a, b *proc) {
 	if v.Status != state.StatusCancelled || k[state.EventCancelled] != 1 || k[state.StatusCompleted]+k[state.StatusFailed] != 0 {
 		t.Errorf("run %s: status %s, history %s; want cancelled once and nothing after", id, v.Status, v.historyString())
 	}
-	if n := slow.count("read", "cancel-1"); n != 1 {
+	if n := slow.count(tool, "cancel-1"); n != 1 {
 		t.Errorf("the backend was called %d times, want 1", n)
 	}
-	t.Logf("cancel → backend call stopped %v, → executing call returned %v", stopped.Round(time.Millisecond), returned.Round(time.Millisecond))
+	if _, ok := v.Steps["file"]; ok && v.Steps["file"]["status"] == "completed" {
+		t.Errorf("run %s filed its ticket after the cancel: %v", id, v.Steps)
+	}
+	t.Logf("%s: cancel → backend call stopped %v, → executing call returned %v", workflow, stopped.Round(time.Millisecond), returned.Round(time.Millisecond))
 }
 
 // stallFirst never answers the first question and answers the second

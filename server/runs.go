@@ -241,7 +241,7 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 		}
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
-		if out.Status == engine.StatusCancelled && errors.Is(err, state.ErrNotRunning) {
+		if te := (*state.TransitionError)(nil); errors.As(err, &te) && te.Status == state.StatusCancelled {
 			return // cancelled through the store: that was its final transition
 		}
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)

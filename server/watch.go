@@ -197,9 +197,11 @@ func (r *runs) followChanges(ctx context.Context) {
 }
 
 // cancelledOutcome says why a run stopped when its context was cancelled
-// elsewhere (the engine can only say "cancelled by the client").
+// elsewhere (the engine can only say "cancelled by the client", or a step
+// may have failed on its refused checkpoint): the run is cancelled.
 func cancelledOutcome(ctx context.Context, out *engine.Outcome) {
-	if out != nil && out.Status == engine.StatusCancelled && errors.Is(context.Cause(ctx), errCancelledElsewhere) {
+	if out != nil && out.Status != engine.StatusCompleted && errors.Is(context.Cause(ctx), errCancelledElsewhere) {
+		out.Status = engine.StatusCancelled
 		out.Err = &engine.RunError{Workflow: out.Workflow, Cause: errCancelledElsewhere.Error()}
 	}
 }
