@@ -97,6 +97,8 @@ type StatePostgres struct {
 	StatementTimeout Duration   `yaml:"statement_timeout"`
 	// ReplicaID is a stable name for this replica (default random).
 	ReplicaID String `yaml:"replica_id"`
+	// ListenDSN is a direct connection for LISTEN (default: dsn).
+	ListenDSN String `yaml:"listen_dsn"`
 	// TokenKeys are base64 of 32 bytes each (checked when loading).
 	TokenKeys []String `yaml:"token_keys"`
 }

@@ -81,6 +81,9 @@ type Gateway struct {
 	// az are the authorization policies (authz.go); nil: allow all.
 	az     *authz.Policies
 	lviews listViews
+	// sess mints and validates 2025-11-25 session ids, shared between
+	// replicas on PostgreSQL (sessions.go).
+	sess *sessions
 }
 
 // New prepares a gateway from a loaded config.
@@ -89,6 +92,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 		opts = &Options{}
 	}
 	g := &Gateway{cfg: cfg, log: opts.Logger, ver: opts.Version, subs: newSubscriptions(), bridge: newBridge(), statePath: opts.StatePath}
+	g.sess = newSessions(g)
 	if g.statePath == "" {
 		g.statePath = cfg.State.Path.Value
 	}
@@ -216,7 +220,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
-	g.bg.Add(2)
+	g.bg.Add(4)
+	go func() { defer g.bg.Done(); r.followChanges(bg) }()
+	go func() { defer g.bg.Done(); g.sess.pruneLoop(bg) }()
 	go func() { defer g.bg.Done(); r.sweepDeadlines(bg) }()
 	go func() { defer g.bg.Done(); r.pruneLoop(bg) }()
 	for _, st := range g.mgr.Status() {

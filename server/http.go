@@ -24,7 +24,9 @@ const MaxRequestBody = 4 << 20
 // sessions), /healthz, /readyz, /status and /api/v1/runs.
 func (g *Gateway) Handler() http.Handler {
 	mcpHTTP := mcpserver.NewStreamableHTTPServer(g.mcp,
-		mcpserver.WithStateful(true),
+		// Stateful sessions, shared between replicas on PostgreSQL
+		// (sessions.go).
+		mcpserver.WithSessionIdManagerResolver(g.sess),
 		// The principal the auth middleware found travels into tool calls.
 		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
 			ctx = copyIdentity(ctx, r)
@@ -35,7 +37,7 @@ func (g *Gateway) Handler() http.Handler {
 			if subj, ok := outauth.SubjectFrom(r.Context()); ok {
 				ctx = outauth.WithSubject(ctx, subj)
 			}
-			return ctx
+			return g.sess.restore(ctx, r)
 		}),
 		mcpserver.WithSessionIdleTTL(30*time.Minute),
 		mcpserver.WithHeartbeatInterval(30*time.Second),
@@ -43,7 +45,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// tools/list on a 2025-11-25 session is answered from pre-serialised
 	// bytes (toolslist.go); everything else reaches mcp-go unchanged.
-	mux.Handle("/mcp", limitBody(g.tl.wrap(g.mcp, mcpHTTP)))
+	mux.Handle("/mcp", limitBody(g.sess.guard(g.tl.wrap(g.mcp, mcpHTTP))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")

@@ -284,6 +284,7 @@ func newMCPServer(g *Gateway) *mcpserver.MCPServer {
 	g.installHooks(hooks)
 	g.installAuthzHooks(hooks)
 	g.installTelemetryHooks(hooks)
+	g.installSessionHooks(hooks)
 	return mcpserver.NewMCPServer(g.cfg.Name.Value, g.ver, append([]mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithResourceCapabilities(true, true),

@@ -37,6 +37,10 @@ type runs struct {
 	// makes before any step starts.
 	unbornMu sync.Mutex
 	unborn   map[string]*state.Run
+
+	// watch: live waiters and local executions, woken by change hints
+	// (watch.go).
+	watch watchers
 }
 
 // openRuns opens the store (the bbolt file at path, or the PostgreSQL
@@ -91,7 +95,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
 		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
 		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
-		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
+		ListenDSN: p.ListenDSN.Value, Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +241,9 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 		}
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
+		if te := (*state.TransitionError)(nil); errors.As(err, &te) && te.Status == state.StatusCancelled {
+			return // cancelled through the store: that was its final transition
+		}
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
 		return
 	}
@@ -446,7 +453,9 @@ func (r *runs) fireDeadline(ctx context.Context, run *state.Run) {
 		}
 	}
 	r.g.tel.Answered(ctx, run.Workflow, "expired", "deadline", time.Since(asked))
-	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
+	rctx, done := r.executing(ctx, run.ID)
+	out, err := r.g.eng.Resume(rctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
+	done()
 	if err != nil {
 		r.g.log.Error("deadline: resuming run", "run_id", run.ID, "err", err)
 		r.finish(ctx, &engine.Outcome{RunID: run.ID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})

@@ -41,7 +41,7 @@ func (g *Gateway) builtinTools() []mcpserver.ServerTool {
 		{Tool: builtinTool(toolRunResume, "Answer a waiting run's question (accept with content, decline or cancel) and continue it; or continue an interrupted run.",
 			`{"type":"object","properties":{"run_id":{"type":"string"},"action":{"type":"string","enum":["accept","decline","cancel"]},"content":{"type":"object"}},"required":["run_id","action"]}`,
 			mcp.ToolAnnotation{DestructiveHint: &notDestructive}), Handler: g.handleRunResume},
-		{Tool: builtinTool(toolRunCancel, "Cancel a waiting or interrupted run.",
+		{Tool: builtinTool(toolRunCancel, "Cancel a run: a waiting or interrupted one at once; a running one also stops its backend calls, on whichever replica executes it.",
 			`{"type":"object","properties":{"run_id":{"type":"string"}},"required":["run_id"]}`,
 			mcp.ToolAnnotation{DestructiveHint: &notDestructive}), Handler: g.handleRunCancel},
 	}
@@ -179,7 +179,10 @@ func (g *Gateway) ResumeRun(ctx context.Context, id string, a engine.Answer) (*e
 		if err := g.runs.claim(ctx, l, step, seq, owner, a); err != nil {
 			return nil, nil, err
 		}
-		out, err := g.eng.Resume(ctx, l.plan, l.cp, a, ro)
+		rctx, done := g.runs.executing(ctx, id)
+		defer done()
+		out, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
+		cancelledOutcome(rctx, out)
 		return out, l.plan, err
 	case state.StatusInterrupted:
 		if a.Action == engine.ActionDecline || a.Action == engine.ActionCancel {
@@ -199,7 +202,10 @@ func (g *Gateway) ResumeRun(ctx context.Context, id string, a engine.Answer) (*e
 		if _, err := g.runs.store.Resume(ctx, id, owner); err != nil {
 			return nil, nil, err
 		}
-		out, err := g.eng.Continue(ctx, l.plan, l.cp, rerun, ro)
+		rctx, done := g.runs.executing(ctx, id)
+		defer done()
+		out, err := g.eng.Continue(rctx, l.plan, l.cp, rerun, ro)
+		cancelledOutcome(rctx, out)
 		return out, l.plan, err
 	default:
 		return nil, nil, &state.TransitionError{Op: "resume", RunID: id, Status: l.run.Status, Err: state.ErrNotWaiting}

@@ -173,7 +173,10 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 	}
 	ro.RunID, ro.Unrecorded = g.runs.create(p, args, owner), true
 	defer g.runs.drop(ro.RunID) // a no-op once the run is in the store
-	out, err := g.eng.Run(ctx, p, args, ro)
+	rctx, done := g.runs.executing(ctx, ro.RunID)
+	out, err := g.eng.Run(rctx, p, args, ro)
+	cancelledOutcome(rctx, out)
+	done()
 	ro.Unrecorded = false // from here on the run is in the store
 	if err != nil {
 		return nil, err
@@ -222,7 +225,10 @@ func (g *Gateway) answerToken(ctx context.Context, tok, workflow string, respons
 		return nil, nil, err
 	}
 	ro.RunID = c.Run
-	out, err := g.eng.Resume(ctx, l.plan, l.cp, a, ro)
+	rctx, done := g.runs.executing(ctx, c.Run)
+	out, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
+	cancelledOutcome(rctx, out)
+	done()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -267,9 +273,12 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 			return mcpserver.NewInputRequestBuilder(tok).Elicit(q.Step, params).ToolResult(), nil
 		case caps.Elicitation != nil:
 			g.notePaused(ctx, out.Workflow, "live")
-			next, err := g.askLive(ctx, out, params, owner, ro)
+			next, final, err := g.askLive(ctx, out, params, owner, ro)
 			if err != nil {
 				return nil, err
+			}
+			if final != nil { // the run finished (or moved on) elsewhere
+				return final, nil
 			}
 			if next == nil {
 				return pausedResult(out.RunID, p.Name, q), nil
@@ -284,8 +293,10 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 
 // askLive asks a session client within the call, for up to the live wait.
 // It returns the run's next outcome, or nil when the wait ended without a
-// usable answer (the run stays waiting).
-func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.ElicitationParams, owner string, ro *engine.RunOptions) (*engine.Outcome, error) {
+// usable answer (the run stays waiting). When the question is answered
+// elsewhere meanwhile (another surface or replica), it withdraws it and
+// follows the run (watch.go): a final result, or the run's next question.
+func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.ElicitationParams, owner string, ro *engine.RunOptions) (*engine.Outcome, *mcp.CallToolResult, error) {
 	q := out.Question
 	wait := g.cfg.Elicitation.LiveWait.Value
 	if wait <= 0 {
@@ -297,26 +308,32 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 	for attempt := 0; attempt < 5; attempt++ {
 		ectx, cancel := context.WithTimeout(ctx, wait)
 		ectx, eop := g.startElicitation(ectx, q.Step)
-		res, err := g.mcp.RequestElicitation(ectx, mcp.ElicitationRequest{
+		res, err, moved := g.elicitOrFollow(ectx, out.RunID, mcp.ElicitationRequest{
 			Request: mcp.Request{Method: string(mcp.MethodElicitationCreate)},
 			Params:  params,
 		})
+		if moved != nil {
+			err = errWithdrawn
+		}
 		endElicitation(ectx, eop, res, err)
 		cancel()
+		if moved != nil {
+			return g.followRun(ctx, moved, wait)
+		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, nil, ctx.Err()
 			}
 			g.log.Info("live elicitation ended without an answer; the run stays waiting", "run_id", out.RunID, "step", q.Step, "err", err)
-			return nil, nil
+			return nil, nil, nil
 		}
 		l, err := g.runs.load(ctx, out.RunID, owner)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		step, seq, err := pendingOf(l.run)
 		if err != nil {
-			return nil, nil // answered elsewhere meanwhile
+			return g.followRun(ctx, l.run, wait) // answered elsewhere meanwhile
 		}
 		a := toAnswer(res)
 		if err := g.runs.claim(withSurface(ctx, "live"), l, step, seq, owner, a); err != nil {
@@ -325,12 +342,19 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 				params.Message = q.Message + "\n\n(" + err.Error() + ")"
 				continue
 			}
-			return nil, nil
+			if run, gerr := g.runs.store.Get(ctx, out.RunID); gerr == nil {
+				return g.followRun(ctx, run, wait) // another answer won
+			}
+			return nil, nil, nil
 		}
 		ro.RunID = out.RunID
-		return g.eng.Resume(withSurface(ctx, "live"), l.plan, l.cp, a, ro)
+		rctx, done := g.runs.executing(withSurface(ctx, "live"), out.RunID)
+		next, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
+		cancelledOutcome(rctx, next)
+		done()
+		return next, nil, err
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // compositeResult: the structured value, and its JSON as text.

@@ -24,6 +24,8 @@ import (
 //   - Checkpoint, Pause and Finish of a running run: PostgreSQL accepts
 //     them only from the replica holding the run at the epoch it claimed
 //     it (else ErrFenced); bbolt has one holder, the process.
+//   - Changes: bbolt's hints are in-process; PostgreSQL's also travel
+//     between replicas (NOTIFY after commit, LISTEN on one connection).
 //   - Times: bbolt stamps with its clock, PostgreSQL with the database's
 //     now(), never a replica's clock.
 type Driver interface {
@@ -51,6 +53,12 @@ type Driver interface {
 	// Key is the 32-byte key for sealing resume tokens, the same for
 	// every process sharing the store.
 	Key(ctx context.Context) ([]byte, error)
+	// Changes streams hints about committed transitions of any run, made
+	// by this process or (PostgreSQL) by any replica sharing the store,
+	// until ctx ends or the store closes (see Change). Hints may be lost
+	// on the way from another replica; a Change{} says when the driver
+	// knows it (a reconnect), and a waiter also re-reads now and then.
+	Changes(ctx context.Context) <-chan Change
 	Close() error
 }
 

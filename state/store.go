@@ -70,6 +70,8 @@ type Store struct {
 
 	keyMu sync.Mutex
 	key   []byte
+
+	hub Hub // change hints, published after each commit a waiter cares about
 }
 
 // Bucket names. A run's records are keyed by its position, pos = created
@@ -182,7 +184,19 @@ func (s *Store) Path() string { return s.path }
 
 // Close releases the file. Transitions after Close return ErrClosed.
 func (s *Store) Close() error {
+	s.hub.Close()
 	return s.db.Close()
+}
+
+// Changes streams hints about this store's transitions (in-process: one
+// process holds the file). See Driver.
+func (s *Store) Changes(ctx context.Context) <-chan Change { return s.hub.Subscribe(ctx) }
+
+// changed publishes a hint after a committed transition (err == nil).
+func (s *Store) changed(err error, id, status string) {
+	if err == nil {
+		s.hub.Publish(Change{RunID: id, Status: status})
+	}
 }
 
 // now is the transition time: UTC, no monotonic reading.

@@ -210,7 +210,7 @@ func TestTransitions(t *testing.T) {
 		{"finish as waiting", nil, finish(StatusWaiting), ErrInvalid, StatusRunning},
 		{"cancel waiting", []op{pause("a")}, cancel, nil, StatusCancelled},
 		{"cancel interrupted", []op{recoverAll}, cancel, nil, StatusCancelled},
-		{"cancel running", nil, cancel, ErrNotCancellable, StatusRunning},
+		{"cancel running", nil, cancel, nil, StatusCancelled},
 		{"cancel completed", []op{finish(StatusCompleted)}, cancel, ErrNotCancellable, StatusCompleted},
 		{"resume interrupted", []op{recoverAll}, resume, nil, StatusRunning},
 		{"resume waiting", []op{pause("a")}, resume, ErrNotInterrupted, StatusWaiting},
@@ -277,8 +277,12 @@ func TestTransitionErrorsAreClear(t *testing.T) {
 	if !errors.Is(err, ErrNotFound) || err.Error() != "claim run r_missing: run not found" {
 		t.Fatalf("got %v", err)
 	}
-	err = s.Cancel(ctx, mustCreate(t, s, newRun("alice", "deploy")).ID, "alice")
-	if !errors.Is(err, ErrNotCancellable) || !strings.Contains(err.Error(), "(it is running): cancel the call that is executing it") {
+	done := mustCreate(t, s, newRun("alice", "deploy"))
+	if err := s.Finish(ctx, done.ID, StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Cancel(ctx, done.ID, "alice")
+	if !errors.Is(err, ErrNotCancellable) || !strings.Contains(err.Error(), "(it is completed)") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -259,6 +259,7 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 	if err != nil {
 		return 0, err
 	}
+	s.changed(nil, id, StatusWaiting)
 	return seq, nil
 }
 
@@ -306,6 +307,7 @@ func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who,
 	if err != nil {
 		return nil, err
 	}
+	s.changed(nil, id, StatusRunning)
 	return out, nil
 }
 
@@ -339,6 +341,7 @@ func (s *Store) Resume(ctx context.Context, id, who string) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.changed(nil, id, StatusRunning)
 	return out, nil
 }
 
@@ -355,7 +358,7 @@ func (s *Store) Finish(ctx context.Context, id, status string, result json.RawMe
 	if errMsg != "" {
 		detail, _ = json.Marshal(map[string]string{"error": errMsg})
 	}
-	return s.modify(ctx, "finish", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+	err := s.modify(ctx, "finish", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
 		if d.Status != StatusRunning && d.Status != StatusInterrupted {
 			return refusal("finish", d, ErrNotRunning, "")
 		}
@@ -364,19 +367,19 @@ func (s *Store) Finish(ctx context.Context, id, status string, result json.RawMe
 		d.History = append(d.History, Event{At: now, Kind: status, Detail: detail})
 		return nil
 	})
+	s.changed(err, id, status)
+	return err
 }
 
-// Cancel ends a waiting or interrupted run as cancelled, by who. A running
-// run is cancelled by cancelling its call; Cancel refuses it (and finished
-// runs) with ErrNotCancellable.
+// Cancel ends a waiting, interrupted or running run as cancelled, by who;
+// finished runs are refused with ErrNotCancellable. A running run's
+// executor learns it from the change hint (and from its next transition,
+// which is refused): it cancels the run's context, so its backend calls
+// stop, and records nothing more.
 func (s *Store) Cancel(ctx context.Context, id, who string) error {
-	return s.modify(ctx, "cancel", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
-		if d.Status != StatusWaiting && d.Status != StatusInterrupted {
-			detail := ""
-			if d.Status == StatusRunning {
-				detail = "cancel the call that is executing it"
-			}
-			return refusal("cancel", d, ErrNotCancellable, detail)
+	err := s.modify(ctx, "cancel", id, func(tx *bbolt.Tx, d *runDoc, now time.Time) error {
+		if d.Status != StatusWaiting && d.Status != StatusInterrupted && d.Status != StatusRunning {
+			return refusal("cancel", d, ErrNotCancellable, "")
 		}
 		step := ""
 		if d.Pending != nil {
@@ -386,6 +389,8 @@ func (s *Store) Cancel(ctx context.Context, id, who string) error {
 		d.History = append(d.History, Event{At: now, Who: who, Kind: EventCancelled, Step: step})
 		return nil
 	})
+	s.changed(err, id, StatusCancelled)
+	return err
 }
 
 // AppendHistory adds ev to a run's history (At defaults to now). The
@@ -456,6 +461,9 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range out {
+		s.changed(nil, r.ID, StatusRunning)
 	}
 	return out, nil
 }

@@ -490,7 +490,7 @@ func resumeRun(ctx context.Context, api *apiClient, f *form, id string, ans *for
 func newRunsCancelCmd(conn *connFlags, stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel RUN_ID",
-		Short: "Cancel a waiting or interrupted run",
+		Short: "Cancel a run (a running one stops its backend calls, wherever it executes)",
 		Args:  exactArgs(1, "a run id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			api, err := newAPIClient(conn)

@@ -29,7 +29,7 @@ func TestStateMigrateAndCopy(t *testing.T) {
 		}
 	})
 	out, _ := mustCLI(t, exitOK, "", "state", "migrate", "--dsn", dsn, "--schema", schema)
-	if !strings.Contains(out, "is at version 1") {
+	if !strings.Contains(out, "is at version 2") {
 		t.Fatalf("migrate: %s", out)
 	}
 	mustCLI(t, exitOK, "", "state", "migrate", "--dsn", dsn, "--schema", schema) // again: nothing to do

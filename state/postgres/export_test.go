@@ -6,6 +6,10 @@ func (s *Store) Crash() {
 	s.closed.Do(func() {
 		s.stop()
 		s.done.Wait()
+		s.hub.Close()
 		s.pool.Close()
 	})
 }
+
+// ChannelName is the NOTIFY channel of a schema.
+func ChannelName(schema string) string { return channelName(schema) }

@@ -15,6 +15,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"embed"
@@ -27,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -71,6 +73,10 @@ type Options struct {
 	StatementTimeout time.Duration
 	// Retention of finished runs, for Prune with a zero cut-off.
 	Retention time.Duration
+	// ListenDSN is the direct connection (not through a transaction
+	// pooler such as PgBouncer) that LISTENs for other replicas' change
+	// hints; default: the DSN.
+	ListenDSN string
 	// TokenKeys, when set, are the resume-token keys (32 bytes each; the
 	// first seals); otherwise a key is generated once into vmcp_keys.
 	TokenKeys [][]byte
@@ -105,6 +111,10 @@ type Store struct {
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
+
+	hub       state.Hub   // change hints for this process's subscribers
+	notifyQ   chan string // "status id" to pg_notify
+	listening atomic.Bool
 
 	stop   context.CancelFunc
 	done   sync.WaitGroup
@@ -171,7 +181,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}}
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096)}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
 		_, err = pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL WHERE holder = $1 AND status = 'running'`, id)
@@ -195,6 +205,9 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		s.done.Add(1)
 		go s.sweepLoop(bg, o.SweepInterval)
 	}
+	s.done.Add(2)
+	go s.notifyLoop(bg)
+	go s.listenLoop(bg, cmp.Or(o.ListenDSN, dsn))
 	return s, nil
 }
 
@@ -348,6 +361,7 @@ func (s *Store) Close() error {
 	s.closed.Do(func() {
 		s.stop()
 		s.done.Wait()
+		s.hub.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, _ = s.pool.Exec(ctx, `DELETE FROM vmcp_replicas WHERE id = $1`, s.me)

@@ -24,6 +24,7 @@ type row struct {
 	nextHolder *string
 	claim      bool
 	checkpoint bool // Run.Checkpoint changed
+	hint       bool // a waiter cares: send a change hint after commit
 }
 
 func (s *Store) claimed(id string, epoch int64) {
@@ -232,6 +233,9 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	if err := fn(rw, now); err != nil {
 		var te *state.TransitionError
 		if errors.As(err, &te) {
+			if state.Finished(r.Status) {
+				s.released(id) // e.g. cancelled while this replica ran it
+			}
 			return refuse(err)
 		}
 		return fail(err)
@@ -262,6 +266,9 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 		s.claimed(id, epoch)
 	case r.Status != state.StatusRunning:
 		s.released(id)
+	}
+	if rw.hint {
+		s.changed(id, r.Status)
 	}
 	return r, nil
 }
@@ -392,7 +399,7 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 		pending, ev := state.NewPause(q, r.Seq+1, now)
 		r.Seq, r.Pending, r.Status, r.InFlight, r.Updated = pending.Seq, pending, state.StatusWaiting, nil, now
 		r.History = append(r.History, ev)
-		rw.nextHolder = nil
+		rw.nextHolder, rw.hint = nil, true
 		return nil
 	})
 	if err != nil {
@@ -438,7 +445,7 @@ func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who,
 		}
 		r.Status, r.Pending, r.InFlight, r.Updated = state.StatusRunning, nil, nil, now
 		r.History = append(r.History, state.Event{At: now, Who: who, Kind: kind, Step: step, Detail: answer})
-		rw.nextHolder, rw.claim = &s.me, true
+		rw.nextHolder, rw.claim, rw.hint = &s.me, true, true
 		return nil
 	})
 }
@@ -452,7 +459,7 @@ func (s *Store) Resume(ctx context.Context, id, who string) (*state.Run, error) 
 		}
 		r.Status, r.Updated = state.StatusRunning, now
 		r.History = append(r.History, state.Event{At: now, Who: who, Kind: state.EventResumed})
-		rw.nextHolder, rw.claim = &s.me, true
+		rw.nextHolder, rw.claim, rw.hint = &s.me, true, true
 		return nil
 	})
 }
@@ -480,22 +487,21 @@ func (s *Store) Finish(ctx context.Context, id, status string, result json.RawMe
 		r.Status, r.Result, r.Error, r.Pending, r.InFlight = status, result, errMsg, nil, nil
 		r.Updated, r.Finished = now, now
 		r.History = append(r.History, state.Event{At: now, Kind: status, Detail: detail})
-		rw.nextHolder = nil
+		rw.nextHolder, rw.hint = nil, true
 		return nil
 	})
 	return err
 }
 
-// Cancel ends a waiting or interrupted run as cancelled, from any replica.
+// Cancel ends a waiting, interrupted or running run as cancelled, from
+// any replica. A running run's holder hears the change hint (LISTEN, or
+// its next write, which is refused) and cancels the run's context; the
+// cancel is the run's one final transition.
 func (s *Store) Cancel(ctx context.Context, id, who string) error {
 	_, err := s.modify(ctx, "cancel", id, wait, false, func(rw *row, now time.Time) error {
 		r := rw.run
-		if r.Status != state.StatusWaiting && r.Status != state.StatusInterrupted {
-			detail := ""
-			if r.Status == state.StatusRunning {
-				detail = "cancel the call that is executing it"
-			}
-			return refusal("cancel", r, state.ErrNotCancellable, detail)
+		if r.Status != state.StatusWaiting && r.Status != state.StatusInterrupted && r.Status != state.StatusRunning {
+			return refusal("cancel", r, state.ErrNotCancellable, "")
 		}
 		step := ""
 		if r.Pending != nil {
@@ -503,7 +509,7 @@ func (s *Store) Cancel(ctx context.Context, id, who string) error {
 		}
 		r.Status, r.Pending, r.InFlight, r.Updated, r.Finished = state.StatusCancelled, nil, nil, now, now
 		r.History = append(r.History, state.Event{At: now, Who: who, Kind: state.EventCancelled, Step: step})
-		rw.nextHolder = nil
+		rw.nextHolder, rw.hint = nil, true
 		return nil
 	})
 	return err
@@ -623,6 +629,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	}
 	for i, r := range out {
 		s.claimed(r.ID, epochs[i])
+		s.changed(r.ID, state.StatusRunning)
 	}
 	return out, nil
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"Prune", testPrune},
 		{"KeyShared", testKey},
 		{"ByteExact", testByteExact},
+		{"ChangeHints", testChanges},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newStore(t)) })
@@ -303,7 +304,10 @@ func testTransitions(t *testing.T, open Opener) {
 		{"finish as waiting", nil, finish(state.StatusWaiting), state.ErrInvalid, state.StatusRunning},
 		{"cancel waiting", []op{pause("a")}, cancel, nil, state.StatusCancelled},
 		{"cancel interrupted", []op{interrupt}, cancel, nil, state.StatusCancelled},
-		{"cancel running", nil, cancel, state.ErrNotCancellable, state.StatusRunning},
+		{"cancel running", nil, cancel, nil, state.StatusCancelled},
+		{"checkpoint after cancel", []op{cancel}, checkpoint, state.ErrNotRunning, state.StatusCancelled},
+		{"finish after cancel", []op{cancel}, finish(state.StatusCancelled), state.ErrNotRunning, state.StatusCancelled},
+		{"pause after cancel", []op{cancel}, pause("a"), state.ErrNotRunning, state.StatusCancelled},
 		{"cancel completed", []op{finish(state.StatusCompleted)}, cancel, state.ErrNotCancellable, state.StatusCompleted},
 		{"resume interrupted", []op{interrupt}, resume, nil, state.StatusRunning},
 		{"checkpoint after resume", []op{interrupt, resume}, checkpoint, nil, state.StatusRunning},
@@ -380,8 +384,12 @@ func testErrorsAreClear(t *testing.T, open Opener) {
 	if !errors.Is(err, state.ErrNotFound) || err.Error() != "claim run r_missing: run not found" {
 		t.Fatalf("got %v", err)
 	}
-	err = s.Cancel(ctx, mustCreate(t, s, NewRun("alice", "deploy")).ID, "alice")
-	if !errors.Is(err, state.ErrNotCancellable) || !strings.Contains(err.Error(), "(it is running): cancel the call that is executing it") {
+	done := mustCreate(t, s, NewRun("alice", "deploy"))
+	if err := s.Finish(ctx, done.ID, state.StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Cancel(ctx, done.ID, "alice")
+	if !errors.Is(err, state.ErrNotCancellable) || !strings.Contains(err.Error(), "(it is completed)") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -775,5 +783,71 @@ func testClaimDue(t *testing.T, open Opener) {
 	w, _, err := s.List(ctx, state.Filter{Status: state.StatusWaiting})
 	if err != nil || len(w) != later {
 		t.Fatalf("%d still waiting, %v; want %d", len(w), err, later)
+	}
+}
+
+// testChanges: every transition a waiter cares about sends a hint with the
+// run's id and new status to a subscriber of the same process (a driver
+// may send more: duplicates, Change{}).
+func testChanges(t *testing.T, open Opener) {
+	s := openClosed(t, open)
+	ctx, cancel := context.WithCancel(t.Context())
+	hints := s.Changes(ctx)
+	expect := func(id, status string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case c, ok := <-hints:
+				if !ok {
+					t.Fatalf("hint channel closed waiting for %s %s", id, status)
+				}
+				if c.RunID == id && c.Status == status {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no hint %s %s within 10s", id, status)
+			}
+		}
+	}
+	r := mustCreate(t, s, NewRun("alice", "deploy"))
+	if _, err := s.Pause(ctx, r.ID, nil, question("a")); err != nil {
+		t.Fatal(err)
+	}
+	expect(r.ID, state.StatusWaiting)
+	if _, err := s.Claim(ctx, r.ID, "a", 1, "bob", json.RawMessage(`{"action":"accept"}`)); err != nil {
+		t.Fatal(err)
+	}
+	expect(r.ID, state.StatusRunning)
+	if err := s.Finish(ctx, r.ID, state.StatusCompleted, json.RawMessage(`{"ok":true}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	expect(r.ID, state.StatusCompleted)
+	r2 := mustCreate(t, s, NewRun("alice", "deploy"))
+	if err := s.Cancel(ctx, r2.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	expect(r2.ID, state.StatusCancelled)
+	// A refused transition sends nothing (nor does creating a running
+	// run); a second subscriber sees the next hint too.
+	other := s.Changes(ctx)
+	r4 := mustCreate(t, s, NewRun("alice", "deploy"))
+	if _, err := s.Claim(ctx, r4.ID, "a", 1, "bob", json.RawMessage(`{}`)); !errors.Is(err, state.ErrNotWaiting) {
+		t.Fatalf("claim of a running run: %v", err)
+	}
+	r3 := mustCreate(t, s, NewRun("alice", "deploy"))
+	if _, err := s.Pause(ctx, r3.ID, nil, question("b")); err != nil {
+		t.Fatal(err)
+	}
+	for c := range other {
+		if c.RunID == r4.ID {
+			t.Fatalf("a refused claim sent a hint: %+v", c)
+		}
+		if c.RunID == r3.ID {
+			break
+		}
+	}
+	cancel()
+	for range hints { // closed once ctx ends
 	}
 }
