@@ -74,6 +74,7 @@ func childChurn(path string) int {
 				}
 				ack(r.ID, StatusRunning, 0)
 				var seq uint64
+				var err error // per worker: the Open error above is shared
 				for round := range 1 + rng.IntN(3) {
 					// Checkpoints from 100 bytes to 200 KiB: small ones share a
 					// page, big ones take overflow pages.
