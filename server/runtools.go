@@ -199,6 +199,7 @@ func (g *Gateway) ResumeRun(ctx context.Context, id string, a engine.Answer) (*e
 		if _, err := g.runs.store.Resume(ctx, id, owner); err != nil {
 			return nil, nil, err
 		}
+		g.runs.supersede(id) // a stale execution of it here, if any, stops
 		out, err := g.eng.Continue(ctx, l.plan, l.cp, rerun, ro)
 		return out, l.plan, err
 	default:
@@ -295,6 +296,8 @@ func apiStatus(err error) (int, string) {
 		return 422, "invalid_answer"
 	case errors.As(err, &te):
 		return 409, "conflict"
+	case isLeftForTakeover(err):
+		return 503, "left_for_takeover"
 	}
 	return 500, "internal"
 }

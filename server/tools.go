@@ -36,7 +36,11 @@ func (c caller) admit(ctx context.Context, call *steps.Call) error {
 	if err := c.g.checkStep(ctx, call); err != nil {
 		return err
 	}
+	if x := executionOf(ctx); x != nil && x.dropped.Load() {
+		return &errLeftForTakeover{run: x.run}
+	}
 	if call.Step != "" && !c.g.runs.live() {
+		c.g.runs.selfFence(ctx)
 		return errNotLive
 	}
 	return nil
@@ -175,6 +179,9 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 	defer g.runs.drop(ro.RunID) // a no-op once the run is in the store
 	out, err := g.eng.Run(ctx, p, args, ro)
 	ro.Unrecorded = false // from here on the run is in the store
+	if isLeftForTakeover(err) {
+		return mcp.NewToolResultError(err.Error()), nil
+	}
 	if err != nil {
 		return nil, err
 	}

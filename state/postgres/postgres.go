@@ -86,6 +86,12 @@ type Options struct {
 	Version   string
 	Address   string
 	Logger    *slog.Logger
+	// OnTakeover, when set, is called by the sweep (not by Recover called
+	// directly) after each commit that interrupted runs of replicas that
+	// stopped, with those runs' ids: this replica took them over and may
+	// continue them (claiming each with Resume, which only one replica's
+	// claim passes). It runs on the sweep's goroutine and must not block.
+	OnTakeover func(ids []string)
 }
 
 // Store is a state driver on PostgreSQL. It is safe for concurrent use, by
@@ -105,6 +111,8 @@ type Store struct {
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
+
+	onTakeover func(ids []string)
 
 	stop   context.CancelFunc
 	done   sync.WaitGroup
@@ -171,7 +179,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}}
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, onTakeover: o.OnTakeover}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
 		_, err = pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL WHERE holder = $1 AND status = 'running'`, id)
@@ -372,6 +380,32 @@ func (s *Store) Live() bool {
 	return time.Since(s.lastHB) < s.ttl/2
 }
 
+// Release gives up a running run this replica holds without writing
+// anything else (it stopped executing it: self-fenced): the run's holder
+// is cleared at the epoch this replica claimed it, so the next sweep of any
+// replica, this one included, takes it over as if this replica had died.
+// A run this replica no longer holds (taken over meanwhile, finished) is
+// left alone; that is not an error.
+func (s *Store) Release(ctx context.Context, id string) error {
+	s.mu.Lock()
+	epoch, ok := s.held[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL
+		WHERE id = $1 AND holder = $2 AND epoch = $3 AND status = 'running'`, id, s.me, epoch)
+	if err != nil {
+		return mapErr(fmt.Errorf("release run %s: %w", id, err))
+	}
+	s.mu.Lock()
+	if s.held[id] == epoch {
+		delete(s.held, id)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // Heartbeat extends this replica's lease (re-registering it if a sweep
 // removed it).
 func (s *Store) Heartbeat(ctx context.Context) error {
@@ -400,10 +434,15 @@ func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		if n, err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+		ids, err := s.interruptOrphans(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
-		} else if n > 0 {
-			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", n)
+		}
+		if len(ids) > 0 {
+			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", len(ids))
+			if s.onTakeover != nil {
+				s.onTakeover(ids)
+			}
 		}
 		// Replicas gone for an hour: forget them.
 		_, _ = s.pool.Exec(ctx, `DELETE FROM vmcp_replicas WHERE expires_at < now() - interval '1 hour'`)

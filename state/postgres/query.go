@@ -149,9 +149,17 @@ func (s *Store) NextDeadline(ctx context.Context) (time.Time, bool, error) {
 // returns how many runs it interrupted; runs of live replicas, this one
 // included, are left alone.
 func (s *Store) Recover(ctx context.Context) (int, error) {
-	total := 0
+	ids, err := s.interruptOrphans(ctx)
+	return len(ids), err
+}
+
+// interruptOrphans is Recover, returning the ids of the runs it
+// interrupted (committed, even when a later batch fails).
+func (s *Store) interruptOrphans(ctx context.Context) ([]string, error) {
+	var all []string
 	for {
 		n := 0
+		var ids []string
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			n = 0
 			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp() FROM vmcp_runs r
@@ -175,6 +183,7 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 				return err
 			}
 			batch := &pgx.Batch{}
+			ids = ids[:0]
 			for _, o := range orphans {
 				r, err := state.DecodeDocument(o.doc)
 				if err != nil {
@@ -183,6 +192,7 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 					s.log.Error("recover: skipping a run that cannot be read", "run_id", o.id, "err", err)
 					continue
 				}
+				ids = append(ids, o.id)
 				now := o.at.UTC()
 				if now.Before(r.Updated) {
 					now = r.Updated
@@ -206,11 +216,11 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return total, mapErr(fmt.Errorf("recover runs: %w", err))
+			return all, mapErr(fmt.Errorf("recover runs: %w", err))
 		}
-		total += n
+		all = append(all, ids...)
 		if n < maintenanceBatch {
-			return total, nil
+			return all, nil
 		}
 	}
 }

@@ -368,3 +368,115 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		t.Fatalf("open of an outdated schema without privileges: %v", err)
 	}
 }
+
+// The sweep hands the runs it interrupted to OnTakeover: with two
+// replicas sweeping, each orphan is reported once, by the replica that
+// interrupted it; and only one replica's Resume (the continuation's claim)
+// applies, at a new epoch that fences the other.
+func TestOnTakeoverReportsEachOrphanOnce(t *testing.T) {
+	dsn, o := freshSchema(t)
+	ao := *o
+	ao.LeaseTTL, ao.Heartbeat = time.Second, 200*time.Millisecond
+	a := open(t, dsn, &ao)
+	ctx := t.Context()
+	want := map[string]bool{}
+	for range 30 {
+		r := statetest.NewRun("alice", "deploy")
+		if err := a.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		want[r.ID] = true
+	}
+	a.Crash()
+	var mu sync.Mutex
+	got := map[string][]string{} // run → replicas that reported it
+	sweepers := make([]*postgres.Store, 2)
+	for i := range sweepers {
+		so := *o
+		so.SweepInterval = 50 * time.Millisecond
+		var me atomic.Pointer[string]
+		so.OnTakeover = func(ids []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				got[id] = append(got[id], *me.Load())
+			}
+		}
+		s := replica(t, dsn, so)
+		id := s.ReplicaID()
+		me.Store(&id)
+		sweepers[i] = s
+	}
+	deadline := time.Now().Add(ao.LeaseTTL + 5*time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d orphans reported to OnTakeover", n, len(want))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a few more sweeps report nothing more
+	mu.Lock()
+	defer mu.Unlock()
+	for id, by := range got {
+		if !want[id] || len(by) != 1 {
+			t.Fatalf("run %s reported %v", id, by)
+		}
+		// Both replicas try to continue it: one claim applies.
+		var ok atomic.Int32
+		var wg sync.WaitGroup
+		for _, s := range sweepers {
+			wg.Go(func() {
+				if _, err := s.Resume(ctx, id, "vmcp"); err == nil {
+					ok.Add(1)
+				} else if !errors.Is(err, state.ErrNotInterrupted) {
+					t.Errorf("the losing continuation of %s: %v", id, err)
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() != 1 {
+			t.Fatalf("run %s claimed by %d continuations", id, ok.Load())
+		}
+	}
+}
+
+// Release gives a run this replica dropped (self-fenced) back to the
+// sweep although this replica stays live: it is interrupted and can be
+// taken over, and the releasing replica's late writes are fenced.
+func TestReleaseHandsARunToTheSweep(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.SweepInterval = -1
+	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
+	ctx := t.Context()
+	r := statetest.NewRun("alice", "deploy")
+	if err := a.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 0 {
+		t.Fatalf("recover while A holds the run: %d, %v", n, err)
+	}
+	if err := a.Release(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("checkpoint after the release: %v, want fenced", err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover after A released the run: %d, %v", n, err)
+	}
+	if _, err := b.Resume(ctx, r.ID, "vmcp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, r.ID); err != nil { // nothing to release any more
+		t.Fatal(err)
+	}
+	if err := b.Finish(ctx, r.ID, state.StatusCompleted, nil, ""); err != nil {
+		t.Fatalf("B finishes the run it took over after A's second release: %v", err)
+	}
+}
