@@ -303,7 +303,8 @@ func (r *runs) takeOver(ctx context.Context, id string) {
 // noteTakenOver is called once per run this replica's sweep took over:
 // continued (claimed and executing here) or left interrupted (unsafe
 // lists the steps that need a decision). A hook for audit and metrics.
-func (g *Gateway) noteTakenOver(ctx context.Context, run *state.Run, continued bool, unsafe []string) {}
+func (g *Gateway) noteTakenOver(ctx context.Context, run *state.Run, continued bool, unsafe []string) {
+}
 
 // asOwner makes a background continuation act for the run's owner:
 // authorization (check_steps) sees the owner by name (groups and claims are
