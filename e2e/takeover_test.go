@@ -254,3 +254,118 @@ func TestPostgresTakeover(t *testing.T) {
 		}
 	}
 }
+
+// The same question answered on two replicas at once, 1,000 times
+// (design §5.6 "double answer"): exactly one answer applies each time, the
+// other gets a clear conflict, the history holds one answer. Rounds run 8
+// at a time on a workflow whose first step is the question, so a round is
+// a pause, two answers, one ticket and a finish. Then resume tokens
+// (2026-07-28 requestState): the same retry sent to both replicas at once
+// applies once, and a token used on one replica is refused on the other.
+func TestPostgresDoubleAnswer(t *testing.T) {
+	const rounds, workers, tokenRounds = 1000, 8, 20
+	cfg := durableConfig(t, "", map[string]string{"ask_first.yaml": questionWorkflow("ask_first", "1h")})
+	cfg += postgresState(t, "10s", "")
+	a, b := startVMCP(t, cfg), startVMCP(t, cfg)
+	procs := []*proc{a, b}
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range workers {
+		c := connect(t, procs[w%2].URL, legacy, false)
+		wg.Go(func() {
+			for i := w; i < rounds; i += workers {
+				if t.Failed() {
+					return
+				}
+				id, err := startAsk(t, c, fmt.Sprintf("d-%d", i))
+				if err != nil {
+					t.Errorf("round %d: %v", i, err)
+					return
+				}
+				codes, bodies := make([]int, 2), make([][]byte, 2)
+				var both sync.WaitGroup
+				for k, p := range procs {
+					both.Go(func() {
+						codes[k], bodies[k] = apiDo(t, p, "", http.MethodPost, "/api/v1/runs/"+id+"/resume", `{"action":"accept","content":{"ok":true}}`)
+					})
+				}
+				both.Wait()
+				won := 0
+				for k := range procs {
+					switch {
+					case codes[k] == http.StatusOK:
+						won++
+					case codes[k] != http.StatusConflict || !strings.Contains(string(bodies[k]), "not waiting for an answer"):
+						t.Errorf("round %d: the losing answer got %d %s; want 409 saying the run is not waiting", i, codes[k], bodies[k])
+					}
+				}
+				if won != 1 {
+					t.Errorf("round %d: answers on A and B got %v; want exactly one 200", i, codes)
+					return
+				}
+				v := apiRun(t, procs[i%2], id)
+				if k := v.kinds(); v.Status != state.StatusCompleted || k[state.EventAnswered] != 1 {
+					t.Errorf("round %d: run %s %s, history %s; want completed with one answer", i, id, v.Status, v.historyString())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	el := time.Since(start)
+	t.Logf("%d double answers across two replicas in %v (%d at a time): one applied each time", rounds, el.Round(time.Millisecond), workers)
+
+	// Resume tokens.
+	ia, inja := connectInjector(t, a.URL)
+	ib, injb := connectInjector(t, b.URL)
+	ok := map[string]any{"ok": true}
+	for i := range tokenRounds {
+		args := fmt.Sprintf(`{"tag":"tok-%d"}`, i)
+		tok, reqs := ask(t, ia, "ask_first", args)
+		if len(reqs) != 1 || reqs[0] != "ask" {
+			t.Fatalf("input requests %v", reqs)
+		}
+		id := waitingRunID(t, b, "", "ask_first")
+		type answer struct {
+			res *mcp.CallToolResult
+			err error
+		}
+		got := make([]answer, 2)
+		var both sync.WaitGroup
+		for k, side := range []struct {
+			c   *mcpClient
+			inj *injector
+		}{{ia, inja}, {ib, injb}} {
+			both.Go(func() {
+				side.inj.retryWith(tok, accept("ask", ok))
+				got[k].res, got[k].err = side.c.call(t, "ask_first", args)
+			})
+		}
+		both.Wait()
+		applied := 0
+		for k, g := range got {
+			switch {
+			case g.err == nil && !g.res.IsError:
+				applied++
+			case g.err == nil && (strings.Contains(text(g.res), "already used") || strings.Contains(text(g.res), "not waiting for an answer")):
+			default:
+				t.Errorf("token round %d: the retry on replica %d got %v %v; want it applied or refused as already used", i, k, g.err, g.res)
+			}
+		}
+		if applied != 1 {
+			t.Fatalf("token round %d: the same requestState was applied %d times across the replicas", i, applied)
+		}
+		if v := apiRun(t, a, id); v.Status != state.StatusCompleted || v.kinds()[state.EventAnswered] != 1 {
+			t.Errorf("token round %d: run %s %s, history %s", i, id, v.Status, v.historyString())
+		}
+		// Replayed later on either replica: refused, nothing changes.
+		replay, inj := ib, injb
+		if i%2 == 1 {
+			replay, inj = ia, inja
+		}
+		refusedRetry(t, replay, inj, "ask_first", args, tok, accept("ask", ok), "already used")
+	}
+}
