@@ -55,6 +55,37 @@ type execution struct {
 	run     string
 	cancel  context.CancelFunc
 	dropped atomic.Bool
+	// lapses is the store's lease-lapse count when this execution last
+	// knew it held its run (see runs.holds).
+	lapses atomic.Uint64
+}
+
+// lapser is a driver whose replica lease can lapse (PostgreSQL).
+type lapser interface {
+	Lapses() uint64
+	Holds(ctx context.Context, id string) (bool, error)
+}
+
+// holds reports whether the execution behind ctx may still act for its
+// run: yes unless this replica's lease lapsed since the execution last
+// checked and the store says the run is no longer held by this replica at
+// the epoch it claimed (taken over meanwhile), or cannot say.
+func (r *runs) holds(ctx context.Context) bool {
+	x := executionOf(ctx)
+	l, ok := r.store.(lapser)
+	if x == nil || !ok {
+		return true
+	}
+	n := l.Lapses()
+	if n == x.lapses.Load() {
+		return true
+	}
+	held, err := l.Holds(ctx, x.run)
+	if err != nil || !held {
+		return false
+	}
+	x.lapses.Store(n)
+	return true
 }
 
 type executionKey struct{}
@@ -88,6 +119,9 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	x := &execution{run: ro.RunID, cancel: cancel}
+	if l, ok := r.store.(lapser); ok {
+		x.lapses.Store(l.Lapses())
+	}
 	r.ex.mu.Lock()
 	set := r.ex.active[x.run]
 	if set == nil {

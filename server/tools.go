@@ -39,7 +39,9 @@ func (c caller) admit(ctx context.Context, call *steps.Call) error {
 	if x := executionOf(ctx); x != nil && x.dropped.Load() {
 		return &errLeftForTakeover{run: x.run}
 	}
-	if call.Step != "" && !c.g.runs.live() {
+	if call.Step != "" && (!c.g.runs.live() || !c.g.runs.holds(ctx)) {
+		// Not live, or the lease lapsed during this execution and the
+		// run is no longer this replica's: no call; leave the run.
 		c.g.runs.selfFence(ctx)
 		return errNotLive
 	}

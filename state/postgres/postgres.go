@@ -111,6 +111,7 @@ type Store struct {
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
+	lapses uint64    // heartbeats that renewed a lease which had stopped being live
 
 	onTakeover func(ids []string)
 
@@ -366,8 +367,41 @@ func (s *Store) Close() error {
 
 func (s *Store) beat(at time.Time) {
 	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	if !at.After(s.lastHB) {
+		return // a slow heartbeat that started before the last one
+	}
+	if !s.lastHB.IsZero() && at.Sub(s.lastHB) >= s.ttl/2 {
+		s.lapses++
+	}
 	s.lastHB = at
-	s.hbMu.Unlock()
+}
+
+// Lapses counts the times this replica's lease stopped being live (see
+// Live) and was renewed later. An execution that spans a lapse may have
+// been taken over meanwhile: check Holds before acting for it again.
+func (s *Store) Lapses() uint64 {
+	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	return s.lapses
+}
+
+// Holds reports whether this replica still holds running run id at the
+// epoch it claimed it (false: taken over, released, or never claimed).
+func (s *Store) Holds(ctx context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	epoch, ok := s.held[id]
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	var holds bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM vmcp_runs
+		WHERE id = $1 AND holder = $2 AND epoch = $3 AND status = 'running')`, id, s.me, epoch).Scan(&holds)
+	if err != nil {
+		return false, mapErr(fmt.Errorf("run %s: %w", id, err))
+	}
+	return holds, nil
 }
 
 // Live reports whether this replica's lease is safely current: its last
@@ -426,7 +460,11 @@ func (s *Store) Heartbeat(ctx context.Context) error {
 
 func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+		// Bounded: a database cut off without a reset (a partition) must
+		// not hold the loop in one attempt until TCP gives up.
+		hctx, cancel := context.WithTimeout(ctx, max(every, s.ttl/3))
+		defer cancel()
+		if err := s.Heartbeat(hctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("state heartbeat failed", "replica", s.me, "err", err)
 		}
 	})
