@@ -461,8 +461,17 @@ func TestReleaseHandsARunToTheSweep(t *testing.T) {
 	if n, err := b.Recover(ctx); err != nil || n != 0 {
 		t.Fatalf("recover while A holds the run: %d, %v", n, err)
 	}
+	if held, err := a.Holds(ctx, r.ID); err != nil || !held {
+		t.Fatalf("A holds its new run: %v %v", held, err)
+	}
+	if held, _ := b.Holds(ctx, r.ID); held {
+		t.Fatal("B says it holds A's run")
+	}
 	if err := a.Release(ctx, r.ID); err != nil {
 		t.Fatal(err)
+	}
+	if held, err := a.Holds(ctx, r.ID); err != nil || held {
+		t.Fatalf("A still holds the run it released: %v %v", held, err)
 	}
 	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("checkpoint after the release: %v, want fenced", err)
