@@ -86,11 +86,13 @@ type Options struct {
 	Version   string
 	Address   string
 	Logger    *slog.Logger
-	// OnTakeover, when set, is called by the sweep (not by Recover called
-	// directly) after each commit that interrupted runs of replicas that
-	// stopped, with those runs' ids: this replica took them over and may
-	// continue them (claiming each with Resume, which only one replica's
-	// claim passes). It runs on the sweep's goroutine and must not block.
+	// OnTakeover, when set, is called after the sweep (or Recover) has
+	// interrupted runs of replicas that stopped, with those runs' ids:
+	// this replica took them over and may continue them (claiming each
+	// with Resume, which only one replica's claim passes). Runs this
+	// replica's own previous life held (stable ReplicaID) are reported by
+	// the sweep but not by Recover (see Recover). It runs on the caller's
+	// goroutine and must not block.
 	OnTakeover func(ids []string)
 }
 
@@ -472,7 +474,7 @@ func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		ids, err := s.interruptOrphans(ctx)
+		ids, _, err := s.interruptOrphans(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
 		}

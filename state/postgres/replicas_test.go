@@ -315,6 +315,8 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.Crash()
+	var reported []string
+	ro.OnTakeover = func(ids []string) { reported = append(reported, ids...) }
 	again := replica(t, dsn, ro)
 	if n, err := again.Recover(ctx); err != nil || n != 1 {
 		t.Fatalf("recover after the restart: %d, %v", n, err)
@@ -324,6 +326,17 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	}
 	if r, _ := again.Get(ctx, theirs.ID); r.Status != state.StatusRunning {
 		t.Fatalf("another replica's run: %s", r.Status)
+	}
+	// A restart's own runs wait for a resume; another replica's, once its
+	// lease expired, are taken over (reported to OnTakeover) by Recover too.
+	if len(reported) != 0 {
+		t.Fatalf("Recover reported the restarted replica's own runs as taken over: %v", reported)
+	}
+	if _, err := again.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, other.ReplicaID()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := again.Recover(ctx); err != nil || n != 1 || len(reported) != 1 || reported[0] != theirs.ID {
+		t.Fatalf("recover after the other replica's lease expired: %d, %v, reported %v", n, err, reported)
 	}
 }
 
