@@ -178,7 +178,7 @@ func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err 
 				return err
 			}
 			type orphan struct {
-				id  string
+				id   string
 				doc  []byte
 				at   time.Time
 				held bool
