@@ -34,6 +34,9 @@ var (
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
 func runMain(m *testing.M) int {
+	if file := os.Getenv(probeEnv); file != "" {
+		return serveProbe(file) // this binary as a stdio backend (partition_test.go)
+	}
 	root, err := findModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

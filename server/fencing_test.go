@@ -1,8 +1,20 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/steps"
@@ -25,4 +37,135 @@ func TestNoStepCallsWithoutLease(t *testing.T) {
 	if !(&runs{store: nil}).live() || !(*runs)(nil).live() {
 		t.Fatal("a store without leases must count as live")
 	}
+}
+
+// leaseStore is a real (bbolt) store whose replica lease the test turns
+// off and on, and that records the runs released to the takeover.
+type leaseStore struct {
+	state.Driver
+	live     atomic.Bool
+	mu       sync.Mutex
+	released []string
+	// lapses counts Lapses calls when lapsing (a lease lapse between any
+	// two looks); holds is what Holds answers.
+	lapsing atomic.Bool
+	lapses  atomic.Uint64
+	holds   atomic.Bool
+}
+
+func (s *leaseStore) Live() bool { return s.live.Load() }
+
+func (s *leaseStore) Lapses() uint64 {
+	if s.lapsing.Load() {
+		return s.lapses.Add(1)
+	}
+	return s.lapses.Load()
+}
+
+func (s *leaseStore) Holds(context.Context, string) (bool, error) { return s.holds.Load(), nil }
+
+func (s *leaseStore) Release(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.released = append(s.released, id)
+	return nil
+}
+
+func (s *leaseStore) releasedRuns() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.released)
+}
+
+// A step refused because this replica's lease lapsed does not fail its
+// run: the execution stops, writes nothing more, the caller is told the run
+// was left for a takeover, the run stays running in the store, and it is
+// released (so that a sweep takes it over even if this replica heartbeats
+// again). Once live again, the replica runs workflows as before.
+func TestSelfFencedStepLeavesRunForTakeover(t *testing.T) {
+	_, c, ls := startLeaseDemo(t)
+	run := leftForTakeover(t, c, ls)
+	if !slices.Equal(run.InFlight, []string{"incident"}) {
+		t.Errorf("self-fenced run: in flight %v, want its first step", run.InFlight)
+	}
+
+	ls.live.Store(true)
+	asksConfirmPage(t, c)
+}
+
+// An execution during which the lease lapsed (and came back) goes on
+// only if the store says this replica still holds its run.
+func TestLeaseLapseDuringExecution(t *testing.T) {
+	_, c, ls := startLeaseDemo(t)
+	ls.live.Store(true)
+	ls.lapsing.Store(true)
+	ls.holds.Store(true)
+	asksConfirmPage(t, c) // still held: goes on
+	ls.holds.Store(false)
+	leftForTakeover(t, c, ls) // taken over meanwhile: dropped
+}
+
+func asksConfirmPage(t *testing.T, c *client.Client) {
+	t.Helper()
+	// The run gets to its question (this client cannot answer it).
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "investigate_incident"
+	req.Params.Arguments = json.RawMessage(`{"incident_id":"INC-1042"}`)
+	if _, err := c.CallTool(t.Context(), req); err == nil || !strings.Contains(err.Error(), `"confirm_page"`) {
+		t.Fatalf("a run on a live replica: %v, want it to ask confirm_page", err)
+	}
+}
+
+// leftForTakeover starts investigate_incident, expects it to be left for
+// a takeover without any write after its creation, and released.
+func leftForTakeover(t *testing.T, c *client.Client, ls *leaseStore) *state.Run {
+	t.Helper()
+	res := callJSON(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`)
+	if !res.IsError || !strings.Contains(text(res), "left for a takeover") {
+		t.Fatalf("a run whose step was self-fenced: %s (isError %v), want an error saying it was left for a takeover", text(res), res.IsError)
+	}
+	list, _, err := ls.List(t.Context(), state.Filter{Status: state.StatusRunning, Limit: 10})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("running runs in the store: %v %v, want 1", list, err)
+	}
+	run, err := ls.Get(t.Context(), list[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range run.History {
+		if e.Kind != state.EventCreated {
+			t.Errorf("self-fenced run has a later write in its history: %+v", e)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(ls.releasedRuns(), run.ID) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s was never released to the takeover (released %v)", run.ID, ls.releasedRuns())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return run
+}
+
+func startLeaseDemo(t *testing.T) (*Gateway, *client.Client, *leaseStore) {
+	t.Helper()
+	cfg, ds := DemoConfig(nil)
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := &leaseStore{}
+	g.wrapStore = func(d state.Driver) state.Driver { ls.Driver = d; return ls }
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = g.Close()
+	})
+	return g, newClient(t, srv.URL+"/mcp"), ls
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/vmcp-dev/vmcp/backends/demo"
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 	"github.com/vmcp-dev/vmcp/telemetry"
@@ -58,6 +59,8 @@ type Gateway struct {
 	runs *runs
 
 	statePath string
+	// wrapStore, set by tests before Start, wraps the opened state driver.
+	wrapStore func(state.Driver) state.Driver
 	ownTel    bool
 	cancel    context.CancelFunc
 	bg        sync.WaitGroup
@@ -220,11 +223,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
-	g.bg.Add(4)
+	g.bg.Add(6)
 	go func() { defer g.bg.Done(); r.followChanges(bg) }()
 	go func() { defer g.bg.Done(); g.sess.pruneLoop(bg) }()
 	go func() { defer g.bg.Done(); r.sweepDeadlines(bg) }()
 	go func() { defer g.bg.Done(); r.pruneLoop(bg) }()
+	go func() { defer g.bg.Done(); r.takeoverLoop(bg) }()
+	go func() { defer g.bg.Done(); r.releaseLoop(bg) }()
 	for _, st := range g.mgr.Status() {
 		if st.State != backends.StateReady {
 			g.log.Warn("backend not available at startup; retrying in the background", "backend", st.Name, "err", st.LastError)

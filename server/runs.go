@@ -41,15 +41,24 @@ type runs struct {
 	// watch: live waiters and local executions, woken by change hints
 	// (watch.go).
 	watch watchers
+
+	// ex tracks executions on this replica (takeover.go); takeovers
+	// queues the runs this replica's sweep took over (PostgreSQL).
+	ex        executions
+	takeovers *takeovers
 }
 
 // openRuns opens the store (the bbolt file at path, or the PostgreSQL
 // database of state.driver postgres), recovers it (runs that were
 // executing become interrupted) and loads the token key.
 func openRuns(ctx context.Context, g *Gateway, path string, retention time.Duration) (*runs, error) {
-	st, err := openStore(ctx, g, path, retention)
+	tk := newTakeovers()
+	st, err := openStore(ctx, g, path, retention, tk.push)
 	if err != nil {
 		return nil, err
+	}
+	if g.wrapStore != nil {
+		st = g.wrapStore(st)
 	}
 	n, err := st.Recover(ctx)
 	if err != nil {
@@ -69,13 +78,16 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 		_ = st.Close()
 		return nil, err
 	}
-	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{}}, nil
+	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{},
+		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]struct{}{}}, takeovers: tk}, nil
 }
 
 func (r *runs) close() error { return r.store.Close() }
 
-// openStore opens the configured state driver.
-func openStore(ctx context.Context, g *Gateway, path string, retention time.Duration) (state.Driver, error) {
+// openStore opens the configured state driver. onTakeover receives the
+// runs the PostgreSQL sweep of this replica takes over (bbolt: none; a
+// restart leaves its interrupted runs to an explicit resume, SPEC §5).
+func openStore(ctx context.Context, g *Gateway, path string, retention time.Duration, onTakeover func([]string)) (state.Driver, error) {
 	var sc dsl.StateConfig
 	if g.cfg != nil {
 		sc = g.cfg.State
@@ -95,7 +107,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
 		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
 		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
-		ListenDSN: p.ListenDSN.Value, Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
+		ListenDSN: p.ListenDSN.Value, Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log, OnTakeover: onTakeover})
 	if err != nil {
 		return nil, err
 	}
@@ -108,8 +120,15 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 type checkpointer struct{ g *Gateway }
 
 func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint) (err error) {
-	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	r := c.g.runs
+	if x := executionOf(ctx); x != nil {
+		if x.dropped.Load() {
+			// Dropped (self-fenced or taken over): no more writes.
+			return &errLeftForTakeover{run: cp.RunID}
+		}
+		defer func() { r.fenced(ctx, err) }()
+	}
+	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	b, err := checkpointJSON(ctx, cp)
 	if err != nil {
 		return err
@@ -190,7 +209,8 @@ func (r *runs) create(p *engine.Plan, args json.RawMessage, owner string) string
 }
 
 // errNotLive refuses a workflow step's backend call on a replica that
-// could not renew its lease (PostgreSQL driver).
+// could not renew its lease (PostgreSQL driver); the run's execution here
+// is dropped and the run left for a takeover (takeover.go).
 var errNotLive = errors.New("this vmcp replica could not renew its lease on the shared state store, so it makes no backend calls for runs (another replica may take the run over)")
 
 // live reports whether this process may act for its runs: always with
@@ -243,6 +263,10 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
 		if te := (*state.TransitionError)(nil); errors.As(err, &te) && te.Status == state.StatusCancelled {
 			return // cancelled through the store: that was its final transition
+		}
+		if errors.Is(err, state.ErrFenced) {
+			r.g.log.Warn("the run was taken over by another replica; its outcome here is dropped", "run_id", out.RunID, "status", out.Status)
+			return
 		}
 		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
 		return
@@ -453,9 +477,11 @@ func (r *runs) fireDeadline(ctx context.Context, run *state.Run) {
 		}
 	}
 	r.g.tel.Answered(ctx, run.Workflow, "expired", "deadline", time.Since(asked))
-	rctx, done := r.executing(ctx, run.ID)
-	out, err := r.g.eng.Resume(rctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
-	done()
+	out, err := r.g.eng.Resume(ctx, l.plan, l.cp, a, &engine.RunOptions{RunID: run.ID, Durable: true})
+	if isLeftForTakeover(err) {
+		r.g.log.Warn("deadline: this replica stopped executing the run; it is left for a takeover", "run_id", run.ID)
+		return
+	}
 	if err != nil {
 		r.g.log.Error("deadline: resuming run", "run_id", run.ID, "err", err)
 		r.finish(ctx, &engine.Outcome{RunID: run.ID, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})

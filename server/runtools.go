@@ -179,10 +179,7 @@ func (g *Gateway) ResumeRun(ctx context.Context, id string, a engine.Answer) (*e
 		if err := g.runs.claim(ctx, l, step, seq, owner, a); err != nil {
 			return nil, nil, err
 		}
-		rctx, done := g.runs.executing(ctx, id)
-		defer done()
-		out, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
-		cancelledOutcome(rctx, out)
+		out, err := g.eng.Resume(ctx, l.plan, l.cp, a, ro)
 		return out, l.plan, err
 	case state.StatusInterrupted:
 		if a.Action == engine.ActionDecline || a.Action == engine.ActionCancel {
@@ -202,10 +199,8 @@ func (g *Gateway) ResumeRun(ctx context.Context, id string, a engine.Answer) (*e
 		if _, err := g.runs.store.Resume(ctx, id, owner); err != nil {
 			return nil, nil, err
 		}
-		rctx, done := g.runs.executing(ctx, id)
-		defer done()
-		out, err := g.eng.Continue(rctx, l.plan, l.cp, rerun, ro)
-		cancelledOutcome(rctx, out)
+		g.runs.supersede(id) // a stale execution of it here, if any, stops
+		out, err := g.eng.Continue(ctx, l.plan, l.cp, rerun, ro)
 		return out, l.plan, err
 	default:
 		return nil, nil, &state.TransitionError{Op: "resume", RunID: id, Status: l.run.Status, Err: state.ErrNotWaiting}
@@ -301,6 +296,8 @@ func apiStatus(err error) (int, string) {
 		return 422, "invalid_answer"
 	case errors.As(err, &te):
 		return 409, "conflict"
+	case isLeftForTakeover(err):
+		return 503, "left_for_takeover"
 	}
 	return 500, "internal"
 }

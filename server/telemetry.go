@@ -352,6 +352,11 @@ type tracedEngine struct {
 }
 
 func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMessage, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx, end := e.g.runs.begin(ctx, ro) // takeover.go: an execution this replica may drop
+	return end(e.run(ctx, p, args, ro))
+}
+
+func (e *tracedEngine) run(ctx context.Context, p *engine.Plan, args json.RawMessage, ro *engine.RunOptions) (*engine.Outcome, error) {
 	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil || ro == nil || !ro.Durable {
 		return e.Engine.Run(ctx, p, args, ro)
@@ -366,6 +371,11 @@ func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMes
 }
 
 func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, a engine.Answer, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx, end := e.g.runs.begin(ctx, ro)
+	return end(e.resume(ctx, p, cp, a, ro))
+}
+
+func (e *tracedEngine) resume(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, a engine.Answer, ro *engine.RunOptions) (*engine.Outcome, error) {
 	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil {
 		return e.Engine.Resume(ctx, p, cp, a, ro)
@@ -378,6 +388,11 @@ func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 }
 
 func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, rerun bool, ro *engine.RunOptions) (*engine.Outcome, error) {
+	ctx, end := e.g.runs.begin(ctx, ro)
+	return end(e.cont(ctx, p, cp, rerun, ro))
+}
+
+func (e *tracedEngine) cont(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, rerun bool, ro *engine.RunOptions) (*engine.Outcome, error) {
 	ctx = withWorkflow(ctx, p, ro)
 	if e.g.tel == nil {
 		return e.Engine.Continue(ctx, p, cp, rerun, ro)

@@ -36,7 +36,13 @@ func (c caller) admit(ctx context.Context, call *steps.Call) error {
 	if err := c.g.checkStep(ctx, call); err != nil {
 		return err
 	}
-	if call.Step != "" && !c.g.runs.live() {
+	if x := executionOf(ctx); x != nil && x.dropped.Load() {
+		return &errLeftForTakeover{run: x.run}
+	}
+	if call.Step != "" && (!c.g.runs.live() || !c.g.runs.holds(ctx)) {
+		// Not live, or the lease lapsed during this execution and the
+		// run is no longer this replica's: no call; leave the run.
+		c.g.runs.selfFence(ctx)
 		return errNotLive
 	}
 	return nil
@@ -173,11 +179,11 @@ func (g *Gateway) callComposite(ctx context.Context, p *engine.Plan, req mcp.Cal
 	}
 	ro.RunID, ro.Unrecorded = g.runs.create(p, args, owner), true
 	defer g.runs.drop(ro.RunID) // a no-op once the run is in the store
-	rctx, done := g.runs.executing(ctx, ro.RunID)
-	out, err := g.eng.Run(rctx, p, args, ro)
-	cancelledOutcome(rctx, out)
-	done()
+	out, err := g.eng.Run(ctx, p, args, ro)
 	ro.Unrecorded = false // from here on the run is in the store
+	if isLeftForTakeover(err) {
+		return mcp.NewToolResultError(err.Error()), nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -225,10 +231,7 @@ func (g *Gateway) answerToken(ctx context.Context, tok, workflow string, respons
 		return nil, nil, err
 	}
 	ro.RunID = c.Run
-	rctx, done := g.runs.executing(ctx, c.Run)
-	out, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
-	cancelledOutcome(rctx, out)
-	done()
+	out, err := g.eng.Resume(ctx, l.plan, l.cp, a, ro)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -348,10 +351,7 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 			return nil, nil, nil
 		}
 		ro.RunID = out.RunID
-		rctx, done := g.runs.executing(withSurface(ctx, "live"), out.RunID)
-		next, err := g.eng.Resume(rctx, l.plan, l.cp, a, ro)
-		cancelledOutcome(rctx, next)
-		done()
+		next, err := g.eng.Resume(withSurface(ctx, "live"), l.plan, l.cp, a, ro)
 		return next, nil, err
 	}
 	return nil, nil, nil

@@ -30,17 +30,11 @@ import (
 // notification costs at most this much.
 const pollEvery = 5 * time.Second
 
-// watchers are this process's local interest in runs: waiters (live
-// calls following a run) and executions (runs this process executes,
-// with the cancel of their context).
+// watchers are this process's live calls following a run. (The runs
+// this process executes are tracked by runs.ex, takeover.go.)
 type watchers struct {
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]struct{}
-	execs   map[string]map[*execution]struct{}
-}
-
-type execution struct {
-	cancel context.CancelCauseFunc
 }
 
 // watch registers interest in run id: the channel gets a (coalesced)
@@ -93,47 +87,19 @@ func (w *watchers) wake(id string) {
 // or `vmcp runs cancel`, on any replica).
 var errCancelledElsewhere = errors.New("the run was cancelled (vmcp_run_cancel, POST /api/v1/runs/{id}/cancel or `vmcp runs cancel`)")
 
-// executing derives the context a run executes in on this process: it
-// is cancelled when the store says the run was cancelled. Call the
-// returned func when the engine returns.
-func (r *runs) executing(ctx context.Context, id string) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	e := &execution{cancel: cancel}
-	w := &r.watch
-	w.mu.Lock()
-	if w.execs == nil {
-		w.execs = map[string]map[*execution]struct{}{}
-	}
-	if w.execs[id] == nil {
-		w.execs[id] = map[*execution]struct{}{}
-	}
-	w.execs[id][e] = struct{}{}
-	w.mu.Unlock()
-	return ctx, func() {
-		w.mu.Lock()
-		delete(w.execs[id], e)
-		if len(w.execs[id]) == 0 {
-			delete(w.execs, id)
-		}
-		w.mu.Unlock()
-		cancel(nil)
-	}
-}
-
-// executingIDs lists the runs executing here (id "" ) or reports whether
+// executingIDs lists the runs executing here (id "") or reports whether
 // id is one of them.
 func (r *runs) executingIDs(id string) []string {
-	w := &r.watch
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	r.ex.mu.Lock()
+	defer r.ex.mu.Unlock()
 	if id != "" {
-		if len(w.execs[id]) > 0 {
+		if len(r.ex.active[id]) > 0 {
 			return []string{id}
 		}
 		return nil
 	}
-	out := make([]string, 0, len(w.execs))
-	for k := range w.execs {
+	out := make([]string, 0, len(r.ex.active))
+	for k := range r.ex.active {
 		out = append(out, k)
 	}
 	return out
@@ -147,13 +113,12 @@ func (r *runs) stopIfCancelled(ctx context.Context, id string) {
 	if err != nil || run.Status != state.StatusCancelled {
 		return
 	}
-	w := &r.watch
-	w.mu.Lock()
+	r.ex.mu.Lock()
 	var es []*execution
-	for e := range w.execs[id] {
-		es = append(es, e)
+	for x := range r.ex.active[id] {
+		es = append(es, x)
 	}
-	w.mu.Unlock()
+	r.ex.mu.Unlock()
 	if len(es) > 0 {
 		r.g.log.Info("run cancelled elsewhere; stopping its execution here", "run_id", id)
 	}

@@ -92,6 +92,14 @@ type Options struct {
 	Version   string
 	Address   string
 	Logger    *slog.Logger
+	// OnTakeover, when set, is called after the sweep (or Recover) has
+	// interrupted runs of replicas that stopped, with those runs' ids:
+	// this replica took them over and may continue them (claiming each
+	// with Resume, which only one replica's claim passes). Runs this
+	// replica's own previous life held (stable ReplicaID) are reported by
+	// the sweep but not by Recover (see Recover). It runs on the caller's
+	// goroutine and must not block.
+	OnTakeover func(ids []string)
 }
 
 // Store is a state driver on PostgreSQL. It is safe for concurrent use, by
@@ -111,6 +119,9 @@ type Store struct {
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
+	lapses uint64    // heartbeats that renewed a lease which had stopped being live
+
+	onTakeover func(ids []string)
 
 	hub       state.Hub   // change hints for this process's subscribers
 	notifyQ   chan string // "status id" to pg_notify
@@ -181,7 +192,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096)}
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096), onTakeover: o.OnTakeover}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
 		_, err = pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL WHERE holder = $1 AND status = 'running'`, id)
@@ -372,8 +383,41 @@ func (s *Store) Close() error {
 
 func (s *Store) beat(at time.Time) {
 	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	if !at.After(s.lastHB) {
+		return // a slow heartbeat that started before the last one
+	}
+	if !s.lastHB.IsZero() && at.Sub(s.lastHB) >= s.ttl/2 {
+		s.lapses++
+	}
 	s.lastHB = at
-	s.hbMu.Unlock()
+}
+
+// Lapses counts the times this replica's lease stopped being live (see
+// Live) and was renewed later. An execution that spans a lapse may have
+// been taken over meanwhile: check Holds before acting for it again.
+func (s *Store) Lapses() uint64 {
+	s.hbMu.Lock()
+	defer s.hbMu.Unlock()
+	return s.lapses
+}
+
+// Holds reports whether this replica still holds running run id at the
+// epoch it claimed it (false: taken over, released, or never claimed).
+func (s *Store) Holds(ctx context.Context, id string) (bool, error) {
+	s.mu.Lock()
+	epoch, ok := s.held[id]
+	s.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	var holds bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM vmcp_runs
+		WHERE id = $1 AND holder = $2 AND epoch = $3 AND status = 'running')`, id, s.me, epoch).Scan(&holds)
+	if err != nil {
+		return false, mapErr(fmt.Errorf("run %s: %w", id, err))
+	}
+	return holds, nil
 }
 
 // Live reports whether this replica's lease is safely current: its last
@@ -384,6 +428,32 @@ func (s *Store) Live() bool {
 	s.hbMu.Lock()
 	defer s.hbMu.Unlock()
 	return time.Since(s.lastHB) < s.ttl/2
+}
+
+// Release gives up a running run this replica holds without writing
+// anything else (it stopped executing it: self-fenced): the run's holder
+// is cleared at the epoch this replica claimed it, so the next sweep of any
+// replica, this one included, takes it over as if this replica had died.
+// A run this replica no longer holds (taken over meanwhile, finished) is
+// left alone; that is not an error.
+func (s *Store) Release(ctx context.Context, id string) error {
+	s.mu.Lock()
+	epoch, ok := s.held[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL
+		WHERE id = $1 AND holder = $2 AND epoch = $3 AND status = 'running'`, id, s.me, epoch)
+	if err != nil {
+		return mapErr(fmt.Errorf("release run %s: %w", id, err))
+	}
+	s.mu.Lock()
+	if s.held[id] == epoch {
+		delete(s.held, id)
+	}
+	s.mu.Unlock()
+	return nil
 }
 
 // Heartbeat extends this replica's lease (re-registering it if a sweep
@@ -406,7 +476,11 @@ func (s *Store) Heartbeat(ctx context.Context) error {
 
 func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		if err := s.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+		// Bounded: a database cut off without a reset (a partition) must
+		// not hold the loop in one attempt until TCP gives up.
+		hctx, cancel := context.WithTimeout(ctx, max(every, s.ttl/3))
+		defer cancel()
+		if err := s.Heartbeat(hctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("state heartbeat failed", "replica", s.me, "err", err)
 		}
 	})
@@ -414,10 +488,15 @@ func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		if n, err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+		ids, _, err := s.interruptOrphans(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
-		} else if n > 0 {
-			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", n)
+		}
+		if len(ids) > 0 {
+			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", len(ids))
+			if s.onTakeover != nil {
+				s.onTakeover(ids)
+			}
 		}
 		// Replicas gone for an hour: forget them.
 		_, _ = s.pool.Exec(ctx, `DELETE FROM vmcp_replicas WHERE expires_at < now() - interval '1 hour'`)

@@ -148,13 +148,29 @@ func (s *Store) NextDeadline(ctx context.Context) (time.Time, bool, error) {
 // claimed FOR UPDATE SKIP LOCKED, so each run is taken over once. It
 // returns how many runs it interrupted; runs of live replicas, this one
 // included, are left alone.
+//
+// Runs taken from another replica whose lease expired are handed to
+// Options.OnTakeover, as the sweep's are; runs left without a holder (this
+// replica's previous life, with a stable ReplicaID) are not: after a
+// restart they wait for a resume, as with bbolt.
 func (s *Store) Recover(ctx context.Context) (int, error) {
-	total := 0
+	ids, taken, err := s.interruptOrphans(ctx)
+	if len(taken) > 0 && s.onTakeover != nil {
+		s.onTakeover(taken)
+	}
+	return len(ids), err
+}
+
+// interruptOrphans is Recover, returning the ids of the runs it
+// interrupted (committed, even when a later batch fails), and among them
+// those that had a holder (another replica whose lease expired).
+func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err error) {
 	for {
 		n := 0
+		var ids, held []string
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 			n = 0
-			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp() FROM vmcp_runs r
+			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp(), r.holder IS NOT NULL FROM vmcp_runs r
 				WHERE r.status = 'running' AND (r.holder IS NULL OR NOT EXISTS
 				  (SELECT 1 FROM vmcp_replicas p WHERE p.id = r.holder AND p.expires_at > now()))
 				LIMIT $1 FOR UPDATE OF r SKIP LOCKED`, maintenanceBatch)
@@ -162,19 +178,21 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 				return err
 			}
 			type orphan struct {
-				id  string
-				doc []byte
-				at  time.Time
+				id   string
+				doc  []byte
+				at   time.Time
+				held bool
 			}
 			orphans, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orphan, error) {
 				var o orphan
-				err := r.Scan(&o.id, &o.doc, &o.at)
+				err := r.Scan(&o.id, &o.doc, &o.at, &o.held)
 				return o, err
 			})
 			if err != nil {
 				return err
 			}
 			batch := &pgx.Batch{}
+			ids, held = ids[:0], held[:0]
 			for _, o := range orphans {
 				r, err := state.DecodeDocument(o.doc)
 				if err != nil {
@@ -182,6 +200,10 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 					// stop every takeover.
 					s.log.Error("recover: skipping a run that cannot be read", "run_id", o.id, "err", err)
 					continue
+				}
+				ids = append(ids, o.id)
+				if o.held {
+					held = append(held, o.id)
 				}
 				now := o.at.UTC()
 				if now.Before(r.Updated) {
@@ -206,11 +228,11 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 			return nil
 		})
 		if err != nil {
-			return total, mapErr(fmt.Errorf("recover runs: %w", err))
+			return all, taken, mapErr(fmt.Errorf("recover runs: %w", err))
 		}
-		total += n
+		all, taken = append(all, ids...), append(taken, held...)
 		if n < maintenanceBatch {
-			return total, nil
+			return all, taken, nil
 		}
 	}
 }

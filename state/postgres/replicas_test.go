@@ -315,6 +315,8 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.Crash()
+	var reported []string
+	ro.OnTakeover = func(ids []string) { reported = append(reported, ids...) }
 	again := replica(t, dsn, ro)
 	if n, err := again.Recover(ctx); err != nil || n != 1 {
 		t.Fatalf("recover after the restart: %d, %v", n, err)
@@ -324,6 +326,17 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	}
 	if r, _ := again.Get(ctx, theirs.ID); r.Status != state.StatusRunning {
 		t.Fatalf("another replica's run: %s", r.Status)
+	}
+	// A restart's own runs wait for a resume; another replica's, once its
+	// lease expired, are taken over (reported to OnTakeover) by Recover too.
+	if len(reported) != 0 {
+		t.Fatalf("Recover reported the restarted replica's own runs as taken over: %v", reported)
+	}
+	if _, err := again.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, other.ReplicaID()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := again.Recover(ctx); err != nil || n != 1 || len(reported) != 1 || reported[0] != theirs.ID {
+		t.Fatalf("recover after the other replica's lease expired: %d, %v, reported %v", n, err, reported)
 	}
 }
 
@@ -366,5 +379,126 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	}
 	if _, err := postgres.Open(ctx, app, o); err == nil || !strings.Contains(err.Error(), "run `vmcp state migrate` as a user that may") {
 		t.Fatalf("open of an outdated schema without privileges: %v", err)
+	}
+}
+
+// The sweep hands the runs it interrupted to OnTakeover: with two
+// replicas sweeping, each orphan is reported once, by the replica that
+// interrupted it; and only one replica's Resume (the continuation's claim)
+// applies, at a new epoch that fences the other.
+func TestOnTakeoverReportsEachOrphanOnce(t *testing.T) {
+	dsn, o := freshSchema(t)
+	ao := *o
+	ao.LeaseTTL, ao.Heartbeat = time.Second, 200*time.Millisecond
+	a := open(t, dsn, &ao)
+	ctx := t.Context()
+	want := map[string]bool{}
+	for range 30 {
+		r := statetest.NewRun("alice", "deploy")
+		if err := a.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		want[r.ID] = true
+	}
+	a.Crash()
+	var mu sync.Mutex
+	got := map[string][]string{} // run → replicas that reported it
+	sweepers := make([]*postgres.Store, 2)
+	for i := range sweepers {
+		so := *o
+		so.SweepInterval = 50 * time.Millisecond
+		var me atomic.Pointer[string]
+		so.OnTakeover = func(ids []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				got[id] = append(got[id], *me.Load())
+			}
+		}
+		s := replica(t, dsn, so)
+		id := s.ReplicaID()
+		me.Store(&id)
+		sweepers[i] = s
+	}
+	deadline := time.Now().Add(ao.LeaseTTL + 5*time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d orphans reported to OnTakeover", n, len(want))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a few more sweeps report nothing more
+	mu.Lock()
+	defer mu.Unlock()
+	for id, by := range got {
+		if !want[id] || len(by) != 1 {
+			t.Fatalf("run %s reported %v", id, by)
+		}
+		// Both replicas try to continue it: one claim applies.
+		var ok atomic.Int32
+		var wg sync.WaitGroup
+		for _, s := range sweepers {
+			wg.Go(func() {
+				if _, err := s.Resume(ctx, id, "vmcp"); err == nil {
+					ok.Add(1)
+				} else if !errors.Is(err, state.ErrNotInterrupted) {
+					t.Errorf("the losing continuation of %s: %v", id, err)
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() != 1 {
+			t.Fatalf("run %s claimed by %d continuations", id, ok.Load())
+		}
+	}
+}
+
+// Release gives a run this replica dropped (self-fenced) back to the
+// sweep although this replica stays live: it is interrupted and can be
+// taken over, and the releasing replica's late writes are fenced.
+func TestReleaseHandsARunToTheSweep(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.SweepInterval = -1
+	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
+	ctx := t.Context()
+	r := statetest.NewRun("alice", "deploy")
+	if err := a.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 0 {
+		t.Fatalf("recover while A holds the run: %d, %v", n, err)
+	}
+	if held, err := a.Holds(ctx, r.ID); err != nil || !held {
+		t.Fatalf("A holds its new run: %v %v", held, err)
+	}
+	if held, _ := b.Holds(ctx, r.ID); held {
+		t.Fatal("B says it holds A's run")
+	}
+	if err := a.Release(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := a.Holds(ctx, r.ID); err != nil || held {
+		t.Fatalf("A still holds the run it released: %v %v", held, err)
+	}
+	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
+		t.Fatalf("checkpoint after the release: %v, want fenced", err)
+	}
+	if n, err := b.Recover(ctx); err != nil || n != 1 {
+		t.Fatalf("recover after A released the run: %d, %v", n, err)
+	}
+	if _, err := b.Resume(ctx, r.ID, "vmcp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, r.ID); err != nil { // nothing to release any more
+		t.Fatal(err)
+	}
+	if err := b.Finish(ctx, r.ID, state.StatusCompleted, nil, ""); err != nil {
+		t.Fatalf("B finishes the run it took over after A's second release: %v", err)
 	}
 }
