@@ -52,12 +52,12 @@ type Options struct {
 // Store keeps runs in one bbolt file. It is safe for concurrent use; only
 // one process may have the file open. Nothing is kept in memory per run.
 type Store struct {
-	db      *bbolt.DB
-	path    string
-	clock   func() time.Time
-	log     *slog.Logger
-	keep    time.Duration
-	group   *groupCommit
+	db    *bbolt.DB
+	path  string
+	clock func() time.Time
+	log   *slog.Logger
+	keep  time.Duration
+	group *groupCommit
 	// boltBatch commits through bbolt's own Batch (db.MaxBatchDelay)
 	// instead of the group committer: for benchmarks, to compare.
 	boltBatch bool
