@@ -2,7 +2,7 @@
 // machine's floors, in one run, and writes a markdown report plus a JSON
 // file beside it (issue 7).
 //
-//	go run ./bench [--quick] [--out docs/benchmarks.md] [--only overhead,lists,composite,pause,memory,profiles]
+//	go run ./bench [--quick] [--out docs/benchmarks.md] [--only overhead,lists,composite,pause,postgres,memory,profiles]
 //
 // It builds the vmcp binary once, starts every server as a separate process
 // on loopback (the bench's own subcommands: `echo-backend`, `http-floor`,
@@ -49,7 +49,7 @@ func main() {
 }
 
 // scenarios, in the order they run.
-var allScenarios = []string{"floors", "overhead", "telemetry", "lists", "composite", "pause", "memory", "profiles"}
+var allScenarios = []string{"floors", "overhead", "telemetry", "lists", "composite", "pause", "postgres", "memory", "profiles"}
 
 type bench struct {
 	quick   bool
@@ -151,6 +151,8 @@ func run() error {
 			err = b.composite(ctx)
 		case "pause":
 			err = b.pause(ctx)
+		case "postgres":
+			err = b.postgresScenario(ctx)
 		case "memory":
 			err = b.memory(ctx)
 		case "profiles":
