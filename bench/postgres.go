@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.etcd.io/bbolt"
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
@@ -53,6 +55,52 @@ func storePauses(ctx context.Context, st state.Driver, conc, n int, dur time.Dur
 		}
 		return err
 	})
+}
+
+// storePausesBeside is storePauses at concurrency 1 with a bbolt commit
+// of the floor's kind (one small key, a file in dir) after each pause:
+// the two latencies measured side by side, under the same load from
+// whatever else shares the machine.
+func storePausesBeside(ctx context.Context, st state.Driver, dir string, n int) (pauses, commits load) {
+	ids, err := createRunning(ctx, st, n)
+	if err != nil {
+		return load{Err: err}, load{Err: err}
+	}
+	path := filepath.Join(dir, "commit.beside.db")
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, FreelistType: bbolt.FreelistMapType})
+	if err != nil {
+		return load{Err: err}, load{Err: err}
+	}
+	defer os.Remove(path)
+	defer db.Close()
+	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
+		return load{Err: err}, load{Err: err}
+	}
+	pl, cl := make([]time.Duration, 0, n), make([]time.Duration, 0, n)
+	t0 := time.Now()
+	for i, id := range ids {
+		if ctx.Err() != nil {
+			return load{Err: ctx.Err()}, load{Err: ctx.Err()}
+		}
+		s := time.Now()
+		q := storeQuestion
+		q.Deadline = s.Add(time.Hour)
+		if _, err := st.Pause(ctx, id, storeCheckpoint, q); err != nil {
+			return load{Err: err}, load{Err: err}
+		}
+		m := time.Now()
+		err := db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket([]byte("b")).Put(fmt.Appendf(nil, "k%d", i%1000), []byte("a small value"))
+		})
+		if err != nil {
+			return load{Err: err}, load{Err: err}
+		}
+		pl, cl = append(pl, m.Sub(s)), append(cl, time.Since(m))
+	}
+	el := time.Since(t0)
+	slices.Sort(pl)
+	slices.Sort(cl)
+	return load{Lat: pl, Elapsed: el}, load{Lat: cl, Elapsed: el}
 }
 
 // createRunning creates n running runs, 16 at a time.
