@@ -61,46 +61,56 @@ func storePauses(ctx context.Context, st state.Driver, conc, n int, dur time.Dur
 // of the floor's kind (one small key, a file in dir) after each pause:
 // the two latencies measured side by side, under the same load from
 // whatever else shares the machine.
-func storePausesBeside(ctx context.Context, st state.Driver, dir string, n int) (pauses, commits load) {
+// With other, a third operation is timed after each commit (nil: none).
+func storePausesBeside(ctx context.Context, st state.Driver, dir string, n int, other func(context.Context) error) (pauses, commits, others load) {
 	ids, err := createRunning(ctx, st, n)
 	if err != nil {
-		return load{Err: err}, load{Err: err}
+		return load{Err: err}, load{Err: err}, load{Err: err}
 	}
+	_ = os.MkdirAll(dir, 0o755)
 	path := filepath.Join(dir, "commit.beside.db")
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, FreelistType: bbolt.FreelistMapType})
 	if err != nil {
-		return load{Err: err}, load{Err: err}
+		return load{Err: err}, load{Err: err}, load{Err: err}
 	}
 	defer os.Remove(path)
 	defer db.Close()
 	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
-		return load{Err: err}, load{Err: err}
+		return load{Err: err}, load{Err: err}, load{Err: err}
 	}
-	pl, cl := make([]time.Duration, 0, n), make([]time.Duration, 0, n)
+	pl, cl, ol := make([]time.Duration, 0, n), make([]time.Duration, 0, n), make([]time.Duration, 0, n)
 	t0 := time.Now()
 	for i, id := range ids {
 		if ctx.Err() != nil {
-			return load{Err: ctx.Err()}, load{Err: ctx.Err()}
+			return load{Err: ctx.Err()}, load{Err: ctx.Err()}, load{Err: ctx.Err()}
 		}
 		s := time.Now()
 		q := storeQuestion
 		q.Deadline = s.Add(time.Hour)
 		if _, err := st.Pause(ctx, id, storeCheckpoint, q); err != nil {
-			return load{Err: err}, load{Err: err}
+			return load{Err: err}, load{Err: err}, load{Err: err}
 		}
 		m := time.Now()
 		err := db.Update(func(tx *bbolt.Tx) error {
 			return tx.Bucket([]byte("b")).Put(fmt.Appendf(nil, "k%d", i%1000), []byte("a small value"))
 		})
 		if err != nil {
-			return load{Err: err}, load{Err: err}
+			return load{Err: err}, load{Err: err}, load{Err: err}
 		}
 		pl, cl = append(pl, m.Sub(s)), append(cl, time.Since(m))
+		if other != nil {
+			o := time.Now()
+			if err := other(ctx); err != nil {
+				return load{Err: err}, load{Err: err}, load{Err: err}
+			}
+			ol = append(ol, time.Since(o))
+		}
 	}
 	el := time.Since(t0)
 	slices.Sort(pl)
 	slices.Sort(cl)
-	return load{Lat: pl, Elapsed: el}, load{Lat: cl, Elapsed: el}
+	slices.Sort(ol)
+	return load{Lat: pl, Elapsed: el}, load{Lat: cl, Elapsed: el}, load{Lat: ol, Elapsed: el}
 }
 
 // createRunning creates n running runs, 16 at a time.
@@ -227,11 +237,13 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	if _, err := st.Pool().Exec(ctx, `CREATE TABLE bench_floor (k int PRIMARY KEY, v text); INSERT INTO bench_floor VALUES (1, '')`); err != nil {
 		return err
 	}
-	pgCommit := b.rep.addCell(cell(sc, "PostgreSQL commit floor (autocommit UPDATE of one small row)", nil, timeN(ctx, 20, b.n(1000, 3000), func(ctx context.Context) error {
+	pl, cl, ol := storePausesBeside(ctx, st, filepath.Join(b.work, "postgres"), b.n(1000, 3000), func(ctx context.Context) error {
 		_, err := st.Pool().Exec(ctx, `UPDATE bench_floor SET v = $1 WHERE k = 1`, time.Now().String())
 		return err
-	})))
-	p1 := b.rep.addCell(cell(sc, "PostgreSQL pause (2 KiB checkpoint), c=1", map[string]any{"concurrency": 1}, storePauses(ctx, st, 1, b.n(2000, 6000), d, storeCheckpoint)))
+	})
+	p1 := b.rep.addCell(cell(sc, "PostgreSQL pause (2 KiB checkpoint), c=1", map[string]any{"concurrency": 1}, pl))
+	bolt := b.rep.addCell(cell(sc, "bbolt commit (one small key), alternating with those pauses", map[string]any{"concurrency": 1}, cl))
+	pgCommit := b.rep.addCell(cell(sc, "PostgreSQL commit floor (autocommit UPDATE of one small row), alternating with those pauses", nil, ol))
 	p8 := b.rep.addCell(cell(sc, "PostgreSQL pause (2 KiB checkpoint), c=8", map[string]any{"concurrency": 8}, storePauses(ctx, st, 8, b.n(6000, 20000), d, storeCheckpoint)))
 	small := b.rep.addCell(cell(sc, "PostgreSQL pause (200 B checkpoint), c=1", map[string]any{"concurrency": 1, "checkpoint": 200}, storePauses(ctx, st, 1, b.n(2000, 6000), d, checkpointOf(100))))
 	big := b.rep.addCell(cell(sc, "PostgreSQL pause (32 KiB checkpoint), c=1", map[string]any{"concurrency": 1, "checkpoint": 32000}, storePauses(ctx, st, 1, b.n(2000, 6000), d, checkpointOf(32000))))
@@ -283,8 +295,9 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		return fmtUS(c.P50US) + " / " + fmtUS(c.P99US)
 	}
 	rows := [][]string{
-		{"commit floor: autocommit UPDATE of one small row", pp(pgCommit), fmt.Sprintf("%.1f × commit", pgCommit.P50US/commit), fmt.Sprintf("%.0f/s", pgCommit.OpsPerS)},
-		{"pause, 2 KiB checkpoint, c=1", pp(p1), fmt.Sprintf("%.1f × commit", p1.P50US/commit), fmt.Sprintf("%.0f/s", p1.OpsPerS)},
+		{"pause, 2 KiB checkpoint, c=1 (alternating with the next two)", pp(p1), fmt.Sprintf("%.1f × commit (%.1f × the bbolt commit beside it)", p1.P50US/commit, p1.P50US/bolt.P50US), ""},
+		{"bbolt commit of the floor's kind, beside", pp(bolt), fmt.Sprintf("%.1f × commit", bolt.P50US/commit), ""},
+		{"PostgreSQL commit floor (autocommit UPDATE of one small row), beside", pp(pgCommit), fmt.Sprintf("%.1f × commit", pgCommit.P50US/commit), ""},
 		{"pause, 2 KiB checkpoint, c=8", pp(p8), fmt.Sprintf("%.1f × commit", p8.P50US/commit), fmt.Sprintf("%.0f/s", p8.OpsPerS)},
 		{"pause, 200 B checkpoint, c=1", pp(small), fmt.Sprintf("%.1f × commit", small.P50US/commit), fmt.Sprintf("%.0f/s", small.OpsPerS)},
 		{"pause, 32 KiB checkpoint, c=1", pp(big), fmt.Sprintf("%.1f × commit", big.P50US/commit), fmt.Sprintf("%.0f/s", big.OpsPerS)},
@@ -299,10 +312,10 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		version, dsnHost(dsn), stored, fillTook.Round(100*time.Millisecond), fmtD(b.floor.commit))
 	b.rep.addSection(sc, "Scenario 9: PostgreSQL state driver", body)
 
-	if p1.Valid {
-		r := p1.P50US / commit
-		b.rep.target("9 postgres", pgTargets[0].what, pgTargets[0].target, fmt.Sprintf("%s = %.1f × bbolt commit (%s)", fmtUS(p1.P50US), r, fmtD(b.floor.commit)), ptr(r <= 2),
-			"the driver's Pause (2 KiB checkpoint) in the bench process, on a table of 100,000 runs")
+	if p1.Valid && bolt.Valid {
+		r := p1.P50US / bolt.P50US
+		b.rep.target("9 postgres", pgTargets[0].what, pgTargets[0].target, fmt.Sprintf("%s = %.1f × bbolt commit (%s, measured alternately; floor %s)", fmtUS(p1.P50US), r, fmtUS(bolt.P50US), fmtD(b.floor.commit)), ptr(r <= 2),
+			fmt.Sprintf("the driver's Pause (2 KiB checkpoint) in the bench process, on a table of 100,000 runs; PostgreSQL's own commit floor beside it: %s", fmtUS(pgCommit.P50US)))
 	}
 	if p8.Valid {
 		b.rep.target("9 postgres", pgTargets[1].what, pgTargets[1].target, fmt.Sprintf("%.0f pauses/s (p50 %s)", p8.OpsPerS, fmtUS(p8.P50US)), ptr(p8.OpsPerS >= 2500),
@@ -317,7 +330,7 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		b.rep.target("9 postgres", pgTargets[3].what, pgTargets[3].target, fmt.Sprintf("first page %s, next page %s (p50)", fmtUS(first.P50US), fmtUS(second.P50US)), ptr(worst <= 5000),
 			"index vmcp_runs_owner_status, keyset cursor")
 	}
-	return errors.Join(cellErr(p1), cellErr(p8), cellErr(first), cellErr(second), cellErr(rc))
+	return errors.Join(cellErr(p1), cellErr(bolt), cellErr(pgCommit), cellErr(p8), cellErr(first), cellErr(second), cellErr(rc))
 }
 
 func cellErr(c Cell) error {
