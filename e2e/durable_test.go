@@ -1760,7 +1760,7 @@ func TestDurableStartupManyRuns(t *testing.T) {
 	}
 	checkNoRace(t, p)
 
-	st, err := state.Open(statePath(p), &state.Options{BatchSize: 1000, BatchDelay: 10 * time.Millisecond})
+	st, err := state.Open(statePath(p), &state.Options{BatchSize: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -147,6 +147,10 @@ type Question struct {
 	// Deadline is when an unanswered question counts as cancel (zero =
 	// none).
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Seq is the store's pause number for this question, set by the
+	// engine's Store when it commits the pause (0 = not known); never
+	// part of the checkpoint.
+	Seq uint64 `json:"-"`
 }
 
 // RunError is a run's failure: which workflow and step, which attempt,

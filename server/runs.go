@@ -159,6 +159,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 			return fmt.Errorf("recording the run: %w", err)
 		}
 		if q != nil {
+			cp.Pending.Seq = run.Seq
 			c.g.notePauseCommitted(ctx, cp, run.Seq, time.Since(start))
 		}
 		return nil
@@ -168,6 +169,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	}
 	seq, err := r.store.Pause(ctx, cp.RunID, b, *q)
 	if err == nil {
+		cp.Pending.Seq = seq
 		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
 	}
 	return err
@@ -275,17 +277,22 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 }
 
 // token seals a single-use resume token for a run's pending question,
-// bound to the pause number the store gave it.
-func (r *runs) token(ctx context.Context, runID, step, owner string, deadline time.Time) (string, error) {
-	run, err := r.store.Get(ctx, runID)
-	if err != nil {
-		return "", err
+// bound to the pause number the store gave it (q.Seq, set when the pause
+// was committed; read back from the store only when unknown).
+func (r *runs) token(ctx context.Context, runID, owner string, q *engine.Question) (string, error) {
+	seq := q.Seq
+	if seq == 0 {
+		run, err := r.store.Get(ctx, runID)
+		if err != nil {
+			return "", err
+		}
+		seq = run.Seq
 	}
-	exp := deadline
+	exp := q.Deadline
 	if exp.IsZero() {
 		exp = time.Now().Add(7 * 24 * time.Hour)
 	}
-	return r.sealer.Seal(elicitation.Claims{Run: runID, Step: step, Owner: owner, Seq: run.Seq, Expiry: exp})
+	return r.sealer.Seal(elicitation.Claims{Run: runID, Step: q.Step, Owner: owner, Seq: seq, Expiry: exp})
 }
 
 // loaded is a run read back from the store, ready to continue.

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -174,7 +173,7 @@ func TestTokenOnlyForItsOwnTool(t *testing.T) {
 	res := callJSON(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`)
 	meta := res.Meta.AdditionalFields["vmcp/run"].(map[string]any)
 	runID := meta["id"].(string)
-	tok, err := g.runs.token(t.Context(), runID, "confirm_page", "anonymous", time.Time{})
+	tok, err := g.runs.token(t.Context(), runID, "anonymous", &engine.Question{Step: "confirm_page"}) // Seq 0: read from the store
 	if err != nil {
 		t.Fatal(err)
 	}

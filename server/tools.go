@@ -268,7 +268,7 @@ func (g *Gateway) deliver(ctx context.Context, p *engine.Plan, out *engine.Outco
 		caps, modern := clientCaps(ctx)
 		switch {
 		case modern:
-			tok, err := g.runs.token(ctx, out.RunID, q.Step, owner, q.Deadline)
+			tok, err := g.runs.token(ctx, out.RunID, owner, q)
 			if err != nil {
 				return nil, err
 			}

@@ -78,41 +78,46 @@ var benchQuestion = Question{Step: "approve", Message: "Deploy 3 services to pro
 // pause (1/throughput); p50-µs and p99-µs are each pause's own latency.
 func BenchmarkPause(b *testing.B) {
 	for _, c := range []int{1, 64} {
-		b.Run(fmt.Sprint(c), func(b *testing.B) { benchPause(b, c, nil, false) })
+		b.Run(fmt.Sprint(c), func(b *testing.B) { benchPause(b, c, nil, 0) })
 	}
 }
 
 // BenchmarkPauseTuning is where the defaults come from: pauses at several
-// concurrencies under several batch settings.
+// concurrencies, committed by the group committer (no delay; batch sizes)
+// or by bbolt's own Batch (a lone write waits its delay).
 func BenchmarkPauseTuning(b *testing.B) {
 	for _, c := range []int{1, 8, 64} {
 		for _, o := range []struct {
-			name        string
-			alwaysBatch bool
-			opts        Options
+			name      string
+			boltDelay time.Duration
+			batchSize int
 		}{
-			{"bbolt-defaults", true, Options{BatchDelay: 10 * time.Millisecond, BatchSize: 1000}},
-			{"batch-200us-64", true, Options{BatchDelay: 200 * time.Microsecond, BatchSize: 64}},
-			{"batch-1ms-64", true, Options{BatchDelay: time.Millisecond, BatchSize: 64}},
-			{"lone-update+500us-16", false, Options{BatchDelay: 500 * time.Microsecond, BatchSize: 16}},
-			{"lone-update+200us-64", false, Options{BatchDelay: 200 * time.Microsecond, BatchSize: 64}},
-			{"lone-update+500us-64", false, Options{BatchDelay: 500 * time.Microsecond, BatchSize: 64}},
-			{"lone-update+1ms-64", false, Options{BatchDelay: time.Millisecond, BatchSize: 64}},
-			{"lone-update+1ms-256", false, Options{BatchDelay: time.Millisecond, BatchSize: 256}},
+			{"bbolt-batch-10ms-1000", 10 * time.Millisecond, 1000},
+			{"bbolt-batch-1ms-64", time.Millisecond, 64},
+			{"group-16", 0, 16},
+			{"group-64", 0, 64},
+			{"group-256", 0, 256},
 		} {
-			b.Run(fmt.Sprintf("c%d/%s", c, o.name), func(b *testing.B) { benchPause(b, c, &o.opts, o.alwaysBatch) })
+			b.Run(fmt.Sprintf("c%d/%s", c, o.name), func(b *testing.B) {
+				benchPause(b, c, &Options{BatchSize: o.batchSize}, o.boltDelay)
+			})
 		}
 	}
 }
 
-func benchPause(b *testing.B, conc int, opts *Options, alwaysBatch bool) {
+// benchPause: with boltDelay > 0 the store commits through bbolt's Batch
+// with that delay (the store before group commit, or plain bbolt).
+func benchPause(b *testing.B, conc int, opts *Options, boltDelay time.Duration) {
 	s := openTest(b, "", opts)
-	s.alwaysBatch = alwaysBatch
+	if boltDelay > 0 {
+		s.boltBatch, s.db.MaxBatchDelay = true, boltDelay
+	}
 	ids := bulkLoad(b, s, b.N, func(i int) string { return StatusRunning })
 	var next atomic.Int64
 	lat := make([][]time.Duration, conc)
 	var wg sync.WaitGroup
 	stats0 := s.db.Stats()
+	commits0, _ := s.group.counts()
 	b.ResetTimer()
 	start := time.Now()
 	for g := range conc {
@@ -145,6 +150,9 @@ func benchPause(b *testing.B, conc int, opts *Options, alwaysBatch bool) {
 		st := s.db.Stats()
 		d := st.Sub(&stats0)
 		b.ReportMetric(float64(d.TxStats.GetWrite())/float64(len(all)), "page-writes/pause")
+		if commits, _ := s.group.counts(); commits > commits0 {
+			b.ReportMetric(float64(len(all))/float64(commits-commits0), "pauses/commit")
+		}
 	}
 }
 

@@ -63,9 +63,11 @@
 // # Durability and throughput
 //
 // Writes are fsynced before a transition returns. A lone transition
-// commits at once; concurrent ones share commits through bbolt's Batch
-// (see Options.BatchDelay and BatchSize, and BenchmarkPause), so their
-// closures may run more than once and are written to be idempotent. The
+// commits at once; transitions that arrive while a commit is in flight
+// share the next commit (group commit, no batching delay; see
+// Options.BatchSize and BenchmarkPause). A transition that fails is taken
+// out of its group and the others commit without it, so their closures
+// may run more than once and are written to be idempotent. The
 // file has a format version (Open refuses a newer one) and a key for
 // sealing resume tokens (Key). Only one process may open the file; Open
 // gives up after Options.LockTimeout with ErrLocked. Check verifies the

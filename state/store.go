@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -21,14 +20,11 @@ import (
 // package writes. Open refuses a file with a newer version.
 const FormatVersion = 1
 
-// Default batching of concurrent transitions (see Options), chosen with
-// BenchmarkPauseTuning on a 2-core machine: a lone transition commits at
-// once (no batch delay at all); under concurrency, up to 64 transitions
-// share one commit, the batch waiting at most 1 ms to fill. bbolt's own
-// defaults (1000, 10 ms) make every lone write wait 10 ms.
+// DefaultBatchSize is the most concurrent transitions one commit takes
+// (group commit, see Options.BatchSize); DefaultLockTimeout bounds the
+// wait for the file lock.
 const (
-	DefaultBatchDelay   = time.Millisecond
-	DefaultBatchSize    = 64
+	DefaultBatchSize    = 256
 	DefaultLockTimeout  = time.Second
 	defaultPageSize     = 50
 	maxPageSize         = 1000
@@ -46,27 +42,25 @@ type Options struct {
 	Logger *slog.Logger
 	// LockTimeout bounds the wait for the file lock (default 1s).
 	LockTimeout time.Duration
-	// BatchDelay is how long a transition that arrives while others are
-	// committing waits for company (default DefaultBatchDelay).
-	BatchDelay time.Duration
-	// BatchSize is the most transitions committed together; a full batch
-	// commits without waiting (default DefaultBatchSize). Match it to the
-	// number of runs expected to pause or checkpoint at once.
+	// BatchSize is the most transitions committed together (default
+	// DefaultBatchSize). There is no batching delay: a transition that
+	// finds no commit in flight commits at once; those that arrive during
+	// a commit share the next one.
 	BatchSize int
 }
 
 // Store keeps runs in one bbolt file. It is safe for concurrent use; only
 // one process may have the file open. Nothing is kept in memory per run.
 type Store struct {
-	db      *bbolt.DB
-	path    string
-	clock   func() time.Time
-	log     *slog.Logger
-	keep    time.Duration
-	writers atomic.Int64
-	// alwaysBatch sends even a lone transition through the batcher (it
-	// then waits BatchDelay), as plain bbolt would; for benchmarks.
-	alwaysBatch bool
+	db    *bbolt.DB
+	path  string
+	clock func() time.Time
+	log   *slog.Logger
+	keep  time.Duration
+	group *groupCommit
+	// boltBatch commits through bbolt's own Batch (db.MaxBatchDelay)
+	// instead of the group committer: for benchmarks, to compare.
+	boltBatch bool
 
 	keyMu sync.Mutex
 	key   []byte
@@ -134,14 +128,11 @@ func Open(path string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
-	db.MaxBatchDelay = opts.BatchDelay
-	if db.MaxBatchDelay <= 0 {
-		db.MaxBatchDelay = DefaultBatchDelay
+	s.group = &groupCommit{db: db, max: opts.BatchSize}
+	if s.group.max <= 0 {
+		s.group.max = DefaultBatchSize
 	}
-	db.MaxBatchSize = opts.BatchSize
-	if db.MaxBatchSize <= 0 {
-		db.MaxBatchSize = DefaultBatchSize
-	}
+	db.MaxBatchSize = s.group.max
 	s.db = db
 	if err := s.init(); err != nil {
 		_ = db.Close()
@@ -203,20 +194,16 @@ func (s *Store) changed(err error, id, status string) {
 func (s *Store) now() time.Time { return s.clock().UTC() }
 
 // write runs fn as one durable commit. A lone writer commits at once;
-// concurrent writers are grouped by bbolt's Batch, so fn may run more than
+// concurrent writers share commits (groupCommit), so fn may run more than
 // once (it must derive everything from tx and reset what it reports).
 func (s *Store) write(ctx context.Context, fn func(*bbolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var err error
-	if s.writers.Add(1) == 1 && !s.alwaysBatch {
-		err = s.db.Update(fn)
-	} else {
-		err = s.db.Batch(fn)
+	if s.boltBatch {
+		return mapErr(s.db.Batch(fn))
 	}
-	s.writers.Add(-1)
-	return mapErr(err)
+	return mapErr(s.group.do(fn))
 }
 
 func (s *Store) read(ctx context.Context, fn func(*bbolt.Tx) error) error {

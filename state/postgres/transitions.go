@@ -179,13 +179,14 @@ const (
 // *state.TransitionError refuses, writing nothing) and change it, then
 // write it back. now is the database's clock, never before the run's last
 // update, so a run's history is in time order. With full, the run's
-// definition is loaded too.
+// checkpoint and definition are loaded too (else both are empty, and
+// the stored checkpoint stays unless fn sets row.checkpoint).
 func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, fn func(r *row, now time.Time) error) (*state.Run, error) {
-	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp()`
-	if full {
-		q += `, d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
-	} else {
-		q += `, NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
+	// Only a transition that returns the run whole reads the checkpoint
+	// (no 2 KiB+ read per pause or checkpoint).
+	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp(), d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
+	if !full {
+		q = `SELECT r.doc, NULL::bytea, r.holder, r.epoch, clock_timestamp(), NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
 	}
 	if mode == skip {
 		q += ` SKIP LOCKED`
