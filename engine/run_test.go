@@ -402,8 +402,11 @@ steps:
 	}
 }
 
-// When an unsafe step succeeds and another fails in the same round, the
-// unsafe step's result is still saved.
+// When an unsafe step succeeds and the run then fails (b is read-only, so
+// its launch commits nothing and a's result is still waiting to share a
+// commit), the unsafe step's result is still saved. (b depends on a: run
+// side by side, b could fail first and cancel a, which is right but not
+// what this tests.)
 func TestUnsafeResultSavedWhenTheRunFails(t *testing.T) {
 	cat := NewStaticCatalog([]*Tool{{Backend: "svc", Name: "write"}, {Backend: "svc", Name: "flaky", Annotations: &ToolAnnotations{ReadOnlyHint: ptr(true)}}})
 	p := mustCompile(t, `name: mixed
@@ -412,6 +415,7 @@ steps:
     tool: svc.write
   - id: b
     tool: svc.flaky
+    depends_on: [a] # else b may fail first and cancel a: a must finish
 `, cat)
 	store := &recordingStore{}
 	f := newFakeCaller().on("svc.flaky", reply{Transport: "connection reset"})
