@@ -136,8 +136,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	g.mgr, err = backends.NewManager(specs, &backends.Options{
 		Logger: g.log, Relay: relay{g}, Health: health,
-		OnChange:   g.onBackendChange,
-		ClientName: "vmcp", ClientVersion: g.ver,
+		OnChange:      g.onBackendChange,
+		OnStateChange: g.noteBackendChange,
+		ClientName:    "vmcp", ClientVersion: g.ver,
 	})
 	if err != nil {
 		return nil, err
@@ -587,7 +588,7 @@ func (g *Gateway) replicas(ctx context.Context) []ReplicaStatus {
 	if g.runs == nil {
 		return nil
 	}
-	pg, ok := g.runs.store.(*postgres.Store)
+	pg, ok := unwrapStore(g.runs.store).(*postgres.Store)
 	if !ok {
 		return nil
 	}

@@ -47,13 +47,15 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 	if err != nil {
 		return nil, err
 	}
+	st = g.observeStore(st)
 	n, err := st.Recover(ctx)
+	g.noteInterrupted(ctx, storeReplica(st), n)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	if n > 0 {
-		g.log.Warn("runs were executing when vmcp stopped; they are interrupted and wait for a resume", "runs", n)
+	if len(n) > 0 {
+		g.log.Warn("runs were executing when vmcp stopped; they are interrupted and wait for a resume", "runs", len(n))
 	}
 	key, err := st.Key(ctx)
 	if err != nil {
@@ -91,7 +93,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
 		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
 		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
-		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log})
+		Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log, OnSweep: g.noteSwept})
 	if err != nil {
 		return nil, err
 	}

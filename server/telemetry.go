@@ -73,7 +73,7 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 		Backends: func() []telemetry.BackendState {
 			var out []telemetry.BackendState
 			for _, st := range g.mgr.Status() {
-				out = append(out, telemetry.BackendState{Name: st.Name, Up: st.State == backends.StateReady, CircuitOpen: st.CircuitOpen, Connects: int64(st.Connects)})
+				out = append(out, telemetry.BackendState{Name: st.Name, Up: st.State == backends.StateReady, Circuit: st.Circuit, Connects: int64(st.Connects)})
 			}
 			return out
 		},
@@ -89,6 +89,28 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 			return out
 		},
 	})
+}
+
+// noteBackendChange counts circuit transitions and audits every health
+// or circuit change of a backend (backends.Options.OnStateChange).
+func (g *Gateway) noteBackendChange(ch backends.StateChange) {
+	if g.tel == nil {
+		return
+	}
+	ctx := context.Background()
+	if ch.Kind == "circuit" {
+		g.tel.CircuitChanged(ctx, ch.Backend, ch.To)
+	}
+	outcome := "success"
+	if ch.To == backends.StateUnhealthy || ch.To == backends.CircuitOpen {
+		outcome = "failure"
+	}
+	detail := map[string]any{"kind": ch.Kind, "from": ch.From, "to": ch.To}
+	if ch.Reason != "" {
+		detail["reason"] = ch.Reason
+	}
+	g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditBackendChanged, Outcome: outcome,
+		Principal: &telemetry.Principal{Sub: "vmcp", Auth: "none"}, Target: &telemetry.Target{Backend: ch.Backend}, Detail: detail})
 }
 
 // noteRebuilt counts a catalogue rebuild.
@@ -329,6 +351,7 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 	if err := c.admit(ctx, call); err != nil {
 		return nil, err
 	}
+	c.g.observeResume(ctx)
 	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt}, call.Meta)
 	sent := *call
 	sent.Meta = meta
@@ -370,6 +393,9 @@ func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 	if e.g.tel == nil {
 		return e.Engine.Resume(ctx, p, cp, a, ro)
 	}
+	// The answer's claim is committed (the caller claimed it): the clock
+	// of vmcp_resume_seconds starts here.
+	ctx = withResumeClock(ctx)
 	ctx, seg := e.g.tel.StartSegment(ctx, p.Name, ro.RunID, cp.TraceParent)
 	seg.Event("answered", telemetry.KeyAction.String(a.Action), telemetry.KeySurface.String(surfaceOf(ctx)))
 	out, err := e.Engine.Resume(ctx, p, cp, a, e.observeSteps(ctx, p, ro))

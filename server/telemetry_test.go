@@ -69,6 +69,13 @@ func (b *metaBackend) last() map[string]any {
 // tokens (alice, bob).
 func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
 	t.Helper()
+	return observedConfigWith(t, echoURL, tokens, "")
+}
+
+// observedConfigWith adds a backend "flaky" at flakyURL (when set) and
+// opens a backend's circuit at its first failed call.
+func observedConfigWith(t testing.TB, echoURL string, tokens bool, flakyURL string) *dsl.Config {
+	t.Helper()
 	demo, ds := DemoConfig(nil)
 	if len(ds) > 0 {
 		t.Fatal(ds)
@@ -81,7 +88,13 @@ func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
 		sb.WriteString(`    - {principal: bob, sha256: "` + sha("bob-token") + "\"}\n")
 		sb.WriteString(`    - {principal: carol, sha256: "` + sha("carol-token") + "\"}\n")
 	}
+	if flakyURL != "" {
+		sb.WriteString("health: {failure_threshold: 1}\n")
+	}
 	sb.WriteString("backends:\n  - {name: echo, url: " + echoURL + "}\n")
+	if flakyURL != "" {
+		sb.WriteString("  - {name: flaky, url: " + flakyURL + "}\n")
+	}
 	for _, b := range demo.Backends {
 		fmt.Fprintf(&sb, "  - {name: %s, builtin: %s}\n", b.Name.Value, b.Builtin.Value)
 	}

@@ -338,6 +338,24 @@ type labelKey struct {
 type labelSets struct {
 	m       sync.Map // labelKey → metric.MeasurementOption
 	flights sync.Map // method → metric.MeasurementOption
+	smalls  sync.Map // [3]attribute.KeyValue → metric.MeasurementOption
+}
+
+// small caches the set of up to three bounded labels (unused ones are
+// the zero KeyValue).
+func (s *labelSets) small(a, b, c attribute.KeyValue) metric.MeasurementOption {
+	k := [3]attribute.KeyValue{a, b, c}
+	if v, ok := s.smalls.Load(k); ok {
+		return v.(metric.MeasurementOption)
+	}
+	kv := make([]attribute.KeyValue, 0, 3)
+	for _, x := range k {
+		if x.Key != "" {
+			kv = append(kv, x)
+		}
+	}
+	v, _ := s.smalls.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(kv...)))
+	return v.(metric.MeasurementOption)
 }
 
 func (s *labelSets) get(k labelKey) metric.MeasurementOption {

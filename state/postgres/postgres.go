@@ -86,6 +86,9 @@ type Options struct {
 	Version   string
 	Address   string
 	Logger    *slog.Logger
+	// OnSweep receives the runs a background sweep interrupted (taken
+	// over from replicas whose lease expired), after the commit.
+	OnSweep func(context.Context, []state.Interrupted)
 }
 
 // Store is a state driver on PostgreSQL. It is safe for concurrent use, by
@@ -98,6 +101,8 @@ type Store struct {
 	keep   time.Duration
 	keys   [][]byte
 	log    *slog.Logger
+	// onSweep: Options.OnSweep.
+	onSweep func(context.Context, []state.Interrupted)
 
 	mu   sync.Mutex
 	held map[string]int64 // runs this replica claimed → epoch of the claim
@@ -170,7 +175,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		_, _ = rand.Read(b[:])
 		id = "p_" + hex.EncodeToString(b[:])
 	}
-	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
+	s := &Store{onSweep: o.OnSweep, pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
 		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
@@ -400,10 +405,16 @@ func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		if n, err := s.Recover(ctx); err != nil && ctx.Err() == nil {
+		n, err := s.Recover(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
-		} else if n > 0 {
-			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", n)
+		}
+		// Runs of batches committed before an error are reported too.
+		if len(n) > 0 {
+			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", len(n))
+			if s.onSweep != nil {
+				s.onSweep(ctx, n)
+			}
 		}
 		// Replicas gone for an hour: forget them.
 		_, _ = s.pool.Exec(ctx, `DELETE FROM vmcp_replicas WHERE expires_at < now() - interval '1 hour'`)

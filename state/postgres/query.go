@@ -146,15 +146,16 @@ func (s *Store) NextDeadline(ctx context.Context) (time.Time, bool, error) {
 // a replica whose lease expired (history "interrupted", epoch + 1, so the
 // old holder is fenced). Several replicas may sweep at once: rows are
 // claimed FOR UPDATE SKIP LOCKED, so each run is taken over once. It
-// returns how many runs it interrupted; runs of live replicas, this one
-// included, are left alone.
-func (s *Store) Recover(ctx context.Context) (int, error) {
-	total := 0
+// returns the runs it interrupted (Holder: the replica that held each);
+// runs of live replicas, this one included, are left alone.
+func (s *Store) Recover(ctx context.Context) ([]state.Interrupted, error) {
+	var total []state.Interrupted
 	for {
 		n := 0
+		var done []state.Interrupted
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			n = 0
-			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp() FROM vmcp_runs r
+			n, done = 0, done[:0]
+			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp(), coalesce(r.holder, '') FROM vmcp_runs r
 				WHERE r.status = 'running' AND (r.holder IS NULL OR NOT EXISTS
 				  (SELECT 1 FROM vmcp_replicas p WHERE p.id = r.holder AND p.expires_at > now()))
 				LIMIT $1 FOR UPDATE OF r SKIP LOCKED`, maintenanceBatch)
@@ -162,13 +163,14 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 				return err
 			}
 			type orphan struct {
-				id  string
-				doc []byte
-				at  time.Time
+				id     string
+				doc    []byte
+				at     time.Time
+				holder string
 			}
 			orphans, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orphan, error) {
 				var o orphan
-				err := r.Scan(&o.id, &o.doc, &o.at)
+				err := r.Scan(&o.id, &o.doc, &o.at, &o.holder)
 				return o, err
 			})
 			if err != nil {
@@ -196,6 +198,7 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 				}
 				batch.Queue(`UPDATE vmcp_runs SET status = 'interrupted', holder = NULL, epoch = epoch + 1, doc = $2, summary = $3, updated_at = $4
 					WHERE id = $1`, o.id, doc, summary, now)
+				done = append(done, state.Interrupted{ID: o.id, Workflow: r.Workflow, Owner: r.Owner, InFlight: r.InFlight, Holder: o.holder})
 			}
 			if len(orphans) > 0 {
 				if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -208,7 +211,7 @@ func (s *Store) Recover(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, mapErr(fmt.Errorf("recover runs: %w", err))
 		}
-		total += n
+		total = append(total, done...)
 		if n < maintenanceBatch {
 			return total, nil
 		}

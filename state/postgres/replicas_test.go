@@ -54,15 +54,15 @@ func TestTakeoverFencesTheOldHolder(t *testing.T) {
 	if err := b.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("checkpoint by a replica that does not hold the run: %v", err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 0 {
-		t.Fatalf("recover while the holder is live: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("recover while the holder is live: %d, %v", len(n), err)
 	}
 	// A's lease lapses (as if it stopped heartbeating an hour ago).
 	if _, err := b.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, a.ReplicaID()); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 1 {
-		t.Fatalf("recover after the lease expired: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 1 || n[0].ID != r.ID || n[0].Holder != a.ReplicaID() || n[0].Workflow != r.Workflow {
+		t.Fatalf("recover after the lease expired: %+v, %v (want run %s taken from replica %s)", n, err, r.ID, a.ReplicaID())
 	}
 	for name, write := range map[string]func() error{
 		"checkpoint": func() error { return a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":2}`), nil) },
@@ -316,8 +316,8 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	}
 	first.Crash()
 	again := replica(t, dsn, ro)
-	if n, err := again.Recover(ctx); err != nil || n != 1 {
-		t.Fatalf("recover after the restart: %d, %v", n, err)
+	if n, err := again.Recover(ctx); err != nil || len(n) != 1 || n[0].ID != mine.ID || n[0].Holder != "" {
+		t.Fatalf("recover after the restart: %+v, %v (own runs are released at Open: no holder)", n, err)
 	}
 	if r, _ := again.Get(ctx, mine.ID); r.Status != state.StatusInterrupted {
 		t.Fatalf("own run after the restart: %s", r.Status)
