@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/mark3labs/mcp-go/tracing"
 
 	"github.com/vmcp-dev/vmcp/backends"
 	"github.com/vmcp-dev/vmcp/dsl"
@@ -133,41 +133,97 @@ func (g *Gateway) shutdownTelemetry() error {
 	return nil
 }
 
-// mcpTelemetryOptions are the mcp-go options that give every tools/call,
-// prompts/get and resources/read a SERVER span and a duration.
+// mcpTelemetryOptions are the mcp-go options that give every request
+// mcp-go dispatches a SERVER span and a duration (mcpTracer, started
+// after mcp-go extracted the _meta trace context through metaPropagator),
+// and name the operation of tools/call and prompts/get once the handler
+// runs.
 func (g *Gateway) mcpTelemetryOptions() []mcpserver.ServerOption {
 	if g.tel == nil {
 		return nil
 	}
 	return []mcpserver.ServerOption{
+		mcpserver.WithMetaPropagator(metaPropagator{g.tel}),
+		mcpserver.WithTracer(mcpTracer{g}),
 		mcpserver.WithToolHandlerMiddleware(func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
 			return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
+				op := telemetry.OpFromContext(ctx)
+				op.SetTarget(g.toolTarget(req.Params.Name), "")
 				res, err := next(ctx, req)
-				et, msg := resultError(res, err)
-				op.End(ctx, et, msg)
+				op.Fail(resultError(res, err))
 				return res, err
 			}
 		}),
 		mcpserver.WithPromptHandlerMiddleware(func(next mcpserver.PromptHandlerFunc) mcpserver.PromptHandlerFunc {
 			return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodPromptsGet), "", req.Params.Name, req.Params.Meta))
-				res, err := next(ctx, req)
-				et, msg := resultError(nil, err)
-				op.End(ctx, et, msg)
-				return res, err
-			}
-		}),
-		mcpserver.WithResourceHandlerMiddleware(func(next mcpserver.ResourceHandlerFunc) mcpserver.ResourceHandlerFunc {
-			return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodResourcesRead), "", "", req.Params.Meta))
-				res, err := next(ctx, req)
-				et, msg := resultError(nil, err)
-				op.End(ctx, et, msg)
-				return res, err
+				telemetry.OpFromContext(ctx).SetTarget("", req.Params.Name)
+				return next(ctx, req)
 			}
 		}),
 	}
+}
+
+// mcpTracer is mcp-go's tracing hook (WithTracer): mcp-go starts a
+// "mcp.<method>" server span around every JSON-RPC request it dispatches,
+// over HTTP and stdio; vmcp makes it its SERVER operation (span and
+// duration, in ctx for the handlers). mcp-go's per-tool internal spans are
+// dropped (the SERVER span and the backend CLIENT span say it all).
+type mcpTracer struct{ g *Gateway }
+
+func (m mcpTracer) Start(ctx context.Context, name string, kind tracing.SpanKind, _ ...tracing.Attribute) (context.Context, tracing.Span) {
+	method, ok := strings.CutPrefix(name, "mcp.")
+	if !ok || kind != tracing.SpanKindServer {
+		return ctx, noSpan{}
+	}
+	ctx, op := m.g.tel.StartServer(ctx, m.g.serverRequest(ctx, method, "", "", nil))
+	if op == nil {
+		return ctx, noSpan{}
+	}
+	return telemetry.ContextWithOp(ctx, op), &mcpSpan{op: op, ctx: ctx}
+}
+
+// mcpSpan ends the SERVER operation when mcp-go ends its span; the
+// failure was noted by the OnError hook or the handler middleware.
+type mcpSpan struct {
+	op  *telemetry.Op
+	ctx context.Context
+}
+
+func (s *mcpSpan) SetAttributes(...tracing.Attribute) {}
+func (s *mcpSpan) RecordError(error)                  {}
+func (s *mcpSpan) SetStatus(code tracing.StatusCode, desc string) {
+	if code == tracing.StatusError {
+		s.op.Fail(telemetry.ErrInternal, desc) // unless a hook said better
+	}
+}
+func (s *mcpSpan) End() { s.op.End(s.ctx, "", "") }
+
+type noSpan struct{}
+
+func (noSpan) SetAttributes(...tracing.Attribute)   {}
+func (noSpan) RecordError(error)                    {}
+func (noSpan) SetStatus(tracing.StatusCode, string) {}
+func (noSpan) End()                                 {}
+
+// metaPropagator extracts the client's trace context from a request's
+// _meta for mcp-go (WithMetaPropagator), before the SERVER span starts.
+type metaPropagator struct{ t *telemetry.T }
+
+func (p metaPropagator) InjectMeta(_ context.Context, meta *mcp.Meta) *mcp.Meta { return meta }
+func (p metaPropagator) ExtractMeta(ctx context.Context, meta *mcp.Meta) context.Context {
+	if meta == nil {
+		return ctx
+	}
+	return p.t.ExtractMeta(ctx, meta.AdditionalFields)
+}
+
+// toolTarget is a tools/call's name as a label value: an advertised tool
+// (or builtin), else OtherTool.
+func (g *Gateway) toolTarget(tool string) string {
+	if c := g.cat.Load(); c == nil || (c.tools[tool] == nil && !isBuiltin(tool)) {
+		return telemetry.OtherTool
+	}
+	return tool
 }
 
 // transportKey marks requests that arrived over HTTP.
@@ -177,9 +233,7 @@ type transportKey struct{}
 func (g *Gateway) serverRequest(ctx context.Context, method, tool, prompt string, meta *mcp.Meta) telemetry.Request {
 	r := telemetry.Request{Method: method, Tool: tool, Prompt: prompt, Transport: "pipe"}
 	if tool != "" {
-		if c := g.cat.Load(); c == nil || (c.tools[tool] == nil && !isBuiltin(tool)) {
-			r.Tool = telemetry.OtherTool
-		}
+		r.Tool = g.toolTarget(tool)
 	}
 	if addr, ok := ctx.Value(transportKey{}).(string); ok {
 		r.Transport, r.Client = "tcp", addr
@@ -230,32 +284,6 @@ func errorType(err error) string {
 	return telemetry.ErrInternal
 }
 
-// methodClock times the requests that get no span (list methods,
-// initialize, ping, completion) through mcp-go's per-method hooks; the
-// catch-all hooks are not used, since they would switch off the
-// pre-serialised tools/list (toolslist.go records that path itself).
-type methodClock struct {
-	g       *Gateway
-	started sync.Map // request pointer → time.Time
-}
-
-func clockBefore[M any](c *methodClock) func(context.Context, any, *M) {
-	return func(_ context.Context, _ any, m *M) { c.started.Store(any(m), time.Now()) }
-}
-
-func clockAfter[M, R any](c *methodClock, method mcp.MCPMethod) func(context.Context, any, *M, R) {
-	return func(ctx context.Context, _ any, m *M, _ R) { c.done(ctx, string(method), m, "") }
-}
-
-func (c *methodClock) done(ctx context.Context, method string, m any, errType string) {
-	v, ok := c.started.LoadAndDelete(m)
-	if !ok {
-		return // a request with a span of its own, or refused before its hook
-	}
-	r := c.g.serverRequest(ctx, method, "", "", nil)
-	c.g.tel.ServerOperation(ctx, r, time.Since(v.(time.Time)), errType)
-}
-
 // observeToolsList records a tools/list answered from the pre-serialised
 // catalogue.
 func (g *Gateway) observeToolsList(r *http.Request, start time.Time) {
@@ -263,7 +291,11 @@ func (g *Gateway) observeToolsList(r *http.Request, start time.Time) {
 		return
 	}
 	ctx := withTransport(r.Context(), r)
-	g.tel.ServerOperation(ctx, g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil), time.Since(start), "")
+	req := g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil)
+	// The fast path serves session-era requests only, outside mcp-go.
+	req.Session = r.Header.Get(mcpserver.HeaderKeySessionID)
+	req.Protocol = g.tel.SessionProtocol(req.Session)
+	g.tel.ServerOperation(ctx, req, start, "")
 }
 
 // installTelemetryHooks wires session metrics and audit lines.
@@ -271,21 +303,10 @@ func (g *Gateway) installTelemetryHooks(h *mcpserver.Hooks) {
 	if g.tel == nil {
 		return
 	}
-	c := &methodClock{g: g}
-	h.AddBeforeInitialize(clockBefore[mcp.InitializeRequest](c))
-	h.AddAfterInitialize(clockAfter[mcp.InitializeRequest, *mcp.InitializeResult](c, mcp.MethodInitialize))
-	h.AddBeforePing(clockBefore[mcp.PingRequest](c))
-	h.AddAfterPing(clockAfter[mcp.PingRequest, *mcp.EmptyResult](c, mcp.MethodPing))
-	h.AddBeforeListResources(clockBefore[mcp.ListResourcesRequest](c))
-	h.AddAfterListResources(clockAfter[mcp.ListResourcesRequest, *mcp.ListResourcesResult](c, mcp.MethodResourcesList))
-	h.AddBeforeListResourceTemplates(clockBefore[mcp.ListResourceTemplatesRequest](c))
-	h.AddAfterListResourceTemplates(clockAfter[mcp.ListResourceTemplatesRequest, *mcp.ListResourceTemplatesResult](c, mcp.MethodResourcesTemplatesList))
-	h.AddBeforeListPrompts(clockBefore[mcp.ListPromptsRequest](c))
-	h.AddAfterListPrompts(clockAfter[mcp.ListPromptsRequest, *mcp.ListPromptsResult](c, mcp.MethodPromptsList))
-	h.AddBeforeComplete(clockBefore[mcp.CompleteRequest](c))
-	h.AddAfterComplete(clockAfter[mcp.CompleteRequest, *mcp.CompleteResult](c, mcp.MethodCompletionComplete))
-	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, m any, err error) {
-		c.done(ctx, string(method), m, errorType(err))
+	// A request mcp-go refuses (unknown tool, bad params, a handler's
+	// error): its SERVER operation gets the JSON-RPC code as error.type.
+	h.AddOnError(func(ctx context.Context, _ any, _ mcp.MCPMethod, _ any, err error) {
+		telemetry.OpFromContext(ctx).Fail(errorType(err), err.Error())
 	})
 	h.AddAfterInitialize(func(ctx context.Context, _ any, _ *mcp.InitializeRequest, res *mcp.InitializeResult) {
 		if s := mcpserver.ClientSessionFromContext(ctx); s != nil && res != nil {

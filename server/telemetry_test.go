@@ -17,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -358,4 +359,114 @@ func TestTraceContinuity(t *testing.T) {
 	if second.SpanContext().TraceID() == first.TraceID() {
 		t.Fatal("the resumed segment should live in the answering request's trace")
 	}
+}
+
+// Every MCP request gets exactly one SERVER span: initialize, the list
+// methods, tools/list answered from the pre-serialised catalogue and by
+// mcp-go (a session that falls through, a 2026-07-28 request), a refused
+// tools/call and a proxied one. mcp.session.id is set on session-era
+// requests only.
+func TestServerSpanEveryRequest(t *testing.T) {
+	tel, rec := recordedTelemetry(t)
+	echo := newMetaBackend(t)
+	g, url := startObserved(t, observedConfig(t, echo.url, false), filepath.Join(t.TempDir(), "state.db"), tel)
+	c := sessionClient(t, url, "")
+	if _, err := c.ListTools(t.Context(), mcp.ListToolsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if g.tl.served.Load() != 1 {
+		t.Fatalf("the pre-serialised tools/list served %d requests, want 1", g.tl.served.Load())
+	}
+	g.tl.off.Store(true) // the next tools/list falls through to mcp-go
+	if _, err := c.ListTools(t.Context(), mcp.ListToolsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	g.tl.off.Store(false)
+	if _, err := c.ListPrompts(t.Context(), mcp.ListPromptsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListResources(t.Context(), mcp.ListResourcesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if res := callJSON(t, c, "echo_echo", `{"message":"hi"}`); res.IsError {
+		t.Fatal(text(res))
+	}
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "no_such_tool"
+	if _, err := c.CallTool(t.Context(), req); err == nil {
+		t.Fatal("an unknown tool was called")
+	}
+	modern := `{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"_meta":{"` + mcp.MetaKeyProtocolVersion + `":"2026-07-28","` +
+		mcp.MetaKeyClientInfo + `":{"name":"t","version":"1"},"` + mcp.MetaKeyClientCapabilities + `":{}}}}`
+	if out := rpc(t, url, "", modern); out["result"] == nil {
+		t.Fatalf("modern tools/list: %v", out)
+	}
+
+	type seen struct {
+		session, protocol, errType string
+		span                       sdktrace.ReadOnlySpan
+	}
+	byName := map[string][]seen{}
+	for _, s := range rec.Ended() {
+		if s.SpanKind() != trace.SpanKindServer {
+			continue
+		}
+		var v seen
+		v.span = s
+		for _, a := range s.Attributes() {
+			switch a.Key {
+			case telemetry.KeySessionID:
+				v.session = a.Value.AsString()
+			case telemetry.KeyProtocolVersion:
+				v.protocol = a.Value.AsString()
+			case telemetry.KeyErrorType:
+				v.errType = a.Value.AsString()
+			}
+		}
+		byName[s.Name()] = append(byName[s.Name()], v)
+	}
+	want := map[string]int{"initialize": 1, "tools/list": 3, "prompts/list": 1, "resources/list": 1, "tools/call echo_echo": 1, "tools/call": 1}
+	for name, n := range want {
+		if len(byName[name]) != n {
+			t.Errorf("%d SERVER spans %q, want %d (all: %v)", len(byName[name]), name, n, keys(byName))
+		}
+	}
+	sid := c.GetSessionId()
+	modernSeen := 0
+	for name, ss := range byName {
+		for _, s := range ss {
+			switch {
+			case s.protocol == "2026-07-28":
+				modernSeen++
+				if s.session != "" {
+					t.Errorf("%s: a 2026-07-28 request's span has mcp.session.id %q", name, s.session)
+				}
+			case name == "initialize":
+				// The session id is assigned by this request's answer.
+			case s.session != sid:
+				t.Errorf("%s: mcp.session.id %q, want the session's %q", name, s.session, sid)
+			}
+		}
+	}
+	if modernSeen != 1 {
+		t.Errorf("%d SERVER spans of 2026-07-28 requests, want 1", modernSeen)
+	}
+	if ss := byName["tools/call"]; len(ss) == 1 && (ss[0].errType == "" || ss[0].span.Status().Code != codes.Error) {
+		t.Errorf("the unknown tool's span: error.type %q, status %v", ss[0].errType, ss[0].span.Status())
+	}
+	// The proxied call's CLIENT span is the SERVER span's child.
+	if ss := byName["tools/call echo_echo"]; len(ss) == 1 {
+		cl := spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient)
+		if len(cl) != 1 || cl[0].Parent().SpanID() != ss[0].span.SpanContext().SpanID() {
+			t.Errorf("CLIENT spans %d; parent is not the SERVER span", len(cl))
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

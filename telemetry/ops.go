@@ -57,6 +57,58 @@ type Op struct {
 	labels labelKey
 	method attribute.KeyValue
 	server bool
+	// errType and errMsg are a failure noted before End (Fail).
+	errType, errMsg string
+}
+
+type opKey struct{}
+
+// ContextWithOp returns ctx carrying op: the request's SERVER operation,
+// which handlers further down name (SetTarget) and fail (Fail).
+func ContextWithOp(ctx context.Context, op *Op) context.Context {
+	if op == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, opKey{}, op)
+}
+
+// OpFromContext is the SERVER operation in ctx (nil: none).
+func OpFromContext(ctx context.Context) *Op {
+	op, _ := ctx.Value(opKey{}).(*Op)
+	return op
+}
+
+// SetTarget names what a request is about once it is known: the span
+// becomes "{method} {tool|prompt}" with gen_ai.tool.name (and
+// gen_ai.operation.name execute_tool) or gen_ai.prompt.name, and the
+// duration gets the tool label. tool must be an advertised name (or
+// OtherTool).
+func (op *Op) SetTarget(tool, prompt string) {
+	if op == nil || (tool == "" && prompt == "") {
+		return
+	}
+	if op.span != nil && op.span.IsRecording() {
+		method := op.method.Value.AsString()
+		if tool != "" {
+			op.span.SetName(spanName(method, tool))
+			op.span.SetAttributes(KeyToolName.String(tool), KeyOperationName.String("execute_tool"))
+		} else {
+			op.span.SetName(spanName(method, prompt))
+			op.span.SetAttributes(KeyPromptName.String(prompt))
+		}
+	}
+	if op.hist != nil && op.t.toolLabel {
+		op.labels.tool, op.labels.prompt = tool, prompt
+	}
+}
+
+// Fail notes the operation's outcome before End (the first failure
+// noted wins; End's own errType, if any, overrides it).
+func (op *Op) Fail(errType, msg string) {
+	if op == nil || errType == "" || op.errType != "" {
+		return
+	}
+	op.errType, op.errMsg = errType, msg
 }
 
 func spanName(method, target string) string {
@@ -81,36 +133,7 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
-		kv := make([]attribute.KeyValue, 0, 10)
-		kv = append(kv, op.method)
-		if r.Tool != "" {
-			kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
-		}
-		if r.Prompt != "" {
-			kv = append(kv, KeyPromptName.String(r.Prompt))
-		}
-		switch id := r.ID.(type) {
-		case nil:
-		case string:
-			kv = append(kv, KeyRequestID.String(id))
-		case int64:
-			kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
-		default:
-			kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
-		}
-		if r.Protocol != "" {
-			kv = append(kv, KeyProtocolVersion.String(r.Protocol))
-		}
-		if r.Session != "" {
-			kv = append(kv, KeySessionID.String(r.Session))
-		}
-		if r.Transport != "" {
-			kv = append(kv, KeyTransport.String(r.Transport))
-		}
-		if r.Client != "" {
-			kv = append(kv, KeyClientAddress.String(r.Client))
-		}
-		ctx, op.span = t.tracer.Start(ctx, spanName(r.Method, target), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(kv...))
+		ctx, op.span = t.tracer.Start(ctx, spanName(r.Method, target), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(t.serverAttrs(r)...))
 	}
 	if t.m != nil {
 		op.hist = t.m.serverDur
@@ -121,6 +144,40 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		t.m.inFlight.Add(ctx, 1, t.m.sets.inFlight(r.Method))
 	}
 	return ctx, op
+}
+
+// serverAttrs are a SERVER span's attributes.
+func (t *T) serverAttrs(r Request) []attribute.KeyValue {
+	kv := make([]attribute.KeyValue, 0, 10)
+	kv = append(kv, KeyMethod.String(r.Method))
+	if r.Tool != "" {
+		kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
+	}
+	if r.Prompt != "" {
+		kv = append(kv, KeyPromptName.String(r.Prompt))
+	}
+	switch id := r.ID.(type) {
+	case nil:
+	case string:
+		kv = append(kv, KeyRequestID.String(id))
+	case int64:
+		kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
+	default:
+		kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
+	}
+	if r.Protocol != "" {
+		kv = append(kv, KeyProtocolVersion.String(r.Protocol))
+	}
+	if r.Session != "" {
+		kv = append(kv, KeySessionID.String(r.Session))
+	}
+	if r.Transport != "" {
+		kv = append(kv, KeyTransport.String(r.Transport))
+	}
+	if r.Client != "" {
+		kv = append(kv, KeyClientAddress.String(r.Client))
+	}
+	return kv
 }
 
 // StartClient starts the CLIENT span of a call vmcp makes and returns the
@@ -174,6 +231,9 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if op == nil {
 		return
 	}
+	if errType == "" {
+		errType, msg = op.errType, op.errMsg
+	}
 	if op.span != nil {
 		if errType != "" {
 			op.span.SetAttributes(KeyErrorType.String(errType))
@@ -191,15 +251,43 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	}
 }
 
-// ServerOperation records a request served without a span of its own
-// (list methods, initialize, ping, the pre-serialised tools/list): its
+// ServerOperation records a request served outside mcp-go (the
+// pre-serialised tools/list): a SERVER span from start to now, and its
 // duration and outcome in the server operation histogram.
-func (t *T) ServerOperation(ctx context.Context, r Request, d time.Duration, errType string) {
-	if t == nil || t.m == nil {
+func (t *T) ServerOperation(ctx context.Context, r Request, start time.Time, errType string) {
+	if t == nil || (t.tracer == nil && t.m == nil) {
 		return
 	}
-	k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
-	t.m.serverDur.Record(ctx, d.Seconds(), t.m.sets.get(k))
+	if t.tracer != nil {
+		if _, ok := r.Meta["traceparent"]; ok {
+			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+		}
+		var span trace.Span
+		ctx, span = t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start),
+			trace.WithAttributes(t.serverAttrs(r)...))
+		if errType != "" {
+			span.SetAttributes(KeyErrorType.String(errType))
+			span.SetStatus(codes.Error, errType)
+		}
+		span.End()
+	}
+	if t.m != nil {
+		k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
+		t.m.serverDur.Record(ctx, time.Since(start).Seconds(), t.m.sets.get(k))
+	}
+}
+
+// ExtractMeta returns ctx with the trace context of an MCP request's
+// _meta (traceparent, tracestate, baggage when configured) as the parent
+// of what starts next.
+func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Context {
+	if t == nil || t.prop == nil {
+		return ctx
+	}
+	if _, ok := meta["traceparent"]; !ok {
+		return ctx
+	}
+	return t.prop.Extract(ctx, MetaCarrier(meta))
 }
 
 // SetAttributes adds span attributes (no metric labels).
