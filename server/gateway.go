@@ -104,6 +104,11 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err := g.initTelemetry(opts); err != nil {
 		return nil, err
 	}
+	if g.tel.Tracing() {
+		// Log lines written with a traced request's context carry its
+		// trace_id and span_id.
+		g.log = slog.New(telemetry.LogHandler(g.log.Handler()))
+	}
 	specs, err := backendSpecsWith(cfg, opts.InProcess)
 	if err != nil {
 		return nil, err

@@ -234,12 +234,12 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 		// Finished before any step started (a failed condition, bad
 		// arguments, everything skipped): recorded all the same.
 		if err := r.store.Create(context.WithoutCancel(ctx), run); err != nil {
-			r.g.log.Error("recording the run", "run_id", out.RunID, "err", err)
+			r.g.log.ErrorContext(ctx, "recording the run", "run_id", out.RunID, "err", err)
 			return
 		}
 	}
 	if err := r.store.Finish(context.WithoutCancel(ctx), out.RunID, string(out.Status), result, msg); err != nil {
-		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
+		r.g.log.ErrorContext(ctx, "recording the run's outcome", "run_id", out.RunID, "err", err)
 		return
 	}
 	r.g.noteFinished(ctx, out.Workflow, out.RunID, string(out.Status))

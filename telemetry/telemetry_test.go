@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -196,3 +197,37 @@ func TestAuditDigestsAndRedaction(t *testing.T) {
 }
 
 var _ sdktrace.SpanProcessor = (*tracetest.SpanRecorder)(nil)
+
+// A log line written with a traced context carries trace_id and span_id;
+// one without a span (or with an unsampled one) carries neither.
+func TestLogHandlerAddsTraceIDs(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LogHandler(slog.NewJSONHandler(&buf, nil))).With("component", "test")
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, span := tp.Tracer("t").Start(context.Background(), "op")
+	log.InfoContext(ctx, "inside")
+	span.End()
+	log.InfoContext(context.Background(), "outside")
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: span.SpanContext().TraceID(), SpanID: span.SpanContext().SpanID()}))
+	log.InfoContext(unsampled, "unsampled")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines: %s", len(lines), buf.String())
+	}
+	var in, out, un map[string]any
+	for i, m := range []*map[string]any{&in, &out, &un} {
+		if err := json.Unmarshal([]byte(lines[i]), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if in["trace_id"] != span.SpanContext().TraceID().String() || in["span_id"] != span.SpanContext().SpanID().String() || in["component"] != "test" {
+		t.Errorf("traced line: %v", in)
+	}
+	for _, m := range []map[string]any{out, un} {
+		if _, ok := m["trace_id"]; ok {
+			t.Errorf("line without a sampled span has trace_id: %v", m)
+		}
+	}
+}
