@@ -13,7 +13,6 @@ import (
 type instruments struct {
 	serverDur       metric.Float64Histogram
 	clientDur       metric.Float64Histogram
-	inFlight        metric.Int64UpDownCounter
 	sessionDur      metric.Float64Histogram
 	sessionsActive  metric.Int64UpDownCounter
 	runsStarted     metric.Int64Counter
@@ -69,7 +68,6 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	}
 	in.serverDur = hist(MetricServerDuration, "MCP requests vmcp served, as its clients see them.", OperationBuckets)
 	in.clientDur = hist(MetricClientDuration, "MCP requests vmcp sent to backends (and elicitations to clients).", OperationBuckets)
-	in.inFlight = updown(MetricInFlight, "MCP requests being served now.")
 	in.sessionDur = hist(MetricSessionDuration, "Length of ended MCP sessions.", SessionBuckets)
 	in.sessionsActive = updown(MetricSessionsActive, "Open MCP sessions.")
 	in.runsStarted = counter(MetricRunsStarted, "Composite runs started.")
@@ -91,6 +89,16 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	in.stateTakeovers = counter(MetricStateTakeovers, "Runs taken over from a replica whose lease expired (PostgreSQL).")
 	in.circuitChanges = counter(MetricCircuitTransitions, "Circuit breaker transitions per backend, by the state entered.")
 	if err != nil {
+		return nil, err
+	}
+	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("MCP requests being served now."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		in.sets.observeFlights(o, inFlight)
+		return nil
+	}, inFlight); err != nil {
 		return nil, err
 	}
 	return &in, nil
@@ -195,7 +203,7 @@ func (t *T) Resumed(ctx context.Context, driver string, d time.Duration) {
 	if t == nil || t.m == nil {
 		return
 	}
-	t.m.resume.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), attribute.KeyValue{}, attribute.KeyValue{}))
+	t.m.resume.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), attribute.KeyValue{}, attribute.KeyValue{})...)
 }
 
 // StateCommitted records one store transition: op is the driver method
@@ -205,7 +213,7 @@ func (t *T) StateCommitted(ctx context.Context, driver, op, outcome string, d ti
 	if t == nil || t.m == nil {
 		return
 	}
-	t.m.stateCommit.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), KeyOp.String(op), KeyResult.String(outcome)))
+	t.m.stateCommit.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), KeyOp.String(op), KeyResult.String(outcome))...)
 }
 
 // TakenOver counts runs taken over from a dead replica.
@@ -213,7 +221,7 @@ func (t *T) TakenOver(ctx context.Context, driver string, n int) {
 	if t == nil || t.m == nil || n <= 0 {
 		return
 	}
-	t.m.stateTakeovers.Add(ctx, int64(n), t.m.sets.small(KeyDriver.String(driver), attribute.KeyValue{}, attribute.KeyValue{}))
+	t.m.stateTakeovers.Add(ctx, int64(n), attrs(KeyDriver.String(driver)))
 }
 
 // CircuitChanged counts a circuit breaker transition (to: closed, open,

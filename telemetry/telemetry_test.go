@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -228,6 +229,31 @@ func TestLogHandlerAddsTraceIDs(t *testing.T) {
 	for _, m := range []map[string]any{out, un} {
 		if _, ok := m["trace_id"]; ok {
 			t.Errorf("line without a sampled span has trace_id: %v", m)
+		}
+	}
+}
+
+// InjectMeta writes what the W3C propagator writes (sampled or not, with
+// tracestate), replaces the client's trace keys and keeps the others.
+func TestInjectMetaMatchesPropagator(t *testing.T) {
+	tel, err := New(context.Background(), Config{}, &Options{SpanProcessor: tracetest.NewSpanRecorder(), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	ts, _ := trace.ParseTraceState("vendor=abc,other=1")
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1, 2, 3}, SpanID: trace.SpanID{0, 0xf0, 0x67, 9}, TraceFlags: flags, TraceState: ts})
+		ctx := trace.ContextWithSpanContext(context.Background(), sc)
+		in := map[string]any{"traceparent": "00-client-client-01", "tracestate": "x=y", "progressToken": 3}
+		got := tel.InjectMeta(ctx, in)
+		want := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, want)
+		if got["traceparent"] != want["traceparent"] || got["tracestate"] != want["tracestate"] || got["progressToken"] != 3 || len(got) != 3 {
+			t.Errorf("flags %v: InjectMeta %v, propagator %v", flags, got, want)
+		}
+		if in["traceparent"] != "00-client-client-01" {
+			t.Error("InjectMeta modified its argument")
 		}
 	}
 }
