@@ -175,12 +175,34 @@ func (m mcpTracer) Start(ctx context.Context, name string, kind tracing.SpanKind
 	if !ok || kind != tracing.SpanKindServer {
 		return ctx, noSpan{}
 	}
+	// A method name is a label value: one mcp-go does not dispatch (any
+	// string a client sends) becomes _OTHER, answered "method not found".
+	known := dispatched[method]
+	if !known {
+		method = telemetry.OtherTool
+	}
 	ctx, op := m.g.tel.StartServer(ctx, m.g.serverRequest(ctx, method, "", "", nil))
 	if op == nil {
 		return ctx, noSpan{}
 	}
+	if !known {
+		op.Fail(strconv.Itoa(mcp.METHOD_NOT_FOUND), "method not found")
+	}
 	return telemetry.ContextWithOp(ctx, op), &mcpSpan{op: op, ctx: ctx}
 }
+
+// dispatched are the methods mcp-go's request handler serves.
+var dispatched = func() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range []mcp.MCPMethod{mcp.MethodInitialize, mcp.MethodPing, mcp.MethodServerDiscover, mcp.MethodSubscriptionsListen,
+		mcp.MethodSetLogLevel, mcp.MethodResourcesList, mcp.MethodResourcesTemplatesList, mcp.MethodResourcesRead,
+		mcp.MethodResourcesSubscribe, mcp.MethodResourcesUnsubscribe, mcp.MethodPromptsList, mcp.MethodPromptsGet,
+		mcp.MethodToolsList, mcp.MethodToolsCall, mcp.MethodTasksGet, mcp.MethodTasksList, mcp.MethodTasksResult,
+		mcp.MethodTasksCancel, mcp.MethodCompletionComplete} {
+		out[string(m)] = true
+	}
+	return out
+}()
 
 // mcpSpan ends the SERVER operation when mcp-go ends its span; the
 // failure was noted by the OnError hook or the handler middleware.

@@ -396,6 +396,24 @@ func TestServerSpanEveryRequest(t *testing.T) {
 	if _, err := c.CallTool(t.Context(), req); err == nil {
 		t.Fatal("an unknown tool was called")
 	}
+	// Methods no one serves: their names must not become span names or
+	// label values.
+	for _, m := range []string{"vendor/secret-1", "vendor/secret-2"} {
+		req, _ := http.NewRequest(http.MethodPost, url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":99,"method":"`+m+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", c.GetSessionId())
+		req.Header.Set("MCP-Protocol-Version", mcp.ProtocolVersion20251125)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Contains(b, []byte(`-32601`)) {
+			t.Fatalf("%s: %d %s", m, resp.StatusCode, b)
+		}
+	}
 	modern := `{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"_meta":{"` + mcp.MetaKeyProtocolVersion + `":"2026-07-28","` +
 		mcp.MetaKeyClientInfo + `":{"name":"t","version":"1"},"` + mcp.MetaKeyClientCapabilities + `":{}}}}`
 	if out := rpc(t, url, "", modern); out["result"] == nil {
@@ -425,7 +443,7 @@ func TestServerSpanEveryRequest(t *testing.T) {
 		}
 		byName[s.Name()] = append(byName[s.Name()], v)
 	}
-	want := map[string]int{"initialize": 1, "tools/list": 3, "prompts/list": 1, "resources/list": 1, "tools/call echo_echo": 1, "tools/call": 1}
+	want := map[string]int{"initialize": 1, "tools/list": 3, "prompts/list": 1, "resources/list": 1, "tools/call echo_echo": 1, "tools/call": 1, telemetry.OtherTool: 2}
 	for name, n := range want {
 		if len(byName[name]) != n {
 			t.Errorf("%d SERVER spans %q, want %d (all: %v)", len(byName[name]), name, n, keys(byName))
@@ -453,6 +471,16 @@ func TestServerSpanEveryRequest(t *testing.T) {
 	}
 	if ss := byName["tools/call"]; len(ss) == 1 && (ss[0].errType == "" || ss[0].span.Status().Code != codes.Error) {
 		t.Errorf("the unknown tool's span: error.type %q, status %v", ss[0].errType, ss[0].span.Status())
+	}
+	for _, s := range byName[telemetry.OtherTool] {
+		if s.errType != "-32601" {
+			t.Errorf("an unknown method's span has error.type %q, want -32601", s.errType)
+		}
+	}
+	for name := range byName {
+		if strings.Contains(name, "secret") {
+			t.Errorf("a span is named after an unknown method: %q", name)
+		}
 	}
 	// The proxied call's CLIENT span is the SERVER span's child.
 	if ss := byName["tools/call echo_echo"]; len(ss) == 1 {
