@@ -18,6 +18,7 @@ import (
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 	"github.com/vmcp-dev/vmcp/telemetry"
 )
@@ -69,6 +70,28 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 				return nil
 			}
 			return g.runCounts(ctx)
+		},
+		Replicas: func(ctx context.Context) int {
+			if g.runs == nil {
+				return -1
+			}
+			pg, ok := unwrapStore(g.runs.store).(*postgres.Store)
+			if !ok {
+				return -1
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			rs, err := pg.Replicas(ctx)
+			if err != nil {
+				return -1
+			}
+			n := 0
+			for _, r := range rs {
+				if r.Live {
+					n++
+				}
+			}
+			return n
 		},
 		Backends: func() []telemetry.BackendState {
 			var out []telemetry.BackendState

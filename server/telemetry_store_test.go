@@ -84,6 +84,9 @@ func TestAuditTakeoverPostgres(t *testing.T) {
 	if n != 1 {
 		t.Errorf("vmcp_state_takeovers_total{driver=\"postgres\"} = %v, want 1", n)
 	}
+	if ms := fams["vmcp_replicas"].GetMetric(); len(ms) != 1 || ms[0].GetGauge().GetValue() != 1 {
+		t.Errorf("vmcp_replicas: %v, want one series = 1 (this replica; the dead one's row is gone)", ms)
+	}
 	recovered := false
 	for _, m := range fams["vmcp_state_commit_seconds"].GetMetric() {
 		for _, l := range m.Label {

@@ -297,6 +297,9 @@ type Gauges struct {
 	// most every RunsEvery (0: 15 s), since it reads the store.
 	Runs      func(context.Context) map[string]int
 	RunsEvery time.Duration
+	// Replicas counts the live replicas sharing the store (-1: not
+	// applicable, e.g. bbolt: no series); read with Runs' cache period.
+	Replicas func(context.Context) int
 	// Backends reports each backend's health.
 	Backends func() []BackendState
 	// CatalogTools counts the advertised tools per backend.
@@ -324,9 +327,11 @@ func (t *T) RegisterGauges(g Gauges) error {
 		every = 15 * time.Second
 	}
 	var (
-		mu     sync.Mutex
-		cached map[string]int
-		at     time.Time
+		mu       sync.Mutex
+		cached   map[string]int
+		at       time.Time
+		replicas = -1
+		repAt    time.Time
 	)
 	runs, err := m.Int64ObservableGauge(MetricRuns, metric.WithDescription("Runs in the store by non-final status (every replica reports the store's value: aggregate with max)."))
 	if err != nil {
@@ -344,6 +349,10 @@ func (t *T) RegisterGauges(g Gauges) error {
 	if err != nil {
 		return err
 	}
+	reps, err := m.Int64ObservableGauge(MetricReplicas, metric.WithDescription("Live replicas sharing the state store (PostgreSQL; every replica reports the store's value: aggregate with max)."))
+	if err != nil {
+		return err
+	}
 	connects, err := m.Int64ObservableCounter(MetricBackendConnects, metric.WithDescription("Connections made to the backend (reconnects and stdio restarts included)."))
 	if err != nil {
 		return err
@@ -356,6 +365,16 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 			for _, s := range []string{"running", "waiting", "interrupted"} {
 				o.ObserveInt64(runs, int64(cached[s]), metric.WithAttributes(KeyStatus.String(s)))
+			}
+			mu.Unlock()
+		}
+		if g.Replicas != nil {
+			mu.Lock()
+			if repAt.IsZero() || time.Since(repAt) >= every {
+				replicas, repAt = g.Replicas(ctx), time.Now()
+			}
+			if replicas >= 0 {
+				o.ObserveInt64(reps, int64(replicas))
 			}
 			mu.Unlock()
 		}
@@ -385,6 +404,6 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 		}
 		return nil
-	}, runs, up, tools, circuit, connects)
+	}, runs, up, tools, circuit, connects, reps)
 	return err
 }

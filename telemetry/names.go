@@ -71,6 +71,7 @@ const (
 	MetricResume             = "vmcp.resume"
 	MetricStateCommit        = "vmcp.state.commit"
 	MetricStateTakeovers     = "vmcp.state.takeovers"
+	MetricReplicas           = "vmcp.replicas"
 	MetricCircuitTransitions = "vmcp.backend.circuit_transitions"
 )
 
