@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -331,12 +332,24 @@ func errorType(err error) string {
 
 // observeToolsList records a tools/list answered from the pre-serialised
 // catalogue.
-func (g *Gateway) observeToolsList(r *http.Request, start time.Time) {
+func (g *Gateway) observeToolsList(r *http.Request, body []byte, start time.Time) {
 	if g.tel == nil {
 		return
 	}
 	ctx := withTransport(r.Context(), r)
 	req := g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil)
+	// The client's trace context, if its _meta carries one (decoded only
+	// then).
+	if bytes.Contains(body, []byte(`"traceparent"`)) {
+		var p struct {
+			Params struct {
+				Meta map[string]any `json:"_meta"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(body, &p) == nil {
+			req.Meta = p.Params.Meta
+		}
+	}
 	// The fast path serves session-era requests only, outside mcp-go.
 	req.Session = r.Header.Get(mcpserver.HeaderKeySessionID)
 	req.Protocol = g.tel.SessionProtocol(req.Session)

@@ -371,7 +371,10 @@ func TestServerSpanEveryRequest(t *testing.T) {
 	echo := newMetaBackend(t)
 	g, url := startObserved(t, observedConfig(t, echo.url, false), filepath.Join(t.TempDir(), "state.db"), tel)
 	c := sessionClient(t, url, "")
-	if _, err := c.ListTools(t.Context(), mcp.ListToolsRequest{}); err != nil {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	lr := mcp.ListToolsRequest{}
+	lr.Params.Meta = &mcp.Meta{AdditionalFields: map[string]any{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}
+	if _, err := c.ListTools(t.Context(), lr); err != nil {
 		t.Fatal(err)
 	}
 	if g.tl.served.Load() != 1 {
@@ -471,6 +474,16 @@ func TestServerSpanEveryRequest(t *testing.T) {
 	}
 	if ss := byName["tools/call"]; len(ss) == 1 && (ss[0].errType == "" || ss[0].span.Status().Code != codes.Error) {
 		t.Errorf("the unknown tool's span: error.type %q, status %v", ss[0].errType, ss[0].span.Status())
+	}
+	// The pre-serialised tools/list continues the client's trace.
+	continued := 0
+	for _, s := range byName["tools/list"] {
+		if s.span.SpanContext().TraceID().String() == traceID && s.span.Parent().SpanID().String() == "00f067aa0ba902b7" {
+			continued++
+		}
+	}
+	if continued != 1 {
+		t.Errorf("%d tools/list spans continue the client's trace, want 1 (the pre-serialised one)", continued)
 	}
 	for _, s := range byName[telemetry.OtherTool] {
 		if s.errType != "-32601" {
