@@ -58,6 +58,7 @@ type Conn struct {
 	// circuit lets a trial call through.
 	failures  int
 	openUntil time.Time
+	halfOpen  bool // the open period ended and a trial call went out
 
 	// in-flight calls, to route what a backend sends back.
 	seq      atomic.Uint64
@@ -229,6 +230,7 @@ func (c *Conn) currentClient() *client.Client {
 func (c *Conn) setState(s string, err error) {
 	c.mu.Lock()
 	changed := c.state != s
+	from, tried := c.state, c.tried
 	c.state = s
 	if changed {
 		c.since = time.Now()
@@ -240,6 +242,38 @@ func (c *Conn) setState(s string, err error) {
 	if changed && s != StateConnecting {
 		c.m.changed()
 	}
+	// The first attempt's outcome is startup, not a change (the startup
+	// log and /status show it).
+	if changed && tried {
+		c.m.stateChanged(c, StateChange{Backend: c.spec.Name, Kind: "health", From: from, To: s, Reason: errString(err)})
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Circuit breaker states (BackendStatus.Circuit).
+const (
+	CircuitClosed   = "closed"
+	CircuitOpen     = "open"
+	CircuitHalfOpen = "half_open"
+)
+
+// circuitLocked is the breaker's state now (c.mu held): open until
+// openUntil, then half-open (a trial call may go through) until a call
+// succeeds or fails.
+func (c *Conn) circuitLocked(now time.Time) string {
+	switch {
+	case c.openUntil.IsZero():
+		return CircuitClosed
+	case now.Before(c.openUntil):
+		return CircuitOpen
+	}
+	return CircuitHalfOpen
 }
 
 // connect opens a session and loads the catalogue.
@@ -540,7 +574,9 @@ func (c *Conn) status() BackendStatus {
 	defer c.mu.Unlock()
 	st := BackendStatus{Name: c.spec.Name, Transport: c.spec.Kind(), State: c.state, Tools: len(c.tools),
 		Resources: len(c.resources), Prompts: len(c.prompts), Protocol: c.protocol, LastError: c.lastErr,
-		Connects: c.connects, CircuitOpen: time.Now().Before(c.openUntil), Since: c.since}
+		Connects: c.connects, Since: c.since}
+	st.Circuit = c.circuitLocked(time.Now())
+	st.CircuitOpen = st.Circuit == CircuitOpen
 	if c.client != nil && c.proc != nil {
 		st.PID = c.proc.pid()
 	}
@@ -552,6 +588,15 @@ func (c *Conn) status() BackendStatus {
 
 // acquire checks state and circuit before a call.
 func (c *Conn) acquire() (*client.Client, error) {
+	cl, trial, err := c.acquireLocked()
+	if trial {
+		// The open period is over: this call is the trial.
+		c.m.stateChanged(c, StateChange{Backend: c.spec.Name, Kind: "circuit", From: CircuitOpen, To: CircuitHalfOpen})
+	}
+	return cl, err
+}
+
+func (c *Conn) acquireLocked() (cl *client.Client, trial bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != StateReady || c.client == nil {
@@ -559,26 +604,36 @@ func (c *Conn) acquire() (*client.Client, error) {
 		if why == "" {
 			why = c.state
 		}
-		return nil, fmt.Errorf("%w: backend %q is %s (%s)", ErrUnavailable, c.spec.Name, c.state, why)
+		return nil, false, fmt.Errorf("%w: backend %q is %s (%s)", ErrUnavailable, c.spec.Name, c.state, why)
 	}
-	if now := time.Now(); now.Before(c.openUntil) {
-		return nil, fmt.Errorf("%w: backend %q: circuit open after %d failed calls, retrying after %s", ErrUnavailable, c.spec.Name, c.failures, c.openUntil.Format(time.RFC3339))
+	switch c.circuitLocked(time.Now()) {
+	case CircuitOpen:
+		return nil, false, fmt.Errorf("%w: backend %q: circuit open after %d failed calls, retrying after %s", ErrUnavailable, c.spec.Name, c.failures, c.openUntil.Format(time.RFC3339))
+	case CircuitHalfOpen:
+		trial = !c.halfOpen
+		c.halfOpen = true
 	}
-	return c.client, nil
+	return c.client, trial, nil
 }
 
 // record updates the circuit breaker after a call.
 func (c *Conn) record(err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	from := c.circuitLocked(time.Now())
 	if err == nil {
-		c.failures, c.openUntil = 0, time.Time{}
-		return
+		c.failures, c.openUntil, c.halfOpen = 0, time.Time{}, false
+	} else {
+		c.failures++
+		if c.failures >= c.m.opts.Health.FailureThreshold {
+			c.openUntil = time.Now().Add(c.m.opts.Health.OpenFor)
+			c.halfOpen = false
+			c.lastErr = err.Error()
+		}
 	}
-	c.failures++
-	if c.failures >= c.m.opts.Health.FailureThreshold {
-		c.openUntil = time.Now().Add(c.m.opts.Health.OpenFor)
-		c.lastErr = err.Error()
+	to := c.circuitLocked(time.Now())
+	c.mu.Unlock()
+	if from != to {
+		c.m.stateChanged(c, StateChange{Backend: c.spec.Name, Kind: "circuit", From: from, To: to, Reason: errString(err)})
 	}
 }
 

@@ -108,6 +108,12 @@ type Options struct {
 	// OnChange is called (from a background goroutine) after any
 	// backend's catalogue or health changed.
 	OnChange func()
+	// OnStateChange is called after a backend's health (connecting, ready,
+	// unhealthy) or circuit breaker (closed, open, half_open) changed,
+	// outside the manager's locks, on the goroutine that changed it. The
+	// first connection attempt's outcome is not a change; per-client
+	// sessions are not reported.
+	OnStateChange func(StateChange)
 	// ClientName and ClientVersion identify vmcp to backends.
 	ClientName, ClientVersion string
 	// PrincipalIdle closes a per-principal session (user-bound outgoing
@@ -203,6 +209,24 @@ func (m *Manager) Start(ctx context.Context) {
 		m.reapLoop(m.ctx)
 	}()
 	tried.Wait()
+}
+
+// StateChange is a backend moving between health or circuit states.
+type StateChange struct {
+	Backend string
+	// Kind is "health" or "circuit".
+	Kind     string
+	From, To string
+	// Reason is the error that caused it, if any.
+	Reason string
+}
+
+// stateChanged reports a change of a shared (not per-client) session.
+func (m *Manager) stateChanged(c *Conn, ch StateChange) {
+	if m.opts.OnStateChange == nil || m.byName[c.spec.Name] != c {
+		return
+	}
+	m.opts.OnStateChange(ch)
 }
 
 // changed coalesces change notifications.
@@ -307,6 +331,8 @@ type BackendStatus struct {
 	PID         int       `json:"pid,omitempty"`
 	// Auth is the outgoing_auth type (never a credential).
 	Auth string `json:"auth,omitempty"`
+	// Circuit is the breaker's state: closed, open or half_open.
+	Circuit string `json:"circuit,omitempty"`
 }
 
 // Status reports every backend.

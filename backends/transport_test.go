@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,4 +149,58 @@ func TestModernHTTPBackendHealth(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return m.Status()[0].State == StateUnhealthy })
 	broken.Store(false)
 	waitFor(t, 20*time.Second, func() bool { return m.Status()[0].State == StateReady })
+}
+
+// The circuit goes closed → open → half_open (the open period is over: a
+// trial call goes out) → closed, and each change is reported once.
+func TestCircuitHalfOpenReported(t *testing.T) {
+	s := mcpserver.NewMCPServer("flaky", "1", mcpserver.WithToolCapabilities(true))
+	var fail atomic.Bool
+	fail.Store(true)
+	s.AddTool(mcp.NewTool("boom"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if fail.Load() {
+			return nil, errors.New("internal failure")
+		}
+		return mcp.NewToolResultText("ok"), nil
+	})
+	var (
+		mu      sync.Mutex
+		changes []string
+	)
+	m, err := NewManager([]Spec{{Name: "flaky", InProcess: s}}, &Options{
+		Health: HealthPolicy{FailureThreshold: 1, OpenFor: 50 * time.Millisecond},
+		OnStateChange: func(c StateChange) {
+			mu.Lock()
+			defer mu.Unlock()
+			changes = append(changes, c.Backend+" "+c.Kind+" "+c.From+">"+c.To)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(t.Context())
+	t.Cleanup(func() { _ = m.Close() })
+	if st := m.Status()[0]; st.Circuit != CircuitClosed {
+		t.Fatalf("circuit at start: %q", st.Circuit)
+	}
+	if _, err := m.CallTool(t.Context(), "flaky", "boom", nil, nil); err == nil {
+		t.Fatal("failing call succeeded")
+	}
+	if st := m.Status()[0]; st.Circuit != CircuitOpen || !st.CircuitOpen {
+		t.Fatalf("after a failure: %+v", st)
+	}
+	waitFor(t, 5*time.Second, func() bool { return m.Status()[0].Circuit == CircuitHalfOpen })
+	fail.Store(false)
+	if _, err := m.CallTool(t.Context(), "flaky", "boom", nil, nil); err != nil {
+		t.Fatalf("trial call: %v", err)
+	}
+	if st := m.Status()[0]; st.Circuit != CircuitClosed {
+		t.Fatalf("after the trial succeeded: %+v", st)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"flaky circuit closed>open", "flaky circuit open>half_open", "flaky circuit half_open>closed"}
+	if strings.Join(changes, "|") != strings.Join(want, "|") {
+		t.Fatalf("changes %q, want %q (the first connect is not a change)", changes, want)
+	}
 }

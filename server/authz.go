@@ -141,7 +141,7 @@ func (g *Gateway) logRefusal(ctx context.Context, id *authz.Principal, kind, nam
 	if d.Err != nil {
 		attrs = append(attrs, "err", d.Err)
 	}
-	g.log.Info("authz: refused", attrs...)
+	g.log.InfoContext(ctx, "authz: refused", attrs...)
 	g.tel.AuthzDenied(ctx, kind)
 	if g.tel.Auditing() {
 		detail := map[string]any{"reason": "policy", "kind": kind, "rule": d.Rule}

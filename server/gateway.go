@@ -111,6 +111,11 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if err := g.initTelemetry(opts); err != nil {
 		return nil, err
 	}
+	if g.tel.Tracing() {
+		// Log lines written with a traced request's context carry its
+		// trace_id and span_id.
+		g.log = slog.New(telemetry.LogHandler(g.log.Handler()))
+	}
 	specs, err := backendSpecsWith(cfg, opts.InProcess)
 	if err != nil {
 		return nil, err
@@ -143,8 +148,9 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	g.mgr, err = backends.NewManager(specs, &backends.Options{
 		Logger: g.log, Relay: relay{g}, Health: health,
-		OnChange:   g.onBackendChange,
-		ClientName: "vmcp", ClientVersion: g.ver,
+		OnChange:      g.onBackendChange,
+		OnStateChange: g.noteBackendChange,
+		ClientName:    "vmcp", ClientVersion: g.ver,
 	})
 	if err != nil {
 		return nil, err
@@ -598,7 +604,7 @@ func (g *Gateway) replicas(ctx context.Context) []ReplicaStatus {
 	if g.runs == nil {
 		return nil
 	}
-	pg, ok := g.runs.store.(*postgres.Store)
+	pg, ok := unwrapStore(g.runs.base).(*postgres.Store)
 	if !ok {
 		return nil
 	}

@@ -2,27 +2,33 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/vmcp-dev/vmcp/backends"
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/statetest"
 	"github.com/vmcp-dev/vmcp/telemetry"
 )
 
@@ -198,11 +204,70 @@ func describe(fams map[string]*dto.MetricFamily) []string {
 	return out
 }
 
+// flakyBackend is a real MCP server whose tools/call answers HTTP 500
+// once broken is set (a transport failure: the circuit counts it).
+func flakyBackend(t *testing.T) (string, *atomic.Bool) {
+	t.Helper()
+	s := mcpserver.NewMCPServer("flaky", "1.0.0", mcpserver.WithToolCapabilities(true))
+	s.AddTool(mcp.NewTool("ping"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return mcp.NewToolResultText("pong"), nil
+	})
+	h := mcpserver.NewStreamableHTTPServer(s)
+	var broken atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if broken.Load() && r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			if bytes.Contains(b, []byte(`"tools/call"`)) {
+				http.Error(w, "backend down", http.StatusInternalServerError)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/mcp", &broken
+}
+
+// seedRunning leaves a run marked running in a new state file, as a
+// process that stopped mid-run would: the next start interrupts it.
+func seedRunning(t *testing.T, path string) string {
+	t.Helper()
+	st, err := state.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := statetest.NewRun("alice", "deploy")
+	if err := st.Create(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Checkpoint(t.Context(), r.ID, json.RawMessage(`{"version":1}`), []string{"call_api"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
 func TestMetricsGoldenAndAudit(t *testing.T) {
 	tel, audit := fullTelemetry(t)
 	echo := newMetaBackend(t)
-	g, url := startObserved(t, observedConfig(t, echo.url, true), filepath.Join(t.TempDir(), "state.db"), tel)
+	flakyURL, broken := flakyBackend(t)
+	statePath := filepath.Join(t.TempDir(), "state.db")
+	stopped := seedRunning(t, statePath)
+	g, url := startObserved(t, observedConfigWith(t, echo.url, true, flakyURL), statePath, tel)
 	s := runScript(t, url)
+	// A backend fails: its circuit opens (failure_threshold 1).
+	broken.Store(true)
+	c := sessionClient(t, url, "carol-token")
+	if res := callJSON(t, c, "flaky_ping", `{}`); !res.IsError {
+		t.Fatalf("a failing backend's call succeeded: %s", text(res))
+	}
+	endSession(t, url, "carol-token", c)
+	if st := g.mgr.Status(); !slices.ContainsFunc(st, func(b backends.BackendStatus) bool { return b.Name == "flaky" && b.Circuit == backends.CircuitOpen }) {
+		t.Fatalf("flaky's circuit is not open: %+v", st)
+	}
 
 	fams := scrape(t, url)
 	got := describe(fams)
@@ -224,6 +289,37 @@ func TestMetricsGoldenAndAudit(t *testing.T) {
 		if !methods[want] {
 			t.Errorf("mcp_server_operation_duration_seconds has no %s series (has %v)", want, methods)
 		}
+	}
+	// Label values of the store, circuit and resume metrics.
+	values := func(fam, label string) map[string]bool {
+		out := map[string]bool{}
+		for _, m := range fams[fam].GetMetric() {
+			for _, l := range m.Label {
+				if l.GetName() == label {
+					out[l.GetValue()] = true
+				}
+			}
+		}
+		return out
+	}
+	for _, v := range []string{"closed", "open", "half_open"} {
+		if !values("vmcp_backend_circuit_state", "state")[v] {
+			t.Errorf("vmcp_backend_circuit_state has no state=%q series", v)
+		}
+	}
+	for _, op := range []string{"recover", "create", "pause", "claim", "finish"} {
+		if !values("vmcp_state_commit_seconds", "op")[op] {
+			t.Errorf("vmcp_state_commit_seconds has no op=%q series (has %v)", op, values("vmcp_state_commit_seconds", "op"))
+		}
+	}
+	if d := values("vmcp_resume_seconds", "driver"); !d["bbolt"] || len(d) != 1 {
+		t.Errorf("vmcp_resume_seconds drivers %v, want bbolt", d)
+	}
+	if got := fams["vmcp_resume_seconds"].GetMetric()[0].GetHistogram().GetSampleCount(); got < 1 || got > 3 {
+		t.Errorf("vmcp_resume_seconds counted %d resumes, want 1..3 (three answers; a resume that ends without a backend call records none)", got)
+	}
+	if v := values("vmcp_backend_circuit_transitions_total", "to"); !v["open"] || len(v) != 1 {
+		t.Errorf("circuit transitions to %v, want open", v)
 	}
 	golden := filepath.Join("testdata", "metrics.golden")
 	if *updateMetrics {
@@ -266,8 +362,9 @@ func TestMetricsGoldenAndAudit(t *testing.T) {
 	}
 	want2 := map[string]int{
 		telemetry.AuditAuthFailed: 1, telemetry.AuditAuthzDenied: 1,
-		telemetry.AuditSessionCreated: 2, telemetry.AuditSessionClosed: 2,
-		telemetry.AuditToolCalled: 2,
+		telemetry.AuditSessionCreated: 3, telemetry.AuditSessionClosed: 3,
+		telemetry.AuditToolCalled:     3, // echo, incidents, and flaky's failure
+		telemetry.AuditRunInterrupted: 1, telemetry.AuditBackendChanged: 1,
 		telemetry.AuditRunStarted: 3, telemetry.AuditRunPaused: 3, telemetry.AuditRunAnswered: 3,
 		telemetry.AuditAnswerRejected: 1, telemetry.AuditRunFinished: 3,
 	}
@@ -280,6 +377,23 @@ func TestMetricsGoldenAndAudit(t *testing.T) {
 		if _, ok := want2[ev]; !ok {
 			t.Errorf("unexpected audit event %s ×%d", ev, counts[ev])
 		}
+	}
+	for _, l := range audit.lines() {
+		switch l["event"] {
+		case telemetry.AuditRunInterrupted:
+			tg, _ := l["target"].(map[string]any)
+			if tg["run"] != stopped || tg["workflow"] != "deploy" {
+				t.Errorf("run.interrupted names %v, want run %s of deploy", tg, stopped)
+			}
+		case telemetry.AuditBackendChanged:
+			d, _ := l["detail"].(map[string]any)
+			if tg, _ := l["target"].(map[string]any); tg["backend"] != "flaky" || d["kind"] != "circuit" || d["from"] != "closed" || d["to"] != "open" {
+				t.Errorf("backend.state_changed: %v", l)
+			}
+		}
+	}
+	if r, err := g.runs.store.Get(t.Context(), stopped); err != nil || r.Status != state.StatusInterrupted {
+		t.Errorf("the run left running: %v %v", r, err)
 	}
 	text := audit.String()
 	for _, sec := range s.secrets {

@@ -247,7 +247,7 @@ func (g *Gateway) installHooks(h *mcpserver.Hooks) {
 		if g.subs.add(req.Params.URI, s.SessionID()) {
 			if b, ok := g.resourceBackend(req.Params.URI); ok {
 				if _, err := g.mgr.Request(ctx, b, "resources/subscribe", map[string]any{"uri": req.Params.URI}); err != nil {
-					g.log.Warn("subscribe at backend failed", "backend", b, "uri", req.Params.URI, "err", err)
+					g.log.WarnContext(ctx, "subscribe at backend failed", "backend", b, "uri", req.Params.URI, "err", err)
 				}
 			}
 		}

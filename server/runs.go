@@ -24,8 +24,12 @@ import (
 // paused (persisted) before its question is delivered, and finished with
 // its outcome. Nothing waiting for a human lives only in memory.
 type runs struct {
-	g      *Gateway
-	store  state.Driver
+	g     *Gateway
+	store state.Driver // the driver, timed by telemetry (telemetry_store.go)
+	// base is the driver without the telemetry wrapper: type-assert the
+	// driver's optional capabilities (Live, lapser, releaser,
+	// state.Sessions, *postgres.Store) on it, never on store.
+	base   state.Driver
 	sealer *elicitation.Sealer
 
 	// plans caches plans compiled from stored definitions, by hash.
@@ -60,13 +64,16 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 	if g.wrapStore != nil {
 		st = g.wrapStore(st)
 	}
+	base := st // for the driver's optional capabilities (lapser, releaser, state.Sessions)
+	st = g.observeStore(st)
 	n, err := st.Recover(ctx)
+	g.noteInterrupted(ctx, storeReplica(st), n)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	if n > 0 {
-		g.log.Warn("runs were executing when vmcp stopped; they are interrupted and wait for a resume", "runs", n)
+	if len(n) > 0 {
+		g.log.Warn("runs were executing when vmcp stopped; they are interrupted and wait for a resume", "runs", len(n))
 	}
 	key, err := st.Key(ctx)
 	if err != nil {
@@ -78,7 +85,7 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 		_ = st.Close()
 		return nil, err
 	}
-	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{},
+	return &runs{g: g, store: st, base: base, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{},
 		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]struct{}{}}, takeovers: tk}, nil
 }
 
@@ -107,7 +114,7 @@ func openStore(ctx context.Context, g *Gateway, path string, retention time.Dura
 	st, err := postgres.Open(ctx, sc.DSN.Value, &postgres.Options{Schema: p.Schema.Value, MaxConns: int32(p.MaxConns.Value),
 		LeaseTTL: p.LeaseTTL.Value, Heartbeat: p.Heartbeat.Value, SweepInterval: p.SweepInterval.Value,
 		StatementTimeout: p.StatementTimeout.Value, Retention: retention, TokenKeys: keys, ReplicaID: p.ReplicaID.Value,
-		ListenDSN: p.ListenDSN.Value, Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log, OnTakeover: onTakeover})
+		ListenDSN: p.ListenDSN.Value, Version: g.ver, Address: g.cfg.Listen.Value, Logger: g.log, OnTakeover: onTakeover, OnSweep: g.noteSwept})
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +230,7 @@ func (r *runs) live() bool {
 	if r == nil {
 		return true
 	}
-	if l, ok := r.store.(interface{ Live() bool }); ok {
+	if l, ok := r.base.(interface{ Live() bool }); ok {
 		return l.Live()
 	}
 	return true
@@ -258,7 +265,7 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 		// Finished before any step started (a failed condition, bad
 		// arguments, everything skipped): recorded all the same.
 		if err := r.store.Create(context.WithoutCancel(ctx), run); err != nil {
-			r.g.log.Error("recording the run", "run_id", out.RunID, "err", err)
+			r.g.log.ErrorContext(ctx, "recording the run", "run_id", out.RunID, "err", err)
 			return
 		}
 	}
@@ -267,10 +274,10 @@ func (r *runs) finish(ctx context.Context, out *engine.Outcome) {
 			return // cancelled through the store: that was its final transition
 		}
 		if errors.Is(err, state.ErrFenced) {
-			r.g.log.Warn("the run was taken over by another replica; its outcome here is dropped", "run_id", out.RunID, "status", out.Status)
+			r.g.log.WarnContext(ctx, "the run was taken over by another replica; its outcome here is dropped", "run_id", out.RunID, "status", out.Status)
 			return
 		}
-		r.g.log.Error("recording the run's outcome", "run_id", out.RunID, "err", err)
+		r.g.log.ErrorContext(ctx, "recording the run's outcome", "run_id", out.RunID, "err", err)
 		return
 	}
 	r.g.noteFinished(ctx, out.Workflow, out.RunID, string(out.Status))

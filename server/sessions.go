@@ -74,7 +74,7 @@ func (ss *sessions) shared() state.Sessions {
 	if ss.g.runs == nil {
 		return nil
 	}
-	s, _ := ss.g.runs.store.(state.Sessions)
+	s, _ := ss.g.runs.base.(state.Sessions)
 	return s
 }
 

@@ -72,7 +72,7 @@ type lapser interface {
 // the epoch it claimed (taken over meanwhile), or cannot say.
 func (r *runs) holds(ctx context.Context) bool {
 	x := executionOf(ctx)
-	l, ok := r.store.(lapser)
+	l, ok := r.base.(lapser)
 	if x == nil || !ok {
 		return true
 	}
@@ -119,7 +119,7 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	x := &execution{run: ro.RunID, cancel: cancel}
-	if l, ok := r.store.(lapser); ok {
+	if l, ok := r.base.(lapser); ok {
 		x.lapses.Store(l.Lapses())
 	}
 	r.ex.mu.Lock()
@@ -191,7 +191,7 @@ type releaser interface {
 // releaseLoop releases the runs this replica dropped while holding them,
 // retrying until the database answers.
 func (r *runs) releaseLoop(ctx context.Context) {
-	rel, ok := r.store.(releaser)
+	rel, ok := r.base.(releaser)
 	if !ok {
 		return
 	}
@@ -299,13 +299,11 @@ func (r *runs) takeOver(ctx context.Context, id string) {
 	l, err := r.prepare(run)
 	if err != nil {
 		r.g.log.Error("takeover: the run cannot be continued here; it stays interrupted", "run_id", id, "err", err)
-		r.g.noteTakenOver(ctx, run, false, nil)
 		return
 	}
 	if unsafe := engine.Unsafe(l.plan, l.cp); len(unsafe) > 0 {
 		r.g.log.Warn("took over a run with steps in flight that are unsafe to repeat; it stays interrupted and waits for a decision",
 			"run_id", id, "steps", unsafe)
-		r.g.noteTakenOver(ctx, run, false, unsafe)
 		return
 	}
 	claimed, err := r.store.Resume(ctx, id, "vmcp")
@@ -318,7 +316,6 @@ func (r *runs) takeOver(ctx context.Context, id string) {
 		r.finish(ctx, &engine.Outcome{RunID: id, Status: engine.StatusFailed, Err: &engine.RunError{Workflow: run.Workflow, Cause: err.Error()}})
 		return
 	}
-	r.g.noteTakenOver(ctx, claimed, true, nil)
 	r.g.log.Info("took over a run whose replica stopped; re-running its in-flight steps (read-only or idempotent)",
 		"run_id", id, "in_flight", run.InFlight)
 	octx := asOwner(ctx, run.Owner)
@@ -333,12 +330,6 @@ func (r *runs) takeOver(ctx context.Context, id string) {
 		r.finish(octx, out)
 	}
 	// A run that paused again waits for its answer like any other.
-}
-
-// noteTakenOver is called once per run this replica's sweep took over:
-// continued (claimed and executing here) or left interrupted (unsafe
-// lists the steps that need a decision). A hook for audit and metrics.
-func (g *Gateway) noteTakenOver(ctx context.Context, run *state.Run, continued bool, unsafe []string) {
 }
 
 // asOwner makes a background continuation act for the run's owner:

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,16 +9,17 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/mark3labs/mcp-go/tracing"
 
 	"github.com/vmcp-dev/vmcp/backends"
 	"github.com/vmcp-dev/vmcp/dsl"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/state"
+	"github.com/vmcp-dev/vmcp/state/postgres"
 	"github.com/vmcp-dev/vmcp/steps"
 	"github.com/vmcp-dev/vmcp/telemetry"
 )
@@ -70,10 +72,32 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 			}
 			return g.runCounts(ctx)
 		},
+		Replicas: func(ctx context.Context) int {
+			if g.runs == nil {
+				return -1
+			}
+			pg, ok := unwrapStore(g.runs.base).(*postgres.Store)
+			if !ok {
+				return -1
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			rs, err := pg.Replicas(ctx)
+			if err != nil {
+				return -1
+			}
+			n := 0
+			for _, r := range rs {
+				if r.Live {
+					n++
+				}
+			}
+			return n
+		},
 		Backends: func() []telemetry.BackendState {
 			var out []telemetry.BackendState
 			for _, st := range g.mgr.Status() {
-				out = append(out, telemetry.BackendState{Name: st.Name, Up: st.State == backends.StateReady, CircuitOpen: st.CircuitOpen, Connects: int64(st.Connects)})
+				out = append(out, telemetry.BackendState{Name: st.Name, Up: st.State == backends.StateReady, Circuit: st.Circuit, Connects: int64(st.Connects)})
 			}
 			return out
 		},
@@ -89,6 +113,28 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 			return out
 		},
 	})
+}
+
+// noteBackendChange counts circuit transitions and audits every health
+// or circuit change of a backend (backends.Options.OnStateChange).
+func (g *Gateway) noteBackendChange(ch backends.StateChange) {
+	if g.tel == nil {
+		return
+	}
+	ctx := context.Background()
+	if ch.Kind == "circuit" {
+		g.tel.CircuitChanged(ctx, ch.Backend, ch.To)
+	}
+	outcome := "success"
+	if ch.To == backends.StateUnhealthy || ch.To == backends.CircuitOpen {
+		outcome = "failure"
+	}
+	detail := map[string]any{"kind": ch.Kind, "from": ch.From, "to": ch.To}
+	if ch.Reason != "" {
+		detail["reason"] = ch.Reason
+	}
+	g.tel.Audit(ctx, telemetry.AuditEvent{Event: telemetry.AuditBackendChanged, Outcome: outcome,
+		Principal: &telemetry.Principal{Sub: "vmcp", Auth: "none"}, Target: &telemetry.Target{Backend: ch.Backend}, Detail: detail})
 }
 
 // noteRebuilt counts a catalogue rebuild.
@@ -111,41 +157,119 @@ func (g *Gateway) shutdownTelemetry() error {
 	return nil
 }
 
-// mcpTelemetryOptions are the mcp-go options that give every tools/call,
-// prompts/get and resources/read a SERVER span and a duration.
+// mcpTelemetryOptions are the mcp-go options that give every request
+// mcp-go dispatches a SERVER span and a duration (mcpTracer, started
+// after mcp-go extracted the _meta trace context through metaPropagator),
+// and name the operation of tools/call and prompts/get once the handler
+// runs.
 func (g *Gateway) mcpTelemetryOptions() []mcpserver.ServerOption {
 	if g.tel == nil {
 		return nil
 	}
 	return []mcpserver.ServerOption{
+		mcpserver.WithMetaPropagator(metaPropagator{g.tel}),
+		mcpserver.WithTracer(mcpTracer{g}),
 		mcpserver.WithToolHandlerMiddleware(func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
 			return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
+				op := telemetry.OpFromContext(ctx)
+				op.SetTarget(g.toolTarget(req.Params.Name), "")
 				res, err := next(ctx, req)
-				et, msg := resultError(res, err)
-				op.End(ctx, et, msg)
+				op.Fail(resultError(res, err))
 				return res, err
 			}
 		}),
 		mcpserver.WithPromptHandlerMiddleware(func(next mcpserver.PromptHandlerFunc) mcpserver.PromptHandlerFunc {
 			return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodPromptsGet), "", req.Params.Name, req.Params.Meta))
-				res, err := next(ctx, req)
-				et, msg := resultError(nil, err)
-				op.End(ctx, et, msg)
-				return res, err
-			}
-		}),
-		mcpserver.WithResourceHandlerMiddleware(func(next mcpserver.ResourceHandlerFunc) mcpserver.ResourceHandlerFunc {
-			return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodResourcesRead), "", "", req.Params.Meta))
-				res, err := next(ctx, req)
-				et, msg := resultError(nil, err)
-				op.End(ctx, et, msg)
-				return res, err
+				telemetry.OpFromContext(ctx).SetTarget("", req.Params.Name)
+				return next(ctx, req)
 			}
 		}),
 	}
+}
+
+// mcpTracer is mcp-go's tracing hook (WithTracer): mcp-go starts a
+// "mcp.<method>" server span around every JSON-RPC request it dispatches,
+// over HTTP and stdio; vmcp makes it its SERVER operation (span and
+// duration, in ctx for the handlers). mcp-go's per-tool internal spans are
+// dropped (the SERVER span and the backend CLIENT span say it all).
+type mcpTracer struct{ g *Gateway }
+
+func (m mcpTracer) Start(ctx context.Context, name string, kind tracing.SpanKind, _ ...tracing.Attribute) (context.Context, tracing.Span) {
+	method, ok := strings.CutPrefix(name, "mcp.")
+	if !ok || kind != tracing.SpanKindServer {
+		return ctx, noSpan{}
+	}
+	// A method name is a label value: one mcp-go does not dispatch (any
+	// string a client sends) becomes _OTHER, answered "method not found".
+	known := dispatched[method]
+	if !known {
+		method = telemetry.OtherTool
+	}
+	ctx, op := m.g.tel.StartServer(ctx, m.g.serverRequest(ctx, method, "", "", nil))
+	if op == nil {
+		return ctx, noSpan{}
+	}
+	if !known {
+		op.Fail(strconv.Itoa(mcp.METHOD_NOT_FOUND), "method not found")
+	}
+	return telemetry.ContextWithOp(ctx, op), &mcpSpan{op: op, ctx: ctx}
+}
+
+// dispatched are the methods mcp-go's request handler serves.
+var dispatched = func() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range []mcp.MCPMethod{mcp.MethodInitialize, mcp.MethodPing, mcp.MethodServerDiscover, mcp.MethodSubscriptionsListen,
+		mcp.MethodSetLogLevel, mcp.MethodResourcesList, mcp.MethodResourcesTemplatesList, mcp.MethodResourcesRead,
+		mcp.MethodResourcesSubscribe, mcp.MethodResourcesUnsubscribe, mcp.MethodPromptsList, mcp.MethodPromptsGet,
+		mcp.MethodToolsList, mcp.MethodToolsCall, mcp.MethodTasksGet, mcp.MethodTasksList, mcp.MethodTasksResult,
+		mcp.MethodTasksCancel, mcp.MethodCompletionComplete} {
+		out[string(m)] = true
+	}
+	return out
+}()
+
+// mcpSpan ends the SERVER operation when mcp-go ends its span; the
+// failure was noted by the OnError hook or the handler middleware.
+type mcpSpan struct {
+	op  *telemetry.Op
+	ctx context.Context
+}
+
+func (s *mcpSpan) SetAttributes(...tracing.Attribute) {}
+func (s *mcpSpan) RecordError(error)                  {}
+func (s *mcpSpan) SetStatus(code tracing.StatusCode, desc string) {
+	if code == tracing.StatusError {
+		s.op.Fail(telemetry.ErrInternal, desc) // unless a hook said better
+	}
+}
+func (s *mcpSpan) End() { s.op.End(s.ctx, "", "") }
+
+type noSpan struct{}
+
+func (noSpan) SetAttributes(...tracing.Attribute)   {}
+func (noSpan) RecordError(error)                    {}
+func (noSpan) SetStatus(tracing.StatusCode, string) {}
+func (noSpan) End()                                 {}
+
+// metaPropagator extracts the client's trace context from a request's
+// _meta for mcp-go (WithMetaPropagator), before the SERVER span starts.
+type metaPropagator struct{ t *telemetry.T }
+
+func (p metaPropagator) InjectMeta(_ context.Context, meta *mcp.Meta) *mcp.Meta { return meta }
+func (p metaPropagator) ExtractMeta(ctx context.Context, meta *mcp.Meta) context.Context {
+	if meta == nil {
+		return ctx
+	}
+	return p.t.ExtractMeta(ctx, meta.AdditionalFields)
+}
+
+// toolTarget is a tools/call's name as a label value: an advertised tool
+// (or builtin), else OtherTool.
+func (g *Gateway) toolTarget(tool string) string {
+	if c := g.cat.Load(); c == nil || (c.tools[tool] == nil && !isBuiltin(tool)) {
+		return telemetry.OtherTool
+	}
+	return tool
 }
 
 // transportKey marks requests that arrived over HTTP.
@@ -155,9 +279,7 @@ type transportKey struct{}
 func (g *Gateway) serverRequest(ctx context.Context, method, tool, prompt string, meta *mcp.Meta) telemetry.Request {
 	r := telemetry.Request{Method: method, Tool: tool, Prompt: prompt, Transport: "pipe"}
 	if tool != "" {
-		if c := g.cat.Load(); c == nil || (c.tools[tool] == nil && !isBuiltin(tool)) {
-			r.Tool = telemetry.OtherTool
-		}
+		r.Tool = g.toolTarget(tool)
 	}
 	if addr, ok := ctx.Value(transportKey{}).(string); ok {
 		r.Transport, r.Client = "tcp", addr
@@ -208,40 +330,30 @@ func errorType(err error) string {
 	return telemetry.ErrInternal
 }
 
-// methodClock times the requests that get no span (list methods,
-// initialize, ping, completion) through mcp-go's per-method hooks; the
-// catch-all hooks are not used, since they would switch off the
-// pre-serialised tools/list (toolslist.go records that path itself).
-type methodClock struct {
-	g       *Gateway
-	started sync.Map // request pointer → time.Time
-}
-
-func clockBefore[M any](c *methodClock) func(context.Context, any, *M) {
-	return func(_ context.Context, _ any, m *M) { c.started.Store(any(m), time.Now()) }
-}
-
-func clockAfter[M, R any](c *methodClock, method mcp.MCPMethod) func(context.Context, any, *M, R) {
-	return func(ctx context.Context, _ any, m *M, _ R) { c.done(ctx, string(method), m, "") }
-}
-
-func (c *methodClock) done(ctx context.Context, method string, m any, errType string) {
-	v, ok := c.started.LoadAndDelete(m)
-	if !ok {
-		return // a request with a span of its own, or refused before its hook
-	}
-	r := c.g.serverRequest(ctx, method, "", "", nil)
-	c.g.tel.ServerOperation(ctx, r, time.Since(v.(time.Time)), errType)
-}
-
 // observeToolsList records a tools/list answered from the pre-serialised
 // catalogue.
-func (g *Gateway) observeToolsList(r *http.Request, start time.Time) {
+func (g *Gateway) observeToolsList(r *http.Request, body []byte, start time.Time) {
 	if g.tel == nil {
 		return
 	}
 	ctx := withTransport(r.Context(), r)
-	g.tel.ServerOperation(ctx, g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil), time.Since(start), "")
+	req := g.serverRequest(ctx, string(mcp.MethodToolsList), "", "", nil)
+	// The client's trace context, if its _meta carries one (decoded only
+	// then).
+	if bytes.Contains(body, []byte(`"traceparent"`)) {
+		var p struct {
+			Params struct {
+				Meta map[string]any `json:"_meta"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(body, &p) == nil {
+			req.Meta = p.Params.Meta
+		}
+	}
+	// The fast path serves session-era requests only, outside mcp-go.
+	req.Session = r.Header.Get(mcpserver.HeaderKeySessionID)
+	req.Protocol = g.tel.SessionProtocol(req.Session)
+	g.tel.ServerOperation(ctx, req, start, "")
 }
 
 // installTelemetryHooks wires session metrics and audit lines.
@@ -249,21 +361,10 @@ func (g *Gateway) installTelemetryHooks(h *mcpserver.Hooks) {
 	if g.tel == nil {
 		return
 	}
-	c := &methodClock{g: g}
-	h.AddBeforeInitialize(clockBefore[mcp.InitializeRequest](c))
-	h.AddAfterInitialize(clockAfter[mcp.InitializeRequest, *mcp.InitializeResult](c, mcp.MethodInitialize))
-	h.AddBeforePing(clockBefore[mcp.PingRequest](c))
-	h.AddAfterPing(clockAfter[mcp.PingRequest, *mcp.EmptyResult](c, mcp.MethodPing))
-	h.AddBeforeListResources(clockBefore[mcp.ListResourcesRequest](c))
-	h.AddAfterListResources(clockAfter[mcp.ListResourcesRequest, *mcp.ListResourcesResult](c, mcp.MethodResourcesList))
-	h.AddBeforeListResourceTemplates(clockBefore[mcp.ListResourceTemplatesRequest](c))
-	h.AddAfterListResourceTemplates(clockAfter[mcp.ListResourceTemplatesRequest, *mcp.ListResourceTemplatesResult](c, mcp.MethodResourcesTemplatesList))
-	h.AddBeforeListPrompts(clockBefore[mcp.ListPromptsRequest](c))
-	h.AddAfterListPrompts(clockAfter[mcp.ListPromptsRequest, *mcp.ListPromptsResult](c, mcp.MethodPromptsList))
-	h.AddBeforeComplete(clockBefore[mcp.CompleteRequest](c))
-	h.AddAfterComplete(clockAfter[mcp.CompleteRequest, *mcp.CompleteResult](c, mcp.MethodCompletionComplete))
-	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, m any, err error) {
-		c.done(ctx, string(method), m, errorType(err))
+	// A request mcp-go refuses (unknown tool, bad params, a handler's
+	// error): its SERVER operation gets the JSON-RPC code as error.type.
+	h.AddOnError(func(ctx context.Context, _ any, _ mcp.MCPMethod, _ any, err error) {
+		telemetry.OpFromContext(ctx).Fail(errorType(err), err.Error())
 	})
 	h.AddAfterInitialize(func(ctx context.Context, _ any, _ *mcp.InitializeRequest, res *mcp.InitializeResult) {
 		if s := mcpserver.ClientSessionFromContext(ctx); s != nil && res != nil {
@@ -329,6 +430,7 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 	if err := c.admit(ctx, call); err != nil {
 		return nil, err
 	}
+	c.g.observeResume(ctx)
 	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt}, call.Meta)
 	sent := *call
 	sent.Meta = meta
@@ -380,6 +482,9 @@ func (e *tracedEngine) resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 	if e.g.tel == nil {
 		return e.Engine.Resume(ctx, p, cp, a, ro)
 	}
+	// The answer's claim is committed (the caller claimed it): the clock
+	// of vmcp_resume_seconds starts here.
+	ctx = withResumeClock(ctx)
 	ctx, seg := e.g.tel.StartSegment(ctx, p.Name, ro.RunID, cp.TraceParent)
 	seg.Event("answered", telemetry.KeyAction.String(a.Action), telemetry.KeySurface.String(surfaceOf(ctx)))
 	out, err := e.Engine.Resume(ctx, p, cp, a, e.observeSteps(ctx, p, ro))

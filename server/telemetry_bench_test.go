@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -17,7 +19,9 @@ import (
 
 // BenchmarkTelemetryProxiedCall: one plain call through vmcp to an HTTP
 // echo backend, telemetry off vs on (every span sampled and batched to a
-// no-op exporter, metrics recorded with a Prometheus reader).
+// no-op exporter, metrics recorded with a Prometheus reader), and on-otlp
+// (spans exported over OTLP/HTTP to a receiver here). cpu-ns/op is the
+// process's CPU per call: client, vmcp, backend and exporter together.
 func BenchmarkTelemetryProxiedCall(b *testing.B) {
 	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
 	echo.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
@@ -27,12 +31,21 @@ func BenchmarkTelemetryProxiedCall(b *testing.B) {
 	if len(ds) > 0 {
 		b.Fatal(ds)
 	}
-	for _, name := range []string{"off", "metrics", "traces", "on"} {
+	// An OTLP/HTTP receiver that discards what it gets (the harness's).
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	b.Cleanup(rcv.Close)
+	for _, name := range []string{"off", "metrics", "traces", "on", "on-otlp"} {
 		var tel *telemetry.T
 		if name != "off" {
 			cfg := telemetry.Config{Metrics: telemetry.MetricsConfig{Prometheus: name != "traces"}}
 			opts := &telemetry.Options{Getenv: func(string) string { return "" }}
-			if name != "metrics" {
+			switch name {
+			case "on-otlp": // spans exported for real, as vmcp serve does
+				cfg.Traces = telemetry.TracesConfig{Exporter: "otlp", Endpoint: rcv.URL}
+			case "traces", "on":
 				opts.SpanProcessor = sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter())
 			}
 			var err error
@@ -49,12 +62,19 @@ func BenchmarkTelemetryProxiedCall(b *testing.B) {
 			req.Params.Name = "echo_echo"
 			req.Params.Arguments = map[string]any{"message": "hello"}
 			b.ReportAllocs()
+			cpu := processCPU()
 			timed(b, func() {
 				res, err := c.CallTool(b.Context(), req)
 				if err != nil || res.IsError {
 					b.Fatal(err, res)
 				}
 			})
+			// Client, vmcp and backend share this process: the CPU of
+			// the whole round trip (export included: the batch
+			// processor's goroutine runs here too).
+			if used := processCPU() - cpu; used > 0 {
+				b.ReportMetric(float64(used.Nanoseconds())/float64(b.N), "cpu-ns/op")
+			}
 		})
 	}
 }

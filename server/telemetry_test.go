@@ -17,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -69,6 +70,13 @@ func (b *metaBackend) last() map[string]any {
 // tokens (alice, bob).
 func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
 	t.Helper()
+	return observedConfigWith(t, echoURL, tokens, "")
+}
+
+// observedConfigWith adds a backend "flaky" at flakyURL (when set) and
+// opens a backend's circuit at its first failed call.
+func observedConfigWith(t testing.TB, echoURL string, tokens bool, flakyURL string) *dsl.Config {
+	t.Helper()
 	demo, ds := DemoConfig(nil)
 	if len(ds) > 0 {
 		t.Fatal(ds)
@@ -81,7 +89,13 @@ func observedConfig(t testing.TB, echoURL string, tokens bool) *dsl.Config {
 		sb.WriteString(`    - {principal: bob, sha256: "` + sha("bob-token") + "\"}\n")
 		sb.WriteString(`    - {principal: carol, sha256: "` + sha("carol-token") + "\"}\n")
 	}
+	if flakyURL != "" {
+		sb.WriteString("health: {failure_threshold: 1}\n")
+	}
 	sb.WriteString("backends:\n  - {name: echo, url: " + echoURL + "}\n")
+	if flakyURL != "" {
+		sb.WriteString("  - {name: flaky, url: " + flakyURL + "}\n")
+	}
 	for _, b := range demo.Backends {
 		fmt.Fprintf(&sb, "  - {name: %s, builtin: %s}\n", b.Name.Value, b.Builtin.Value)
 	}
@@ -345,4 +359,155 @@ func TestTraceContinuity(t *testing.T) {
 	if second.SpanContext().TraceID() == first.TraceID() {
 		t.Fatal("the resumed segment should live in the answering request's trace")
 	}
+}
+
+// Every MCP request gets exactly one SERVER span: initialize, the list
+// methods, tools/list answered from the pre-serialised catalogue and by
+// mcp-go (a session that falls through, a 2026-07-28 request), a refused
+// tools/call and a proxied one. mcp.session.id is set on session-era
+// requests only.
+func TestServerSpanEveryRequest(t *testing.T) {
+	tel, rec := recordedTelemetry(t)
+	echo := newMetaBackend(t)
+	g, url := startObserved(t, observedConfig(t, echo.url, false), filepath.Join(t.TempDir(), "state.db"), tel)
+	c := sessionClient(t, url, "")
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	lr := mcp.ListToolsRequest{}
+	lr.Params.Meta = &mcp.Meta{AdditionalFields: map[string]any{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}
+	if _, err := c.ListTools(t.Context(), lr); err != nil {
+		t.Fatal(err)
+	}
+	if g.tl.served.Load() != 1 {
+		t.Fatalf("the pre-serialised tools/list served %d requests, want 1", g.tl.served.Load())
+	}
+	g.tl.off.Store(true) // the next tools/list falls through to mcp-go
+	if _, err := c.ListTools(t.Context(), mcp.ListToolsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	g.tl.off.Store(false)
+	if _, err := c.ListPrompts(t.Context(), mcp.ListPromptsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListResources(t.Context(), mcp.ListResourcesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if res := callJSON(t, c, "echo_echo", `{"message":"hi"}`); res.IsError {
+		t.Fatal(text(res))
+	}
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "no_such_tool"
+	if _, err := c.CallTool(t.Context(), req); err == nil {
+		t.Fatal("an unknown tool was called")
+	}
+	// Methods no one serves: their names must not become span names or
+	// label values.
+	for _, m := range []string{"vendor/secret-1", "vendor/secret-2"} {
+		req, _ := http.NewRequest(http.MethodPost, url+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":99,"method":"`+m+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", c.GetSessionId())
+		req.Header.Set("MCP-Protocol-Version", mcp.ProtocolVersion20251125)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Contains(b, []byte(`-32601`)) {
+			t.Fatalf("%s: %d %s", m, resp.StatusCode, b)
+		}
+	}
+	modern := `{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"_meta":{"` + mcp.MetaKeyProtocolVersion + `":"2026-07-28","` +
+		mcp.MetaKeyClientInfo + `":{"name":"t","version":"1"},"` + mcp.MetaKeyClientCapabilities + `":{}}}}`
+	if out := rpc(t, url, "", modern); out["result"] == nil {
+		t.Fatalf("modern tools/list: %v", out)
+	}
+
+	type seen struct {
+		session, protocol, errType string
+		span                       sdktrace.ReadOnlySpan
+	}
+	byName := map[string][]seen{}
+	for _, s := range rec.Ended() {
+		if s.SpanKind() != trace.SpanKindServer {
+			continue
+		}
+		var v seen
+		v.span = s
+		for _, a := range s.Attributes() {
+			switch a.Key {
+			case telemetry.KeySessionID:
+				v.session = a.Value.AsString()
+			case telemetry.KeyProtocolVersion:
+				v.protocol = a.Value.AsString()
+			case telemetry.KeyErrorType:
+				v.errType = a.Value.AsString()
+			}
+		}
+		byName[s.Name()] = append(byName[s.Name()], v)
+	}
+	want := map[string]int{"initialize": 1, "tools/list": 3, "prompts/list": 1, "resources/list": 1, "tools/call echo_echo": 1, "tools/call": 1, telemetry.OtherTool: 2}
+	for name, n := range want {
+		if len(byName[name]) != n {
+			t.Errorf("%d SERVER spans %q, want %d (all: %v)", len(byName[name]), name, n, keys(byName))
+		}
+	}
+	sid := c.GetSessionId()
+	modernSeen := 0
+	for name, ss := range byName {
+		for _, s := range ss {
+			switch {
+			case s.protocol == "2026-07-28":
+				modernSeen++
+				if s.session != "" {
+					t.Errorf("%s: a 2026-07-28 request's span has mcp.session.id %q", name, s.session)
+				}
+			case name == "initialize":
+				// The session id is assigned by this request's answer.
+			case s.session != sid:
+				t.Errorf("%s: mcp.session.id %q, want the session's %q", name, s.session, sid)
+			}
+		}
+	}
+	if modernSeen != 1 {
+		t.Errorf("%d SERVER spans of 2026-07-28 requests, want 1", modernSeen)
+	}
+	if ss := byName["tools/call"]; len(ss) == 1 && (ss[0].errType == "" || ss[0].span.Status().Code != codes.Error) {
+		t.Errorf("the unknown tool's span: error.type %q, status %v", ss[0].errType, ss[0].span.Status())
+	}
+	// The pre-serialised tools/list continues the client's trace.
+	continued := 0
+	for _, s := range byName["tools/list"] {
+		if s.span.SpanContext().TraceID().String() == traceID && s.span.Parent().SpanID().String() == "00f067aa0ba902b7" {
+			continued++
+		}
+	}
+	if continued != 1 {
+		t.Errorf("%d tools/list spans continue the client's trace, want 1 (the pre-serialised one)", continued)
+	}
+	for _, s := range byName[telemetry.OtherTool] {
+		if s.errType != "-32601" {
+			t.Errorf("an unknown method's span has error.type %q, want -32601", s.errType)
+		}
+	}
+	for name := range byName {
+		if strings.Contains(name, "secret") {
+			t.Errorf("a span is named after an unknown method: %q", name)
+		}
+	}
+	// The proxied call's CLIENT span is the SERVER span's child.
+	if ss := byName["tools/call echo_echo"]; len(ss) == 1 {
+		cl := spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient)
+		if len(cl) != 1 || cl[0].Parent().SpanID() != ss[0].span.SpanContext().SpanID() {
+			t.Errorf("CLIENT spans %d; parent is not the SERVER span", len(cl))
+		}
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }

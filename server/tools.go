@@ -327,7 +327,7 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 			if ctx.Err() != nil {
 				return nil, nil, ctx.Err()
 			}
-			g.log.Info("live elicitation ended without an answer; the run stays waiting", "run_id", out.RunID, "step", q.Step, "err", err)
+			g.log.InfoContext(ctx, "live elicitation ended without an answer; the run stays waiting", "run_id", out.RunID, "step", q.Step, "err", err)
 			return nil, nil, nil
 		}
 		l, err := g.runs.load(ctx, out.RunID, owner)
@@ -341,7 +341,7 @@ func (g *Gateway) askLive(ctx context.Context, out *engine.Outcome, params mcp.E
 		a := toAnswer(res)
 		if err := g.runs.claim(withSurface(ctx, "live"), l, step, seq, owner, a); err != nil {
 			if engine.IsInvalidAnswer(err) {
-				g.log.Info("answer rejected; asking again", "run_id", out.RunID, "err", err)
+				g.log.InfoContext(ctx, "answer rejected; asking again", "run_id", out.RunID, "err", err)
 				params.Message = q.Message + "\n\n(" + err.Error() + ")"
 				continue
 			}

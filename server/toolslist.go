@@ -99,8 +99,9 @@ type toolsList struct {
 	off atomic.Bool
 	// served counts requests answered by the fast path.
 	served atomic.Int64
-	// observe records a fast-path answer (telemetry; nil when off).
-	observe func(r *http.Request, start time.Time)
+	// observe records a fast-path answer (telemetry; nil when off); body
+	// is the request's.
+	observe func(r *http.Request, body []byte, start time.Time)
 
 	mu  sync.Mutex // serialises renders
 	cur atomic.Pointer[toolPages]
@@ -311,7 +312,7 @@ func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(id)
 	_, _ = w.Write(pages.pages[page])
 	if m.tl.observe != nil {
-		m.tl.observe(r, start)
+		m.tl.observe(r, body, start)
 	}
 }
 

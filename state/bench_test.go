@@ -199,8 +199,8 @@ func BenchmarkOpenWith100kRuns(b *testing.B) {
 				b.Fatal(err)
 			}
 			n, err := s.Recover(b.Context())
-			if err != nil || n != running {
-				b.Fatalf("recovered %d: %v", n, err)
+			if err != nil || len(n) != running {
+				b.Fatalf("recovered %d: %v", len(n), err)
 			}
 			b.StopTimer()
 			_ = s.Close()

@@ -48,7 +48,8 @@ type Driver interface {
 	DueDeadlines(ctx context.Context, now time.Time, limit int) ([]DueQuestion, error)
 	NextDeadline(ctx context.Context) (at time.Time, ok bool, err error)
 
-	Recover(ctx context.Context) (interrupted int, err error)
+	// Recover returns the runs it interrupted (each after its commit).
+	Recover(ctx context.Context) ([]Interrupted, error)
 	Prune(ctx context.Context, before time.Time) (int, error)
 	// Key is the 32-byte key for sealing resume tokens, the same for
 	// every process sharing the store.
@@ -63,6 +64,16 @@ type Driver interface {
 }
 
 var _ Driver = (*Store)(nil)
+
+// Interrupted is a run Recover interrupted: what its audit line names.
+type Interrupted struct {
+	ID, Workflow, Owner string
+	// InFlight are the steps that were executing.
+	InFlight []string
+	// Holder is the replica that held the run when it was taken over
+	// (PostgreSQL; "" with bbolt or when no replica held it).
+	Holder string
+}
 
 // ErrFenced: a write for a running run from a process that no longer
 // holds it (another replica took it over, or this one's lease lapsed).

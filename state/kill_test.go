@@ -213,7 +213,7 @@ func TestKillMidWrite(t *testing.T) {
 			t.Fatalf("round %d after Recover: %v", round, err)
 		}
 		runs := listAll(t, s, Filter{})
-		t.Logf("round %d: killed after %d acknowledged transitions; %d runs in the file, %d interrupted", round, acks, len(runs), n)
+		t.Logf("round %d: killed after %d acknowledged transitions; %d runs in the file, %d interrupted", round, acks, len(runs), len(n))
 		// The next child leaves these runs alone: what is in the file now
 		// (acknowledged or not) is what the next round must find.
 		for id := range last {

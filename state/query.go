@@ -167,18 +167,19 @@ func (s *Store) NextDeadline(ctx context.Context) (at time.Time, ok bool, err er
 }
 
 // Recover marks every running run interrupted (history "interrupted") and
-// returns how many. Call it once at startup, before this process runs
+// returns them. Call it once at startup, before this process runs
 // anything: a run still marked running was executing when vmcp stopped.
 // Waiting runs are untouched. Runs are moved a thousand per commit.
-func (s *Store) Recover(ctx context.Context) (interrupted int, err error) {
+func (s *Store) Recover(ctx context.Context) (interrupted []Interrupted, err error) {
 	now := s.now()
 	for {
 		if err := ctx.Err(); err != nil {
 			return interrupted, err
 		}
 		n := 0
+		var batch []Interrupted
 		err := s.db.Update(func(tx *bbolt.Tx) error {
-			n = 0
+			n, batch = 0, batch[:0]
 			prefix := lp(nil, StatusRunning)
 			c := tx.Bucket(bIxStatus).Cursor()
 			var ids []string
@@ -197,6 +198,7 @@ func (s *Store) Recover(ctx context.Context) (interrupted int, err error) {
 				if err := putDoc(tx, old, d); err != nil {
 					return err
 				}
+				batch = append(batch, Interrupted{ID: id, Workflow: d.Workflow, Owner: d.Owner, InFlight: d.InFlight})
 			}
 			n = len(ids)
 			return nil
@@ -204,13 +206,13 @@ func (s *Store) Recover(ctx context.Context) (interrupted int, err error) {
 		if err = mapErr(err); err != nil {
 			return interrupted, err
 		}
-		interrupted += n
+		interrupted = append(interrupted, batch...)
 		if n < maintenanceTxnLimit {
 			break
 		}
 	}
-	if interrupted > 0 {
-		s.log.Info("runs interrupted by the last stop", "count", interrupted, "path", s.path)
+	if len(interrupted) > 0 {
+		s.log.Info("runs interrupted by the last stop", "count", len(interrupted), "path", s.path)
 	}
 	return interrupted, nil
 }

@@ -714,8 +714,8 @@ func TestRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := s.Recover(ctx)
-	if err != nil || n != len(running) {
-		t.Fatalf("recovered %d of %d: %v", n, len(running), err)
+	if err != nil || len(n) != len(running) {
+		t.Fatalf("recovered %d of %d: %v", len(n), len(running), err)
 	}
 	r, _ := s.Get(ctx, running[0])
 	last := r.History[len(r.History)-1]
@@ -728,8 +728,8 @@ func TestRecover(t *testing.T) {
 			t.Fatalf("waiting run touched: %+v", r)
 		}
 	}
-	if n, err := s.Recover(ctx); n != 0 || err != nil {
-		t.Fatalf("second recover: %d %v", n, err)
+	if n, err := s.Recover(ctx); len(n) != 0 || err != nil {
+		t.Fatalf("second recover: %d %v", len(n), err)
 	}
 	mustCheck(t, s)
 }

@@ -30,6 +30,9 @@ const (
 	AuditRunCancelled   = "run.cancelled"
 	AuditRunFinished    = "run.finished"
 	AuditBackendChanged = "backend.state_changed"
+	AuditRunInterrupted = "run.interrupted"
+	AuditRunTakenOver   = "run.taken_over"
+	AuditConfigReloaded = "config.reloaded"
 )
 
 // AuditConfig is the audit block.

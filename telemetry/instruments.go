@@ -13,7 +13,6 @@ import (
 type instruments struct {
 	serverDur       metric.Float64Histogram
 	clientDur       metric.Float64Histogram
-	inFlight        metric.Int64UpDownCounter
 	sessionDur      metric.Float64Histogram
 	sessionsActive  metric.Int64UpDownCounter
 	runsStarted     metric.Int64Counter
@@ -30,6 +29,10 @@ type instruments struct {
 	authzDenied     metric.Int64Counter
 	auditEvents     metric.Int64Counter
 	auditFailures   metric.Int64Counter
+	resume          metric.Float64Histogram
+	stateCommit     metric.Float64Histogram
+	stateTakeovers  metric.Int64Counter
+	circuitChanges  metric.Int64Counter
 
 	sets labelSets
 }
@@ -65,7 +68,6 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	}
 	in.serverDur = hist(MetricServerDuration, "MCP requests vmcp served, as its clients see them.", OperationBuckets)
 	in.clientDur = hist(MetricClientDuration, "MCP requests vmcp sent to backends (and elicitations to clients).", OperationBuckets)
-	in.inFlight = updown(MetricInFlight, "MCP requests being served now.")
 	in.sessionDur = hist(MetricSessionDuration, "Length of ended MCP sessions.", SessionBuckets)
 	in.sessionsActive = updown(MetricSessionsActive, "Open MCP sessions.")
 	in.runsStarted = counter(MetricRunsStarted, "Composite runs started.")
@@ -82,7 +84,21 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	in.authzDenied = counter(MetricAuthzDenied, "Requests and composite steps refused by an authorization policy, by what was refused (tool, step_tool, prompt, resource).")
 	in.auditEvents = counter(MetricAuditEvents, "Audit lines written.")
 	in.auditFailures = counter(MetricAuditWriteFailures, "Audit lines that could not be written.")
+	in.resume = hist(MetricResume, "Time from an answer's claim being committed to the resumed run's next backend call being dispatched.", OperationBuckets)
+	in.stateCommit = hist(MetricStateCommit, "Duration of one state-store transition (its durable commit), by driver, operation and outcome (ok, refused, fenced, error).", PersistBuckets)
+	in.stateTakeovers = counter(MetricStateTakeovers, "Runs taken over from a replica whose lease expired (PostgreSQL).")
+	in.circuitChanges = counter(MetricCircuitTransitions, "Circuit breaker transitions per backend, by the state entered.")
 	if err != nil {
+		return nil, err
+	}
+	inFlight, err := m.Int64ObservableGauge(MetricInFlight, metric.WithDescription("MCP requests being served now."))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		in.sets.observeFlights(o, inFlight)
+		return nil
+	}, inFlight); err != nil {
 		return nil, err
 	}
 	return &in, nil
@@ -181,6 +197,42 @@ func (t *T) AuthzDenied(ctx context.Context, kind string) {
 	t.m.authzDenied.Add(ctx, 1, attrs(KeyReason.String(kind)))
 }
 
+// Resumed records the time from an answer's claim to the resumed run's
+// next backend call (driver: bbolt, postgres).
+func (t *T) Resumed(ctx context.Context, driver string, d time.Duration) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.resume.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), attribute.KeyValue{}, attribute.KeyValue{})...)
+}
+
+// StateCommitted records one store transition: op is the driver method
+// (create, checkpoint, pause, claim, …), outcome ok, refused (a
+// transition refused by the run's state), fenced or error.
+func (t *T) StateCommitted(ctx context.Context, driver, op, outcome string, d time.Duration) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.stateCommit.Record(ctx, d.Seconds(), t.m.sets.small(KeyDriver.String(driver), KeyOp.String(op), KeyResult.String(outcome))...)
+}
+
+// TakenOver counts runs taken over from a dead replica.
+func (t *T) TakenOver(ctx context.Context, driver string, n int) {
+	if t == nil || t.m == nil || n <= 0 {
+		return
+	}
+	t.m.stateTakeovers.Add(ctx, int64(n), attrs(KeyDriver.String(driver)))
+}
+
+// CircuitChanged counts a circuit breaker transition (to: closed, open,
+// half_open).
+func (t *T) CircuitChanged(ctx context.Context, backend, to string) {
+	if t == nil || t.m == nil {
+		return
+	}
+	t.m.circuitChanges.Add(ctx, 1, attrs(KeyBackend.String(backend), KeyTo.String(to)))
+}
+
 // session is an open session-era (pre-2026-07-28) MCP session.
 type session struct {
 	start               time.Time
@@ -245,6 +297,9 @@ type Gauges struct {
 	// most every RunsEvery (0: 15 s), since it reads the store.
 	Runs      func(context.Context) map[string]int
 	RunsEvery time.Duration
+	// Replicas counts the live replicas sharing the store (-1: not
+	// applicable, e.g. bbolt: no series); read with Runs' cache period.
+	Replicas func(context.Context) int
 	// Backends reports each backend's health.
 	Backends func() []BackendState
 	// CatalogTools counts the advertised tools per backend.
@@ -253,9 +308,10 @@ type Gauges struct {
 
 // BackendState is one backend's health as the gauges show it.
 type BackendState struct {
-	Name        string
-	Up          bool
-	CircuitOpen bool
+	Name string
+	Up   bool
+	// Circuit is closed, open or half_open ("" is closed).
+	Circuit string
 	// Connects counts (re)connections (stdio restarts included).
 	Connects int64
 }
@@ -271,9 +327,11 @@ func (t *T) RegisterGauges(g Gauges) error {
 		every = 15 * time.Second
 	}
 	var (
-		mu     sync.Mutex
-		cached map[string]int
-		at     time.Time
+		mu       sync.Mutex
+		cached   map[string]int
+		at       time.Time
+		replicas = -1
+		repAt    time.Time
 	)
 	runs, err := m.Int64ObservableGauge(MetricRuns, metric.WithDescription("Runs in the store by non-final status (every replica reports the store's value: aggregate with max)."))
 	if err != nil {
@@ -287,7 +345,11 @@ func (t *T) RegisterGauges(g Gauges) error {
 	if err != nil {
 		return err
 	}
-	circuit, err := m.Int64ObservableGauge(MetricBackendCircuit, metric.WithDescription("Circuit breaker state per backend: 1 for the current state (closed or open), 0 for the other."))
+	circuit, err := m.Int64ObservableGauge(MetricBackendCircuit, metric.WithDescription("Circuit breaker state per backend: 1 for the current state (closed, open or half_open), 0 for the others."))
+	if err != nil {
+		return err
+	}
+	reps, err := m.Int64ObservableGauge(MetricReplicas, metric.WithDescription("Live replicas sharing the state store (PostgreSQL; every replica reports the store's value: aggregate with max)."))
 	if err != nil {
 		return err
 	}
@@ -306,6 +368,16 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 			mu.Unlock()
 		}
+		if g.Replicas != nil {
+			mu.Lock()
+			if repAt.IsZero() || time.Since(repAt) >= every {
+				replicas, repAt = g.Replicas(ctx), time.Now()
+			}
+			if replicas >= 0 {
+				o.ObserveInt64(reps, int64(replicas))
+			}
+			mu.Unlock()
+		}
 		if g.Backends != nil {
 			b01 := func(b bool) int64 {
 				if b {
@@ -316,8 +388,13 @@ func (t *T) RegisterGauges(g Gauges) error {
 			for _, b := range g.Backends() {
 				name := KeyBackend.String(b.Name)
 				o.ObserveInt64(up, b01(b.Up), metric.WithAttributes(name))
-				o.ObserveInt64(circuit, b01(!b.CircuitOpen), metric.WithAttributes(name, KeyState.String("closed")))
-				o.ObserveInt64(circuit, b01(b.CircuitOpen), metric.WithAttributes(name, KeyState.String("open")))
+				cur := b.Circuit
+				if cur == "" {
+					cur = "closed"
+				}
+				for _, s := range []string{"closed", "open", "half_open"} {
+					o.ObserveInt64(circuit, b01(cur == s), metric.WithAttributes(name, KeyState.String(s)))
+				}
 				o.ObserveInt64(connects, b.Connects, metric.WithAttributes(name))
 			}
 		}
@@ -327,6 +404,6 @@ func (t *T) RegisterGauges(g Gauges) error {
 			}
 		}
 		return nil
-	}, runs, up, tools, circuit, connects)
+	}, runs, up, tools, circuit, connects, reps)
 	return err
 }

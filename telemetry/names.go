@@ -35,6 +35,10 @@ const (
 	KeyEvent    = attribute.Key("event")
 	KeyState    = attribute.Key("state")
 	KeyStepKind = attribute.Key("step_kind")
+	KeyOp       = attribute.Key("op")
+	KeyTo       = attribute.Key("to")
+	// KeyResult is the metric label "outcome" (ok, refused, fenced, error).
+	KeyResult = attribute.Key("outcome")
 )
 
 // Metric (OTel instrument) names; the Prometheus exporter turns the dots
@@ -64,6 +68,11 @@ const (
 	MetricAuthzDenied        = "vmcp.authz.denied"
 	MetricAuditEvents        = "vmcp.audit.events"
 	MetricAuditWriteFailures = "vmcp.audit.write_failures"
+	MetricResume             = "vmcp.resume"
+	MetricStateCommit        = "vmcp.state.commit"
+	MetricStateTakeovers     = "vmcp.state.takeovers"
+	MetricReplicas           = "vmcp.replicas"
+	MetricCircuitTransitions = "vmcp.backend.circuit_transitions"
 )
 
 // Error types (error.type): JSON-RPC codes as strings, plus these.

@@ -2,9 +2,11 @@ package telemetry
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -57,14 +59,76 @@ type Op struct {
 	labels labelKey
 	method attribute.KeyValue
 	server bool
+	flight *flight // server operations: the in-flight count to decrement
+	// errType and errMsg are a failure noted before End (Fail).
+	errType, errMsg string
 }
 
-func spanName(method, target string) string {
+type opKey struct{}
+
+// ContextWithOp returns ctx carrying op: the request's SERVER operation,
+// which handlers further down name (SetTarget) and fail (Fail).
+func ContextWithOp(ctx context.Context, op *Op) context.Context {
+	if op == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, opKey{}, op)
+}
+
+// OpFromContext is the SERVER operation in ctx (nil: none).
+func OpFromContext(ctx context.Context) *Op {
+	op, _ := ctx.Value(opKey{}).(*Op)
+	return op
+}
+
+// SetTarget names what a request is about once it is known: the span
+// becomes "{method} {tool|prompt}" with gen_ai.tool.name (and
+// gen_ai.operation.name execute_tool) or gen_ai.prompt.name, and the
+// duration gets the tool label. tool must be an advertised name (or
+// OtherTool).
+func (op *Op) SetTarget(tool, prompt string) {
+	if op == nil || (tool == "" && prompt == "") {
+		return
+	}
+	if op.span != nil && op.span.IsRecording() {
+		method := op.method.Value.AsString()
+		if tool != "" {
+			op.span.SetName(op.t.spanName(method, tool))
+			op.span.SetAttributes(KeyToolName.String(tool), KeyOperationName.String("execute_tool"))
+		} else {
+			op.span.SetName(op.t.spanName(method, prompt))
+			op.span.SetAttributes(KeyPromptName.String(prompt))
+		}
+	}
+	if op.hist != nil && op.t.toolLabel {
+		op.labels.tool, op.labels.prompt = tool, prompt
+	}
+}
+
+// Fail notes the operation's outcome before End (the first failure
+// noted wins; End's own errType, if any, overrides it).
+func (op *Op) Fail(errType, msg string) {
+	if op == nil || errType == "" || op.errType != "" {
+		return
+	}
+	op.errType, op.errMsg = errType, msg
+}
+
+// spanName is "{method} {target}", cached (targets are advertised
+// names, so the set is bounded): no concatenation per span.
+func (t *T) spanName(method, target string) string {
 	if target == "" {
 		return method
 	}
-	return method + " " + target
+	return lookup(&t.namesMu, &t.names, [2]string{method, target}, func() string { return method + " " + target })
 }
+
+// Span start options built once (an option boxed per call allocates).
+var (
+	serverKind   = trace.WithSpanKind(trace.SpanKindServer)
+	clientKind   = trace.WithSpanKind(trace.SpanKindClient)
+	internalKind = trace.WithSpanKind(trace.SpanKindInternal)
+)
 
 // StartServer starts the SERVER span of a request (its parent is the
 // trace context in the request's _meta) and counts it in flight.
@@ -81,36 +145,11 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
-		kv := make([]attribute.KeyValue, 0, 10)
-		kv = append(kv, op.method)
-		if r.Tool != "" {
-			kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
+		ctx, op.span = t.tracer.Start(ctx, t.spanName(r.Method, target), serverKind)
+		// Attributes only for a recorded span (the sampler reads none).
+		if op.span.IsRecording() {
+			op.span.SetAttributes(t.serverAttrs(r)...)
 		}
-		if r.Prompt != "" {
-			kv = append(kv, KeyPromptName.String(r.Prompt))
-		}
-		switch id := r.ID.(type) {
-		case nil:
-		case string:
-			kv = append(kv, KeyRequestID.String(id))
-		case int64:
-			kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
-		default:
-			kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
-		}
-		if r.Protocol != "" {
-			kv = append(kv, KeyProtocolVersion.String(r.Protocol))
-		}
-		if r.Session != "" {
-			kv = append(kv, KeySessionID.String(r.Session))
-		}
-		if r.Transport != "" {
-			kv = append(kv, KeyTransport.String(r.Transport))
-		}
-		if r.Client != "" {
-			kv = append(kv, KeyClientAddress.String(r.Client))
-		}
-		ctx, op.span = t.tracer.Start(ctx, spanName(r.Method, target), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(kv...))
 	}
 	if t.m != nil {
 		op.hist = t.m.serverDur
@@ -118,9 +157,44 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		if t.toolLabel {
 			op.labels.tool, op.labels.prompt = r.Tool, r.Prompt
 		}
-		t.m.inFlight.Add(ctx, 1, t.m.sets.inFlight(r.Method))
+		op.flight = t.m.sets.flight(r.Method)
+		op.flight.n.Add(1)
 	}
 	return ctx, op
+}
+
+// serverAttrs are a SERVER span's attributes.
+func (t *T) serverAttrs(r Request) []attribute.KeyValue {
+	kv := make([]attribute.KeyValue, 0, 10)
+	kv = append(kv, KeyMethod.String(r.Method))
+	if r.Tool != "" {
+		kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
+	}
+	if r.Prompt != "" {
+		kv = append(kv, KeyPromptName.String(r.Prompt))
+	}
+	switch id := r.ID.(type) {
+	case nil:
+	case string:
+		kv = append(kv, KeyRequestID.String(id))
+	case int64:
+		kv = append(kv, KeyRequestID.String(strconv.FormatInt(id, 10)))
+	default:
+		kv = append(kv, KeyRequestID.String(fmt.Sprint(id)))
+	}
+	if r.Protocol != "" {
+		kv = append(kv, KeyProtocolVersion.String(r.Protocol))
+	}
+	if r.Session != "" {
+		kv = append(kv, KeySessionID.String(r.Session))
+	}
+	if r.Transport != "" {
+		kv = append(kv, KeyTransport.String(r.Transport))
+	}
+	if r.Client != "" {
+		kv = append(kv, KeyClientAddress.String(r.Client))
+	}
+	return kv
 }
 
 // StartClient starts the CLIENT span of a call vmcp makes and returns the
@@ -137,6 +211,10 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		target = c.Step
 	}
 	if t.tracer != nil {
+		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
+		meta = t.InjectMeta(ctx, meta)
+	}
+	if op.span != nil && op.span.IsRecording() {
 		kv := make([]attribute.KeyValue, 0, 7)
 		kv = append(kv, op.method)
 		if c.Tool != "" {
@@ -154,8 +232,7 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		if c.Server != "" {
 			kv = append(kv, KeyServerAddress.String(c.Server))
 		}
-		ctx, op.span = t.tracer.Start(ctx, spanName(c.Method, target), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(kv...))
-		meta = t.InjectMeta(ctx, meta)
+		op.span.SetAttributes(kv...)
 	}
 	if t.m != nil {
 		op.hist = t.m.clientDur
@@ -174,6 +251,9 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if op == nil {
 		return
 	}
+	if errType == "" {
+		errType, msg = op.errType, op.errMsg
+	}
 	if op.span != nil {
 		if errType != "" {
 			op.span.SetAttributes(KeyErrorType.String(errType))
@@ -184,22 +264,50 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if op.hist != nil {
 		// The span's context (still in ctx) makes the exemplar.
 		op.labels.errType = errType
-		op.hist.Record(ctx, time.Since(op.start).Seconds(), op.t.m.sets.get(op.labels))
-		if op.server {
-			op.t.m.inFlight.Add(ctx, -1, op.t.m.sets.inFlight(op.labels.method))
+		op.hist.Record(ctx, time.Since(op.start).Seconds(), op.t.m.sets.get(op.labels)...)
+		if op.flight != nil {
+			op.flight.n.Add(-1)
 		}
 	}
 }
 
-// ServerOperation records a request served without a span of its own
-// (list methods, initialize, ping, the pre-serialised tools/list): its
+// ServerOperation records a request served outside mcp-go (the
+// pre-serialised tools/list): a SERVER span from start to now, and its
 // duration and outcome in the server operation histogram.
-func (t *T) ServerOperation(ctx context.Context, r Request, d time.Duration, errType string) {
-	if t == nil || t.m == nil {
+func (t *T) ServerOperation(ctx context.Context, r Request, start time.Time, errType string) {
+	if t == nil || (t.tracer == nil && t.m == nil) {
 		return
 	}
-	k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
-	t.m.serverDur.Record(ctx, d.Seconds(), t.m.sets.get(k))
+	if t.tracer != nil {
+		if _, ok := r.Meta["traceparent"]; ok {
+			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+		}
+		var span trace.Span
+		ctx, span = t.tracer.Start(ctx, r.Method, serverKind, trace.WithTimestamp(start),
+			trace.WithAttributes(t.serverAttrs(r)...))
+		if errType != "" {
+			span.SetAttributes(KeyErrorType.String(errType))
+			span.SetStatus(codes.Error, errType)
+		}
+		span.End()
+	}
+	if t.m != nil {
+		k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
+		t.m.serverDur.Record(ctx, time.Since(start).Seconds(), t.m.sets.get(k)...)
+	}
+}
+
+// ExtractMeta returns ctx with the trace context of an MCP request's
+// _meta (traceparent, tracestate, baggage when configured) as the parent
+// of what starts next.
+func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Context {
+	if t == nil || t.prop == nil {
+		return ctx
+	}
+	if _, ok := meta["traceparent"]; !ok {
+		return ctx
+	}
+	return t.prop.Extract(ctx, MetaCarrier(meta))
 }
 
 // SetAttributes adds span attributes (no metric labels).
@@ -228,7 +336,7 @@ func (t *T) StartSegment(ctx context.Context, workflow, runID, linkTo string) (c
 	}
 	s := &Segment{t: t, start: time.Now(), workflow: workflow}
 	if t.tracer != nil {
-		so := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
+		so := []trace.SpanStartOption{internalKind, trace.WithAttributes(
 			KeyOperationName.String("invoke_workflow"), KeyWorkflowName.String(workflow), KeyRunID.String(runID))}
 		if linkTo != "" {
 			lc := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": linkTo})
@@ -292,20 +400,49 @@ func TraceID(ctx context.Context) string {
 }
 
 // InjectMeta returns a copy of meta with ctx's trace context added
-// (traceparent, tracestate, and baggage when configured).
+// (traceparent, tracestate, and baggage when configured), replacing any
+// the client sent.
 func (t *T) InjectMeta(ctx context.Context, meta map[string]any) map[string]any {
 	if t == nil || t.prop == nil {
 		return meta
 	}
-	out := make(map[string]any, len(meta)+2)
+	out := make(map[string]any, len(meta)+1)
 	for k, v := range meta {
-		out[k] = v
+		switch k {
+		case "traceparent", "tracestate", "baggage":
+		default:
+			out[k] = v
+		}
 	}
-	delete(out, "traceparent")
-	delete(out, "tracestate")
-	delete(out, "baggage")
-	t.prop.Inject(ctx, MetaCarrier(out))
+	if t.baggage {
+		t.prop.Inject(ctx, MetaCarrier(out))
+		return out
+	}
+	// W3C trace context written directly (what propagation.TraceContext
+	// writes, without the carrier round trip).
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return out
+	}
+	out["traceparent"] = traceParent(sc)
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		out["tracestate"] = ts.String()
+	}
 	return out
+}
+
+// traceParent is sc's W3C traceparent header value.
+func traceParent(sc trace.SpanContext) string {
+	var b [55]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b[0], b[1], b[2] = '0', '0', '-'
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	flags := sc.TraceFlags() & trace.FlagsSampled
+	hex.Encode(b[53:55], []byte{byte(flags)})
+	return string(b[:])
 }
 
 // MetaCarrier adapts an MCP _meta object to the propagation API.
@@ -336,36 +473,88 @@ type labelKey struct {
 }
 
 type labelSets struct {
-	m       sync.Map // labelKey → metric.MeasurementOption
-	flights sync.Map // method → metric.MeasurementOption
+	mu      sync.RWMutex
+	ops     map[labelKey][]metric.RecordOption
+	flights map[string]*flight
+	smalls  map[[3]attribute.KeyValue][]metric.RecordOption
 }
 
-func (s *labelSets) get(k labelKey) metric.MeasurementOption {
-	if v, ok := s.m.Load(k); ok {
-		return v.(metric.MeasurementOption)
-	}
-	kv := make([]attribute.KeyValue, 0, 6)
-	kv = append(kv, KeyMethod.String(k.method), KeyErrorType.String(k.errType))
-	if k.tool != "" {
-		kv = append(kv, KeyToolName.String(k.tool))
-	}
-	if k.prompt != "" {
-		kv = append(kv, KeyPromptName.String(k.prompt))
-	}
-	if k.server {
-		kv = append(kv, KeyProtocolVersion.String(k.protocol), KeyTransport.String(k.transport))
-	} else {
-		kv = append(kv, KeyBackend.String(k.backend))
-	}
-	o := metric.WithAttributeSet(attribute.NewSet(kv...))
-	v, _ := s.m.LoadOrStore(k, o)
-	return v.(metric.MeasurementOption)
+// flight counts one method's requests in progress (read by the
+// vmcp.requests.in_flight observable gauge: no SDK call per request).
+type flight struct {
+	n   atomic.Int64
+	set attribute.Set
 }
 
-func (s *labelSets) inFlight(method string) metric.MeasurementOption {
-	if v, ok := s.flights.Load(method); ok {
-		return v.(metric.MeasurementOption)
+// lookup returns the cached value of k in m, building it once. Typed maps
+// (not sync.Map) so that a lookup boxes nothing: the steady state
+// allocates nothing here.
+func lookup[K comparable, V any](mu *sync.RWMutex, m *map[K]V, k K, build func() V) V {
+	mu.RLock()
+	v, ok := (*m)[k]
+	mu.RUnlock()
+	if ok {
+		return v
 	}
-	v, _ := s.flights.LoadOrStore(method, metric.WithAttributeSet(attribute.NewSet(KeyMethod.String(method))))
-	return v.(metric.MeasurementOption)
+	mu.Lock()
+	defer mu.Unlock()
+	if v, ok := (*m)[k]; ok {
+		return v
+	}
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	v = build()
+	(*m)[k] = v
+	return v
+}
+
+// get returns the options of k's label set as a slice (passed on with
+// "opts...", so a Record allocates no variadic slice).
+func (s *labelSets) get(k labelKey) []metric.RecordOption {
+	return lookup(&s.mu, &s.ops, k, func() []metric.RecordOption {
+		kv := make([]attribute.KeyValue, 0, 6)
+		kv = append(kv, KeyMethod.String(k.method), KeyErrorType.String(k.errType))
+		if k.tool != "" {
+			kv = append(kv, KeyToolName.String(k.tool))
+		}
+		if k.prompt != "" {
+			kv = append(kv, KeyPromptName.String(k.prompt))
+		}
+		if k.server {
+			kv = append(kv, KeyProtocolVersion.String(k.protocol), KeyTransport.String(k.transport))
+		} else {
+			kv = append(kv, KeyBackend.String(k.backend))
+		}
+		return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+	})
+}
+
+func (s *labelSets) flight(method string) *flight {
+	return lookup(&s.mu, &s.flights, method, func() *flight {
+		return &flight{set: attribute.NewSet(KeyMethod.String(method))}
+	})
+}
+
+// small caches the set of up to three bounded labels (unused ones are
+// the zero KeyValue).
+func (s *labelSets) small(a, b, c attribute.KeyValue) []metric.RecordOption {
+	return lookup(&s.mu, &s.smalls, [3]attribute.KeyValue{a, b, c}, func() []metric.RecordOption {
+		kv := make([]attribute.KeyValue, 0, 3)
+		for _, x := range []attribute.KeyValue{a, b, c} {
+			if x.Key != "" {
+				kv = append(kv, x)
+			}
+		}
+		return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+	})
+}
+
+// observeFlights reports the in-flight counts.
+func (s *labelSets) observeFlights(o metric.Observer, g metric.Int64Observable) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, f := range s.flights {
+		o.ObserveInt64(g, f.n.Load(), metric.WithAttributeSet(f.set))
+	}
 }

@@ -98,6 +98,10 @@ type T struct {
 
 	sessions sync.Map // session id → *session
 
+	baggage bool // propagate baggage to backends
+	namesMu sync.RWMutex
+	names   map[[2]string]string // span names by (method, target)
+
 	closers []func(context.Context) error
 	once    sync.Once
 }
@@ -225,6 +229,7 @@ func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, res *re
 	props := []propagation.TextMapPropagator{propagation.TraceContext{}}
 	if cfg.Traces.PropagateBaggage {
 		props = append(props, propagation.Baggage{})
+		t.baggage = true
 	}
 	t.prop = propagation.NewCompositeTextMapPropagator(props...)
 	return nil

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -196,3 +198,62 @@ func TestAuditDigestsAndRedaction(t *testing.T) {
 }
 
 var _ sdktrace.SpanProcessor = (*tracetest.SpanRecorder)(nil)
+
+// A log line written with a traced context carries trace_id and span_id;
+// one without a span (or with an unsampled one) carries neither.
+func TestLogHandlerAddsTraceIDs(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(LogHandler(slog.NewJSONHandler(&buf, nil))).With("component", "test")
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, span := tp.Tracer("t").Start(context.Background(), "op")
+	log.InfoContext(ctx, "inside")
+	span.End()
+	log.InfoContext(context.Background(), "outside")
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: span.SpanContext().TraceID(), SpanID: span.SpanContext().SpanID()}))
+	log.InfoContext(unsampled, "unsampled")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines: %s", len(lines), buf.String())
+	}
+	var in, out, un map[string]any
+	for i, m := range []*map[string]any{&in, &out, &un} {
+		if err := json.Unmarshal([]byte(lines[i]), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if in["trace_id"] != span.SpanContext().TraceID().String() || in["span_id"] != span.SpanContext().SpanID().String() || in["component"] != "test" {
+		t.Errorf("traced line: %v", in)
+	}
+	for _, m := range []map[string]any{out, un} {
+		if _, ok := m["trace_id"]; ok {
+			t.Errorf("line without a sampled span has trace_id: %v", m)
+		}
+	}
+}
+
+// InjectMeta writes what the W3C propagator writes (sampled or not, with
+// tracestate), replaces the client's trace keys and keeps the others.
+func TestInjectMetaMatchesPropagator(t *testing.T) {
+	tel, err := New(context.Background(), Config{}, &Options{SpanProcessor: tracetest.NewSpanRecorder(), Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	ts, _ := trace.ParseTraceState("vendor=abc,other=1")
+	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1, 2, 3}, SpanID: trace.SpanID{0, 0xf0, 0x67, 9}, TraceFlags: flags, TraceState: ts})
+		ctx := trace.ContextWithSpanContext(context.Background(), sc)
+		in := map[string]any{"traceparent": "00-client-client-01", "tracestate": "x=y", "progressToken": 3}
+		got := tel.InjectMeta(ctx, in)
+		want := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, want)
+		if got["traceparent"] != want["traceparent"] || got["tracestate"] != want["tracestate"] || got["progressToken"] != 3 || len(got) != 3 {
+			t.Errorf("flags %v: InjectMeta %v, propagator %v", flags, got, want)
+		}
+		if in["traceparent"] != "00-client-client-01" {
+			t.Error("InjectMeta modified its argument")
+		}
+	}
+}

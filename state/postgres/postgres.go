@@ -100,6 +100,9 @@ type Options struct {
 	// the sweep but not by Recover (see Recover). It runs on the caller's
 	// goroutine and must not block.
 	OnTakeover func(ids []string)
+	// OnSweep receives the runs a background sweep interrupted (taken
+	// over from replicas whose lease expired), after the commit.
+	OnSweep func(context.Context, []state.Interrupted)
 }
 
 // Store is a state driver on PostgreSQL. It is safe for concurrent use, by
@@ -112,6 +115,8 @@ type Store struct {
 	keep   time.Duration
 	keys   [][]byte
 	log    *slog.Logger
+	// onSweep: Options.OnSweep.
+	onSweep func(context.Context, []state.Interrupted)
 
 	mu   sync.Mutex
 	held map[string]int64 // runs this replica claimed → epoch of the claim
@@ -192,7 +197,8 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096), onTakeover: o.OnTakeover}
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096),
+		onTakeover: o.OnTakeover, onSweep: o.OnSweep}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
 		_, err = pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL WHERE holder = $1 AND status = 'running'`, id)
@@ -488,13 +494,21 @@ func (s *Store) heartbeatLoop(ctx context.Context, every time.Duration) {
 
 func (s *Store) sweepLoop(ctx context.Context, every time.Duration) {
 	s.tick(ctx, every, func() {
-		ids, _, err := s.interruptOrphans(ctx)
+		done, err := s.interruptOrphans(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("state sweep failed", "replica", s.me, "err", err)
 		}
-		if len(ids) > 0 {
-			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", len(ids))
+		// Runs of batches committed before an error are reported too.
+		if len(done) > 0 {
+			s.log.Warn("took over runs of a replica that stopped; they are interrupted", "runs", len(done))
+			if s.onSweep != nil {
+				s.onSweep(ctx, done)
+			}
 			if s.onTakeover != nil {
+				ids := make([]string, len(done))
+				for i, o := range done {
+					ids[i] = o.ID
+				}
 				s.onTakeover(ids)
 			}
 		}

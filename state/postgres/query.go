@@ -146,31 +146,38 @@ func (s *Store) NextDeadline(ctx context.Context) (time.Time, bool, error) {
 // a replica whose lease expired (history "interrupted", epoch + 1, so the
 // old holder is fenced). Several replicas may sweep at once: rows are
 // claimed FOR UPDATE SKIP LOCKED, so each run is taken over once. It
-// returns how many runs it interrupted; runs of live replicas, this one
-// included, are left alone.
+// returns the runs it interrupted (Holder: the replica that held each);
+// runs of live replicas, this one included, are left alone.
 //
 // Runs taken from another replica whose lease expired are handed to
 // Options.OnTakeover, as the sweep's are; runs left without a holder (this
 // replica's previous life, with a stable ReplicaID) are not: after a
 // restart they wait for a resume, as with bbolt.
-func (s *Store) Recover(ctx context.Context) (int, error) {
-	ids, taken, err := s.interruptOrphans(ctx)
+func (s *Store) Recover(ctx context.Context) ([]state.Interrupted, error) {
+	all, err := s.interruptOrphans(ctx)
+	var taken []string
+	for _, o := range all {
+		if o.Holder != "" {
+			taken = append(taken, o.ID)
+		}
+	}
 	if len(taken) > 0 && s.onTakeover != nil {
 		s.onTakeover(taken)
 	}
-	return len(ids), err
+	return all, err
 }
 
-// interruptOrphans is Recover, returning the ids of the runs it
-// interrupted (committed, even when a later batch fails), and among them
-// those that had a holder (another replica whose lease expired).
-func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err error) {
+// interruptOrphans is Recover without the OnTakeover hand-over: it
+// returns the runs it interrupted (committed, even when a later batch
+// fails), each announced as a change hint.
+func (s *Store) interruptOrphans(ctx context.Context) ([]state.Interrupted, error) {
+	var total []state.Interrupted
 	for {
 		n := 0
-		var ids, held []string
+		var done []state.Interrupted
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			n = 0
-			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp(), r.holder IS NOT NULL FROM vmcp_runs r
+			n, done = 0, done[:0]
+			rows, err := tx.Query(ctx, `SELECT r.id, r.doc, clock_timestamp(), coalesce(r.holder, '') FROM vmcp_runs r
 				WHERE r.status = 'running' AND (r.holder IS NULL OR NOT EXISTS
 				  (SELECT 1 FROM vmcp_replicas p WHERE p.id = r.holder AND p.expires_at > now()))
 				LIMIT $1 FOR UPDATE OF r SKIP LOCKED`, maintenanceBatch)
@@ -178,21 +185,20 @@ func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err 
 				return err
 			}
 			type orphan struct {
-				id   string
-				doc  []byte
-				at   time.Time
-				held bool
+				id     string
+				doc    []byte
+				at     time.Time
+				holder string
 			}
 			orphans, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (orphan, error) {
 				var o orphan
-				err := r.Scan(&o.id, &o.doc, &o.at, &o.held)
+				err := r.Scan(&o.id, &o.doc, &o.at, &o.holder)
 				return o, err
 			})
 			if err != nil {
 				return err
 			}
 			batch := &pgx.Batch{}
-			ids, held = ids[:0], held[:0]
 			for _, o := range orphans {
 				r, err := state.DecodeDocument(o.doc)
 				if err != nil {
@@ -200,10 +206,6 @@ func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err 
 					// stop every takeover.
 					s.log.Error("recover: skipping a run that cannot be read", "run_id", o.id, "err", err)
 					continue
-				}
-				ids = append(ids, o.id)
-				if o.held {
-					held = append(held, o.id)
 				}
 				now := o.at.UTC()
 				if now.Before(r.Updated) {
@@ -218,6 +220,7 @@ func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err 
 				}
 				batch.Queue(`UPDATE vmcp_runs SET status = 'interrupted', holder = NULL, epoch = epoch + 1, doc = $2, summary = $3, updated_at = $4
 					WHERE id = $1`, o.id, doc, summary, now)
+				done = append(done, state.Interrupted{ID: o.id, Workflow: r.Workflow, Owner: r.Owner, InFlight: r.InFlight, Holder: o.holder})
 			}
 			if len(orphans) > 0 {
 				if err := tx.SendBatch(ctx, batch).Close(); err != nil {
@@ -228,11 +231,14 @@ func (s *Store) interruptOrphans(ctx context.Context) (all, taken []string, err 
 			return nil
 		})
 		if err != nil {
-			return all, taken, mapErr(fmt.Errorf("recover runs: %w", err))
+			return total, mapErr(fmt.Errorf("recover runs: %w", err))
 		}
-		all, taken = append(all, ids...), append(taken, held...)
+		for _, o := range done {
+			s.changed(o.ID, state.StatusInterrupted) // committed: waiters re-read
+		}
+		total = append(total, done...)
 		if n < maintenanceBatch {
-			return all, taken, nil
+			return total, nil
 		}
 	}
 }

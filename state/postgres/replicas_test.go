@@ -54,15 +54,15 @@ func TestTakeoverFencesTheOldHolder(t *testing.T) {
 	if err := b.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("checkpoint by a replica that does not hold the run: %v", err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 0 {
-		t.Fatalf("recover while the holder is live: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("recover while the holder is live: %d, %v", len(n), err)
 	}
 	// A's lease lapses (as if it stopped heartbeating an hour ago).
 	if _, err := b.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, a.ReplicaID()); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 1 {
-		t.Fatalf("recover after the lease expired: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 1 || n[0].ID != r.ID || n[0].Holder != a.ReplicaID() || n[0].Workflow != r.Workflow {
+		t.Fatalf("recover after the lease expired: %+v, %v (want run %s taken from replica %s)", n, err, r.ID, a.ReplicaID())
 	}
 	for name, write := range map[string]func() error{
 		"checkpoint": func() error { return a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":2}`), nil) },
@@ -318,8 +318,8 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	var reported []string
 	ro.OnTakeover = func(ids []string) { reported = append(reported, ids...) }
 	again := replica(t, dsn, ro)
-	if n, err := again.Recover(ctx); err != nil || n != 1 {
-		t.Fatalf("recover after the restart: %d, %v", n, err)
+	if n, err := again.Recover(ctx); err != nil || len(n) != 1 || n[0].ID != mine.ID || n[0].Holder != "" {
+		t.Fatalf("recover after the restart: %+v, %v (own runs are released at Open: no holder)", n, err)
 	}
 	if r, _ := again.Get(ctx, mine.ID); r.Status != state.StatusInterrupted {
 		t.Fatalf("own run after the restart: %s", r.Status)
@@ -335,8 +335,8 @@ func TestStableReplicaIDRecoversAtOnce(t *testing.T) {
 	if _, err := again.Pool().Exec(ctx, `UPDATE vmcp_replicas SET expires_at = now() - interval '1 second' WHERE id = $1`, other.ReplicaID()); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := again.Recover(ctx); err != nil || n != 1 || len(reported) != 1 || reported[0] != theirs.ID {
-		t.Fatalf("recover after the other replica's lease expired: %d, %v, reported %v", n, err, reported)
+	if n, err := again.Recover(ctx); err != nil || len(n) != 1 || len(reported) != 1 || reported[0] != theirs.ID {
+		t.Fatalf("recover after the other replica's lease expired: %v, %v, reported %v", n, err, reported)
 	}
 }
 
@@ -471,8 +471,8 @@ func TestReleaseHandsARunToTheSweep(t *testing.T) {
 	if err := a.Create(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 0 {
-		t.Fatalf("recover while A holds the run: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("recover while A holds the run: %v, %v", n, err)
 	}
 	if held, err := a.Holds(ctx, r.ID); err != nil || !held {
 		t.Fatalf("A holds its new run: %v %v", held, err)
@@ -489,8 +489,8 @@ func TestReleaseHandsARunToTheSweep(t *testing.T) {
 	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":1}`), nil); !errors.Is(err, state.ErrFenced) {
 		t.Fatalf("checkpoint after the release: %v, want fenced", err)
 	}
-	if n, err := b.Recover(ctx); err != nil || n != 1 {
-		t.Fatalf("recover after A released the run: %d, %v", n, err)
+	if n, err := b.Recover(ctx); err != nil || len(n) != 1 {
+		t.Fatalf("recover after A released the run: %v, %v", n, err)
 	}
 	if _, err := b.Resume(ctx, r.ID, "vmcp"); err != nil {
 		t.Fatal(err)

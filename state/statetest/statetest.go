@@ -639,8 +639,11 @@ func testRecover(t *testing.T, open Opener) {
 	}
 	s2 := openClosed(t, open)
 	n, err := s2.Recover(ctx)
-	if err != nil || n != 1 {
-		t.Fatalf("recovered %d, %v; want 1", n, err)
+	if err != nil || len(n) != 1 {
+		t.Fatalf("recovered %d, %v; want 1", len(n), err)
+	}
+	if got := n[0]; got.ID != running.ID || got.Workflow != "deploy" || got.Owner != "alice" || !slices.Equal(got.InFlight, []string{"call_api"}) {
+		t.Fatalf("Recover reported %+v; want run %s (deploy, alice, in flight call_api)", got, running.ID)
 	}
 	r, _ := s2.Get(ctx, running.ID)
 	last := r.History[len(r.History)-1]
@@ -650,8 +653,8 @@ func testRecover(t *testing.T, open Opener) {
 	if w, _ := s2.Get(ctx, waiting.ID); w.Status != state.StatusWaiting {
 		t.Fatalf("waiting run became %s", w.Status)
 	}
-	if n, err := s2.Recover(ctx); err != nil || n != 0 {
-		t.Fatalf("second recover: %d, %v", n, err)
+	if n, err := s2.Recover(ctx); err != nil || len(n) != 0 {
+		t.Fatalf("second recover: %d, %v", len(n), err)
 	}
 	if _, err := s2.Claim(ctx, waiting.ID, "a", 1, "bob", json.RawMessage(`{}`)); err != nil {
 		t.Fatalf("answer after the restart: %v", err)
