@@ -69,6 +69,20 @@ func TestAuditTakeoverPostgres(t *testing.T) {
 	if tg["run"] != r.ID || d["from_replica"] != "replica-gone" || d["replica"] != storeReplica(g.runs.store) || d["replica"] == "" {
 		t.Errorf("run.taken_over: %v", took[0])
 	}
+	// The telemetry wrapper must not hide the driver's optional
+	// capabilities: shared sessions, release and lease lapses.
+	if _, wrapped := g.runs.store.(*observedStore); !wrapped {
+		t.Error("the state driver is not timed by telemetry (observedStore)")
+	}
+	if g.sess.shared() == nil {
+		t.Error("sessions are not shared through PostgreSQL when telemetry is on")
+	}
+	if _, ok := g.runs.base.(releaser); !ok {
+		t.Error("the driver's Release is hidden from the takeover code when telemetry is on")
+	}
+	if _, ok := g.runs.base.(lapser); !ok {
+		t.Error("the driver's lease lapses are hidden from the takeover code when telemetry is on")
+	}
 	if run, err := g.runs.store.Get(t.Context(), r.ID); err != nil || run.Status != state.StatusInterrupted {
 		t.Errorf("the run after the takeover: %v %v", run, err)
 	}
