@@ -44,7 +44,7 @@ var scriptedResults = map[string]string{
 	// top-level field, no resultType
 	"text": `{"content":[{"type":"text","text":"hi \u00e9\u2028","annotations":{"audience":["user"],"priority":0.5},"x-extra":{"keep":[1,2.50,"x"]}}],"_meta":{"k":"v","n":1},"unknownTop":true}`,
 	// an image, audio, a resource link and a content type mcp-go does not know
-	"media": `{"content":[{"type":"image","data":"aGk=","mimeType":"image/png"},{"type":"audio","data":"AAA=","mimeType":"audio/wav"},{"type":"resource_link","uri":"file:///x","name":"x"},{"type":"hologram","payload":{"a":[1,2]}}]}`,
+	"media":      `{"content":[{"type":"image","data":"aGk=","mimeType":"image/png"},{"type":"audio","data":"AAA=","mimeType":"audio/wav"},{"type":"resource_link","uri":"file:///x","name":"x"},{"type":"hologram","payload":{"a":[1,2]}}]}`,
 	"structured": `{"content":[{"type":"text","text":"{\"n\":1}"}],"structuredContent":{"n":1,"deep":{"x":null,"big":12345678901234567890}}}`,
 	"fails":      `{"content":[{"type":"text","text":"bad input"}],"isError":true}`,
 	"nocontent":  `{"structuredContent":{"a":1}}`,

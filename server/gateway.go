@@ -43,6 +43,10 @@ type Options struct {
 	// block (tests hand in span recorders and manual readers); the caller
 	// shuts it down.
 	Telemetry *telemetry.T
+	// DisableRawCalls sends every backend tools/call through mcp-go's
+	// client (no lean path for streamable-HTTP backends, see
+	// docs/gateway.md): for comparisons and diagnosis.
+	DisableRawCalls bool
 }
 
 // Gateway is one vmcp: backends, the engine, the catalogue and the MCP
@@ -138,6 +142,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 		Logger: g.log, Relay: relay{g}, Health: health,
 		OnChange:   g.onBackendChange,
 		ClientName: "vmcp", ClientVersion: g.ver,
+		DisableRawCalls: opts.DisableRawCalls,
 	})
 	if err != nil {
 		return nil, err
