@@ -85,6 +85,8 @@ type Gateway struct {
 	// az are the authorization policies (authz.go); nil: allow all.
 	az     *authz.Policies
 	lviews listViews
+	// fast tracks tools/call requests served without mcp-go (toolscall.go).
+	fast fastCalls
 }
 
 // New prepares a gateway from a loaded config.
@@ -156,6 +158,14 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	if g.tel != nil {
 		g.tl.observe = g.observeToolsList
+	}
+	if !observesToolCalls(g.mcp.GetHooks()) {
+		g.tl.call = g.fastCall
+		g.tl.cancelled = func(ls *liveSession, body []byte) {
+			if ls.session != nil {
+				g.fast.cancelled(ls.session.SessionID(), body)
+			}
+		}
 	}
 	return g, nil
 }

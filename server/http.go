@@ -26,17 +26,7 @@ func (g *Gateway) Handler() http.Handler {
 	mcpHTTP := mcpserver.NewStreamableHTTPServer(g.mcp,
 		mcpserver.WithStateful(true),
 		// The principal the auth middleware found travels into tool calls.
-		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
-			ctx = copyIdentity(ctx, r)
-			ctx = withTransport(ctx, r)
-			if p, ok := r.Context().Value(principalKey{}).(string); ok {
-				ctx = context.WithValue(ctx, principalKey{}, p)
-			}
-			if subj, ok := outauth.SubjectFrom(r.Context()); ok {
-				ctx = outauth.WithSubject(ctx, subj)
-			}
-			return ctx
-		}),
+		mcpserver.WithHTTPContextFunc(httpContext),
 		mcpserver.WithSessionIdleTTL(30*time.Minute),
 		mcpserver.WithHeartbeatInterval(30*time.Second),
 	)
@@ -68,6 +58,20 @@ func (g *Gateway) Handler() http.Handler {
 		h = g.auth.wrap(mux)
 	}
 	return rejectRebinding(g.observeHTTP(h))
+}
+
+// httpContext carries what the HTTP middleware found (principal, identity,
+// peer, the caller's outgoing-auth subject) into MCP handlers.
+func httpContext(ctx context.Context, r *http.Request) context.Context {
+	ctx = copyIdentity(ctx, r)
+	ctx = withTransport(ctx, r)
+	if p, ok := r.Context().Value(principalKey{}).(string); ok {
+		ctx = context.WithValue(ctx, principalKey{}, p)
+	}
+	if subj, ok := outauth.SubjectFrom(r.Context()); ok {
+		ctx = outauth.WithSubject(ctx, subj)
+	}
+	return ctx
 }
 
 // rejectRebinding refuses requests that arrive over loopback but name a

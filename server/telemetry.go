@@ -118,15 +118,7 @@ func (g *Gateway) mcpTelemetryOptions() []mcpserver.ServerOption {
 		return nil
 	}
 	return []mcpserver.ServerOption{
-		mcpserver.WithToolHandlerMiddleware(func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
-			return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
-				res, err := next(ctx, req)
-				et, msg := resultError(res, err)
-				op.End(ctx, et, msg)
-				return res, err
-			}
-		}),
+		mcpserver.WithToolHandlerMiddleware(g.traceToolCall),
 		mcpserver.WithPromptHandlerMiddleware(func(next mcpserver.PromptHandlerFunc) mcpserver.PromptHandlerFunc {
 			return func(ctx context.Context, req mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 				ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodPromptsGet), "", req.Params.Name, req.Params.Meta))
@@ -145,6 +137,17 @@ func (g *Gateway) mcpTelemetryOptions() []mcpserver.ServerOption {
 				return res, err
 			}
 		}),
+	}
+}
+
+// traceToolCall wraps a tool handler in its SERVER span (telemetry on).
+func (g *Gateway) traceToolCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
+		res, err := next(ctx, req)
+		et, msg := resultError(res, err)
+		op.End(ctx, et, msg)
+		return res, err
 	}
 }
 
