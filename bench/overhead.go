@@ -196,7 +196,7 @@ func (b *bench) overhead(ctx context.Context) error {
 	body += "\nEcho backend: the bench's own `echo-backend` (mcp-go, streamable HTTP, stateless echo handler) as a `url:` backend of one `vmcp serve`. " +
 		"Direct = the same mcp-go client straight to the backend. One client per concurrent session, opened before timing; " +
 		fmt.Sprintf("%d untimed warm-up calls per session; each cell runs %s, except c=32 on 2025-11-25: %d rounds of %s per path (direct, vmcp, vmcp with its lean backend call path off, back to back in each round), the row showing each path's median round by throughput. ", warm, d, rounds, dRound) +
-		"*Lean path off*: a second `vmcp serve` with `VMCP_DISABLE_RAW_CALLS=1`, which sends every backend call through mcp-go's client (docs/gateway.md), so the two rows show what the lean path changes in the same run. " +
+		"*Lean path off*: a second `vmcp serve` with `VMCP_DISABLE_RAW_CALLS=1`, which handles every tools/call with mcp-go on both sides (mcp-go's server decodes it, mcp-go's client makes the backend call; docs/gateway.md), so the two rows show what the lean paths change in the same run. " +
 		"Every answer is checked (the echoed text must match). CPU per call comes from /proc/<pid>/stat (10 ms ticks; warm-up calls included in the division).\n"
 	var rr [][]string
 	for _, raw := range []bool{false, true} {
@@ -253,8 +253,8 @@ func (b *bench) overhead(ctx context.Context) error {
 		b.rep.ratio("throughput vmcp with its lean path off ÷ direct at c=32, "+client, off.med, fmt.Sprintf("min–max %.2f–%.2f (same rounds)", off.lo, off.hi))
 		met := sp.med >= 0.55
 		why := fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows CPU per call: vmcp %s, backend %s (direct: %s), client %s per call in the median round (Profiles → echo). "+
-			"Done: plain calls to streamable-HTTP backends take the lean path (request bytes written directly, result bytes relayed without mcp-go's client decode): vmcp CPU per call %s with it, %s without it (%.2f × direct with it off, same rounds). "+
-			"What remains is mcp-go's server side in front (handlePost: session lookup, request decode, response encode) and HTTP on both sides",
+			"Done: a plain call on a 2025-11-25 session is served before mcp-go's server decodes it, and its backend call to a streamable-HTTP backend is written directly and its result bytes relayed without mcp-go's client decode: vmcp CPU per call %s with these lean paths, %s without them (%.2f × direct with them off, same rounds). "+
+			"What remains is HTTP on both sides (net/http server and client, syscalls: see the profile), the request's and the result's JSON, and the one-node plan; on 2 cores shared by client, vmcp and backend, every µs of any of the three lowers the ratio",
 			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]),
 			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(oc.Extra["vmcp_cpu_us_per_call"]), off.med)
 		b.rep.target("1 overhead", "throughput at c=32 ("+client+")", "≥ 0.55 × direct",

@@ -43,9 +43,10 @@ type Options struct {
 	// block (tests hand in span recorders and manual readers); the caller
 	// shuts it down.
 	Telemetry *telemetry.T
-	// DisableRawCalls sends every backend tools/call through mcp-go's
-	// client (no lean path for streamable-HTTP backends, see
-	// docs/gateway.md): for comparisons and diagnosis.
+	// DisableRawCalls sends every tools/call through mcp-go on both sides:
+	// no lean path to streamable-HTTP backends and no tools/call served
+	// before mcp-go decodes it (see docs/gateway.md); for comparisons and
+	// diagnosis.
 	DisableRawCalls bool
 }
 
@@ -159,7 +160,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	if g.tel != nil {
 		g.tl.observe = g.observeToolsList
 	}
-	if !observesToolCalls(g.mcp.GetHooks()) {
+	if !observesToolCalls(g.mcp.GetHooks()) && !opts.DisableRawCalls {
 		g.tl.call = g.fastCall
 		g.tl.cancelled = func(ls *liveSession, body []byte) {
 			if ls.session != nil {
