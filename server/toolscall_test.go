@@ -152,3 +152,49 @@ func TestFastCallStepsAside(t *testing.T) {
 	}
 }
 func ptrF(f float64) *float64 { return &f }
+
+// A notifications/cancelled for a call the fast path serves cancels it,
+// and the backend's handler sees its request end.
+func TestFastCallCancelled(t *testing.T) {
+	s := mcpserver.NewMCPServer("slow", "1", mcpserver.WithToolCapabilities(true))
+	started, ended := make(chan struct{}, 1), make(chan struct{}, 1)
+	s.AddTool(mcp.NewTool("hang"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		ended <- struct{}{}
+		return nil, ctx.Err()
+	})
+	ts := httptest.NewServer(mcpserver.NewStreamableHTTPServer(s))
+	t.Cleanup(ts.Close)
+	g, u := startGateway(t, nil, false, "", "  - {name: b, url: "+ts.URL+"/mcp}\n")
+	hc := &http.Client{}
+	sid := rawSession(t, g, hc, u, nil)
+	before := g.tl.callsServed.Load()
+	done := make(chan []byte, 1)
+	go func() {
+		_, body := rawPost(t, hc, u, sid, `{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"b_hang"}}`, nil)
+		done <- body
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the backend")
+	}
+	if g.tl.callsServed.Load() != before+1 {
+		t.Fatal("the call was not served by the fast path")
+	}
+	rawPost(t, hc, u, sid, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c-1","reason":"user"}}`, nil)
+	select {
+	case body := <-done:
+		if !strings.Contains(string(body), `"id":"c-1"`) {
+			t.Fatalf("answer: %s", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled call did not end")
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's handler did not see the cancellation")
+	}
+}
