@@ -157,16 +157,20 @@ func ptrF(f float64) *float64 { return &f }
 // and the backend's handler sees its request end.
 func TestFastCallCancelled(t *testing.T) {
 	s := mcpserver.NewMCPServer("slow", "1", mcpserver.WithToolCapabilities(true))
-	started, ended := make(chan struct{}, 1), make(chan struct{}, 1)
+	started, ended, stop := make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{})
 	s.AddTool(mcp.NewTool("hang"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		started <- struct{}{}
-		<-ctx.Done()
-		ended <- struct{}{}
+		select {
+		case <-ctx.Done():
+			ended <- struct{}{}
+		case <-stop: // the test failed: let the server close
+		}
 		return nil, ctx.Err()
 	})
 	ts := httptest.NewServer(mcpserver.NewStreamableHTTPServer(s))
 	t.Cleanup(ts.Close)
 	g, u := startGateway(t, nil, false, "", "  - {name: b, url: "+ts.URL+"/mcp}\n")
+	t.Cleanup(func() { close(stop) }) // runs first: a failed test does not hang in cleanup
 	hc := &http.Client{}
 	sid := rawSession(t, g, hc, u, nil)
 	before := g.tl.callsServed.Load()
