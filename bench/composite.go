@@ -159,7 +159,7 @@ func (b *bench) composite(ctx context.Context) error {
 	// The targets' service times (0 and 10 ms) run in rounds; the tables
 	// show each service time's median round (by per-step overhead) and the
 	// targets give the spread.
-	rounds := b.n(3, 3)
+	rounds := b.n(2, 3)
 	var fits []*fit
 	roundsOf := map[int][]*fit{}
 	for _, sl := range sleeps {
