@@ -326,7 +326,9 @@ func (rs *rawSession) event(ctx context.Context, id int64, data string, notify f
 	case env.Method != "":
 		var req transport.JSONRPCRequest
 		if err := json.Unmarshal([]byte(data), &req); err == nil {
-			go rs.serve(context.WithoutCancel(ctx), req, request)
+			// As in mcp-go, the handler's context ends with the
+			// stream (the call returned or was cancelled).
+			go rs.serve(ctx, req, request)
 		}
 		return nil, false, nil
 	}
@@ -379,7 +381,9 @@ func (rs *rawSession) serve(ctx context.Context, req transport.JSONRPCRequest, h
 	rs.header(hr.Header)
 	res, err := rs.hc.Do(hr)
 	if err != nil {
-		rs.c.m.log.Warn("sending the answer to a backend request failed", "backend", rs.c.spec.Name, "err", err)
+		if rctx.Err() == nil {
+			rs.c.m.log.Warn("sending the answer to a backend request failed", "backend", rs.c.spec.Name, "err", err)
+		}
 		return
 	}
 	_, _ = io.Copy(io.Discard, res.Body)
