@@ -75,6 +75,10 @@ type Conn struct {
 	// lastUsed is when a per-client session was last routed to (guarded
 	// by Manager.per.mu).
 	lastUsed time.Time
+
+	// raw is the lean tools/call path of a streamable-HTTP session
+	// (rawcall.go); nil for other transports. Guarded by mu.
+	raw *rawSession
 }
 
 type callInfo struct {
@@ -278,7 +282,7 @@ func (c *Conn) circuitLocked(now time.Time) string {
 
 // connect opens a session and loads the catalogue.
 func (c *Conn) connect(ctx context.Context) error {
-	tr, err := c.transport()
+	tr, hc, err := c.transport()
 	if err != nil {
 		return err
 	}
@@ -293,7 +297,8 @@ func (c *Conn) connect(ctx context.Context) error {
 	} else {
 		opts = append(opts, client.WithDiscoverTimeout(time.Second))
 	}
-	cl := client.NewClient(wrapTransport(tr), opts...)
+	wrapped, tp := wrapTransport(tr)
+	cl := client.NewClient(wrapped, opts...)
 	cl.OnNotification(c.onNotification)
 	if err := cl.Start(context.WithoutCancel(ctx)); err != nil {
 		_ = cl.Close()
@@ -311,6 +316,7 @@ func (c *Conn) connect(ctx context.Context) error {
 	c.mu.Lock()
 	c.client, c.proc = cl, proc
 	c.protocol = init.ProtocolVersion
+	c.raw = newRawSession(c, tr, hc, tp, init.ProtocolVersion)
 	c.connects++
 	c.failures, c.openUntil = 0, time.Time{}
 	lvl := c.level
@@ -332,15 +338,16 @@ func (c *Conn) initTimeout() time.Duration {
 	return 30 * time.Second
 }
 
-// transport builds the client transport for the spec.
-func (c *Conn) transport() (transport.Interface, error) {
+// transport builds the client transport for the spec, and for
+// streamable HTTP the HTTP client it uses.
+func (c *Conn) transport() (transport.Interface, *http.Client, error) {
 	s := c.spec
 	switch {
 	case s.InProcess != nil:
 		return transport.NewInProcessTransportWithOptions(s.InProcess,
 			transport.WithElicitationHandler(elicitHandler{c}),
 			transport.WithSamplingHandler(samplingHandler{c}),
-			transport.WithRootsHandler(rootsHandler{c})), nil
+			transport.WithRootsHandler(rootsHandler{c})), nil, nil
 	case len(s.Command) > 0:
 		var cmd *exec.Cmd
 		env := make([]string, 0, len(s.Env))
@@ -363,13 +370,15 @@ func (c *Conn) transport() (transport.Interface, error) {
 			}),
 			transport.WithCommandStderrWriter(&stderrLog{c: c}))
 		if _, err := exec.LookPath(s.Command[0]); err != nil {
-			return nil, fmt.Errorf("command %q not found: %w", s.Command[0], err)
+			return nil, nil, fmt.Errorf("command %q not found: %w", s.Command[0], err)
 		}
-		return &cmdTransport{Interface: tr, cmd: &cmd}, nil
+		return &cmdTransport{Interface: tr, cmd: &cmd}, nil, nil
 	case s.Transport == "sse":
-		return transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()))
+		tr, err := transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()))
+		return tr, nil, err
 	default:
-		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(c.httpClient())}
+		hc := c.httpClient()
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(hc)}
 		if s.ProtocolVersion == "" || s.ProtocolVersion < "2026-07-28" {
 			// Keep the standalone GET stream open: it is how a
 			// 2025-11-25 server tells vmcp its lists changed. (mcp-go
@@ -377,7 +386,8 @@ func (c *Conn) transport() (transport.Interface, error) {
 			// protocol_version: 2026-07-28 to get the new era instead.)
 			opts = append(opts, transport.WithContinuousListening())
 		}
-		return transport.NewStreamableHTTP(s.URL, opts...)
+		tr, err := transport.NewStreamableHTTP(s.URL, opts...)
+		return tr, hc, err
 	}
 }
 
@@ -549,7 +559,7 @@ func listAll(ctx context.Context, cl *client.Client, method, field string) ([]js
 func (c *Conn) disconnect() {
 	c.mu.Lock()
 	cl := c.client
-	c.client = nil
+	c.client, c.raw = nil, nil
 	c.mu.Unlock()
 	if cl != nil {
 		_ = cl.Close()
@@ -561,7 +571,7 @@ func (c *Conn) close() error {
 	c.closed = true
 	c.state = StateClosed
 	cl := c.client
-	c.client = nil
+	c.client, c.raw = nil, nil
 	c.mu.Unlock()
 	if cl != nil {
 		return cl.Close()
@@ -586,17 +596,18 @@ func (c *Conn) status() BackendStatus {
 	return st
 }
 
-// acquire checks state and circuit before a call.
-func (c *Conn) acquire() (*client.Client, error) {
-	cl, trial, err := c.acquireLocked()
+// acquire checks state and circuit before a call, and returns the
+// session's client and its lean tools/call path (nil: none).
+func (c *Conn) acquire() (*client.Client, *rawSession, error) {
+	cl, raw, trial, err := c.acquireLocked()
 	if trial {
 		// The open period is over: this call is the trial.
 		c.m.stateChanged(c, StateChange{Backend: c.spec.Name, Kind: "circuit", From: CircuitOpen, To: CircuitHalfOpen})
 	}
-	return cl, err
+	return cl, raw, err
 }
 
-func (c *Conn) acquireLocked() (cl *client.Client, trial bool, err error) {
+func (c *Conn) acquireLocked() (cl *client.Client, raw *rawSession, trial bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != StateReady || c.client == nil {
@@ -604,16 +615,16 @@ func (c *Conn) acquireLocked() (cl *client.Client, trial bool, err error) {
 		if why == "" {
 			why = c.state
 		}
-		return nil, false, fmt.Errorf("%w: backend %q is %s (%s)", ErrUnavailable, c.spec.Name, c.state, why)
+		return nil, nil, false, fmt.Errorf("%w: backend %q is %s (%s)", ErrUnavailable, c.spec.Name, c.state, why)
 	}
 	switch c.circuitLocked(time.Now()) {
 	case CircuitOpen:
-		return nil, false, fmt.Errorf("%w: backend %q: circuit open after %d failed calls, retrying after %s", ErrUnavailable, c.spec.Name, c.failures, c.openUntil.Format(time.RFC3339))
+		return nil, nil, false, fmt.Errorf("%w: backend %q: circuit open after %d failed calls, retrying after %s", ErrUnavailable, c.spec.Name, c.failures, c.openUntil.Format(time.RFC3339))
 	case CircuitHalfOpen:
 		trial = !c.halfOpen
 		c.halfOpen = true
 	}
-	return c.client, trial, nil
+	return c.client, c.raw, trial, nil
 }
 
 // record updates the circuit breaker after a call.
@@ -729,48 +740,41 @@ func Ambiguous(ctx context.Context) bool {
 // circuit checked), the configured timeout, and tracking of the call so
 // that what the backend sends back can be routed. ctx keeps the timeout
 // (the caller's deadline check); tctx is what goes to the client.
-func (c *Conn) begin(ctx context.Context, meta map[string]any) (cl *client.Client, tctx, ctxOut context.Context, sentMeta map[string]any, end func(), err error) {
-	cl, err = c.acquire()
+func (c *Conn) begin(ctx context.Context, meta map[string]any) (cl *client.Client, rs *rawSession, tctx, ctxOut context.Context, sentMeta map[string]any, end func(), err error) {
+	cl, rs, err = c.acquire()
 	if err != nil {
-		return nil, nil, nil, nil, nil, err
+		return nil, nil, nil, nil, nil, nil, err
 	}
 	cancel := func() {}
 	if c.spec.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, c.spec.Timeout)
 	}
 	tctx, id, sentMeta := c.track(ctx, meta)
-	return cl, tctx, ctx, sentMeta, func() { c.untrack(id, sentMeta); cancel() }, nil
+	return cl, rs, tctx, ctx, sentMeta, func() { c.untrack(id, sentMeta); cancel() }, nil
 }
 
 func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, meta map[string]any) (*CallResult, error) {
-	cl, tctx, ctx, sentMeta, end, err := c.begin(ctx, meta)
+	cl, rs, tctx, ctx, sentMeta, end, err := c.begin(ctx, meta)
 	if err != nil {
 		return nil, err
 	}
 	defer end()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = tool
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
-	req.Params.Arguments = args
-	if sentMeta != nil {
-		m := &mcp.Meta{AdditionalFields: map[string]any{}}
-		for k, v := range sentMeta {
-			if k == "progressToken" {
-				m.ProgressToken = v
-			} else {
-				m.AdditionalFields[k] = v
-			}
-		}
-		req.Params.Meta = m
+	var r *rawResult
+	if rs != nil {
+		r, err = rs.callTool(tctx, tool, args, sentMeta)
+	} else {
+		r, err = c.callToolClient(cl, tctx, tool, args, sentMeta)
 	}
-	sctx, sink := withSink(tctx, "tools/call")
-	_, err = cl.CallTool(sctx, req)
-	raw := sink.get()
-	if raw == nil {
-		if err == nil {
-			err = errors.New("no result")
+	if r == nil {
+		if errors.Is(err, errUnreadable) {
+			c.record(nil) // a result arrived
+			return nil, fmt.Errorf("backend %q: %s: %w", c.spec.Name, tool, err)
+		}
+		if err == nil || errors.Is(err, errNoResult) {
+			err = errNoResult
 		}
 		if ctx.Err() == nil {
 			c.record(err)
@@ -787,19 +791,40 @@ func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, 
 	// A result arrived: whatever the client made of it (it rejects unknown
 	// content types, for one), the raw result is what we pass on.
 	c.record(nil)
-	var r struct {
-		Content           json.RawMessage `json:"content"`
-		StructuredContent json.RawMessage `json:"structuredContent"`
-		IsError           bool            `json:"isError"`
-		Meta              json.RawMessage `json:"_meta"`
-	}
-	if jerr := json.Unmarshal(raw, &r); jerr != nil {
-		return nil, fmt.Errorf("backend %q: %s: unreadable result: %w", c.spec.Name, tool, jerr)
-	}
 	if len(r.Content) == 0 || string(r.Content) == "null" {
 		r.Content = json.RawMessage("[]")
 	}
 	return &CallResult{Content: r.Content, StructuredContent: r.StructuredContent, IsError: r.IsError, Meta: r.Meta}, nil
+}
+
+// callToolClient makes the call with mcp-go's client and returns the raw
+// result the tap kept.
+func (c *Conn) callToolClient(cl *client.Client, tctx context.Context, tool string, args json.RawMessage, sentMeta map[string]any) (*rawResult, error) {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = tool
+	req.Params.Arguments = args
+	if sentMeta != nil {
+		m := &mcp.Meta{AdditionalFields: map[string]any{}}
+		for k, v := range sentMeta {
+			if k == "progressToken" {
+				m.ProgressToken = v
+			} else {
+				m.AdditionalFields[k] = v
+			}
+		}
+		req.Params.Meta = m
+	}
+	sctx, sink := withSink(tctx, "tools/call")
+	_, err := cl.CallTool(sctx, req)
+	raw := sink.get()
+	if raw == nil {
+		return nil, err
+	}
+	var r rawResult
+	if jerr := json.Unmarshal(raw, &r); jerr != nil {
+		return nil, fmt.Errorf("%w: %w", errUnreadable, jerr)
+	}
+	return &r, nil
 }
 
 // checkLost notices a dead session (a stdio child that exited).
@@ -813,7 +838,7 @@ func (c *Conn) checkLost(err error) {
 }
 
 func (c *Conn) request(ctx context.Context, method string, params any) (json.RawMessage, error) {
-	cl, tctx, _, _, end, err := c.begin(ctx, nil)
+	cl, _, tctx, _, _, end, err := c.begin(ctx, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -119,6 +119,10 @@ type Options struct {
 	// PrincipalIdle closes a per-principal session (user-bound outgoing
 	// auth) after this long without a call (0 = 30m).
 	PrincipalIdle time.Duration
+	// DisableRawCalls sends every tools/call through mcp-go's client,
+	// never the lean path of streamable-HTTP backends (rawcall.go): for
+	// comparisons and diagnosis.
+	DisableRawCalls bool
 }
 
 // Manager owns every backend connection.

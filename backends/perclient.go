@@ -72,7 +72,7 @@ func (m *Manager) route(ctx context.Context, backend string) (*Conn, error) {
 	} else if !c.spec.PerClient || key == "" {
 		return c, nil
 	}
-	if _, err := c.acquire(); err != nil {
+	if _, _, err := c.acquire(); err != nil {
 		return nil, err // the backend is down: fail fast as for shared calls
 	}
 	m.per.mu.Lock()

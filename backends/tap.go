@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // tap wraps a client transport to keep the raw bytes of results. mcp-go's
@@ -20,6 +21,27 @@ import (
 // version header and cancellation behaviour (HTTPConnection) and stderr.
 type tap struct {
 	transport.Interface
+
+	// The handlers the mcp-go client installed, kept for the lean call
+	// path (rawcall.go), which reads the backend's SSE stream itself and
+	// hands what it finds to the same handlers the transport would.
+	hmu     sync.RWMutex
+	notify  func(mcp.JSONRPCNotification)
+	request transport.RequestHandler
+}
+
+// SetNotificationHandler keeps the handler and installs it.
+func (t *tap) SetNotificationHandler(h func(mcp.JSONRPCNotification)) {
+	t.hmu.Lock()
+	t.notify = h
+	t.hmu.Unlock()
+	t.Interface.SetNotificationHandler(h)
+}
+
+func (t *tap) handlers() (func(mcp.JSONRPCNotification), transport.RequestHandler) {
+	t.hmu.RLock()
+	defer t.hmu.RUnlock()
+	return t.notify, t.request
 }
 
 type rawSink struct {
@@ -59,7 +81,12 @@ type tapBidi struct {
 	bidi transport.BidirectionalInterface
 }
 
-func (t *tapBidi) SetRequestHandler(h transport.RequestHandler) { t.bidi.SetRequestHandler(h) }
+func (t *tapBidi) SetRequestHandler(h transport.RequestHandler) {
+	t.hmu.Lock()
+	t.request = h
+	t.hmu.Unlock()
+	t.bidi.SetRequestHandler(h)
+}
 
 // tapHTTP is a bidirectional HTTP transport.
 type tapHTTP struct {
@@ -96,9 +123,15 @@ type tapStdio struct {
 
 func (t *tapStdio) Stderr() io.Reader { return t.stderr.Stderr() }
 
-// wrapTransport returns the tap with the same optional interfaces as tr.
-func wrapTransport(tr transport.Interface) transport.Interface {
+// wrapTransport returns the tap with the same optional interfaces as tr,
+// and the tap itself.
+func wrapTransport(tr transport.Interface) (transport.Interface, *tap) {
 	base := &tap{Interface: tr}
+	wrapped := wrapAround(base, tr)
+	return wrapped, base
+}
+
+func wrapAround(base *tap, tr transport.Interface) transport.Interface {
 	bidi, isBidi := tr.(transport.BidirectionalInterface)
 	if !isBidi {
 		if h, ok := tr.(transport.HTTPConnection); ok {

@@ -204,8 +204,11 @@ func (b *bench) child(name string, argv ...string) (*proc, error) {
 }
 
 // vmcp starts a `vmcp serve` with cfg in a fresh dir under the scratch dir.
-func (b *bench) vmcp(name, cfg string) (*vmcpProc, error) {
-	v, err := startVMCP(b.vmcpBin, filepath.Join(b.work, name), cfg)
+func (b *bench) vmcp(name, cfg string) (*vmcpProc, error) { return b.vmcpEnv(name, cfg) }
+
+// vmcpEnv starts `vmcp serve` with extra environment variables.
+func (b *bench) vmcpEnv(name, cfg string, env ...string) (*vmcpProc, error) {
+	v, err := startVMCP(b.vmcpBin, filepath.Join(b.work, name), cfg, env...)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -71,10 +74,23 @@ func (b *bench) overhead(ctx context.Context) error {
 	}
 	startupSessions := sessionsOpened(st0, st1)
 
+	// vmcp with the lean backend call path switched off: the same gateway
+	// with every backend call through mcp-go's client (measures the step).
+	vOff, err := b.vmcpEnv("overhead-mcpgo", fmt.Sprintf("name: bench\nbackends:\n  - {name: echo, url: %q}\n", b.echoURL(0)), "VMCP_DISABLE_RAW_CALLS=1")
+	if err != nil {
+		return err
+	}
+	defer b.stopVMCP(vOff)
+
 	d := b.dur(700*time.Millisecond, 3*time.Second)
 	warm := b.n(5, 20)
-	type pathSpec struct{ name, url, tool string }
-	paths := []pathSpec{{"direct", b.echoURL(0), "echo"}, {"vmcp", v.URL, "echo_echo"}}
+	// c=32 (the throughput target) runs in rounds: direct, vmcp and vmcp
+	// without the lean path back to back, each round, so that each ratio
+	// compares cells measured seconds apart; the report gives the median
+	// round and the spread.
+	rounds, dRound := b.n(3, 5), b.dur(500*time.Millisecond, 2*time.Second)
+	paths := []echoPath{{"direct", b.echoURL(0), "echo", 0}, {"vmcp", v.URL, "echo_echo", v.Pid()}}
+	offPath := echoPath{"vmcp-mcpgo", vOff.URL, "echo_echo", vOff.Pid()}
 	eras := []string{eraLegacy}
 	if !b.quick {
 		eras = append(eras, eraModern)
@@ -90,92 +106,124 @@ func (b *bench) overhead(ctx context.Context) error {
 		vmcpSessions int64
 		rows         [][]string
 	)
-	self := os.Getpid()
+	count := func(c Cell) {
+		vmcpSessions += int64(c.Extra["backend_sessions_opened"])
+		vmcpCalls += int64(c.Extra["backend_calls"])
+	}
 	for _, era := range eras {
-		concs := []int{1, 8, 32}
-		for _, conc := range concs {
+		for _, conc := range []int{1, 8, 32} {
+			if era == eraLegacy && conc == 32 {
+				continue // in rounds, below
+			}
 			for _, p := range paths {
-				ss, err := dialN(ctx, conc, p.url, era)
+				c, err := b.echoCell(ctx, p, conc, false, era, warm, d)
 				if err != nil {
-					return fmt.Errorf("%s sessions (%s): %w", p.name, era, err)
+					return err
 				}
-				seq := make([]int, conc)
-				sa, _ := echoStats(b.echoSrv.Addr)
-				cpu := startCPU(v.Pid(), b.echoSrv.Pid(), self)
-				l := runLoad(ctx, conc, warm, d, 0, 0, func(ctx context.Context, w int) error {
-					seq[w]++
-					return callEcho(ctx, ss[w].Client, p.tool, fmt.Sprintf("m-%d-%d", w, seq[w]), 0)
-				})
-				ops := l.N() + conc*warm
-				per := cpu.perOp(ops)
-				sb, _ := echoStats(b.echoSrv.Addr)
-				closeAll(ss)
-				c := cell(sc, fmt.Sprintf("%s c=%d %s", p.name, conc, era), map[string]any{"path": p.name, "concurrency": conc, "era": era, "client": "mcp-go"}, l)
-				c.Extra = map[string]float64{"bench_cpu_us_per_call": per[2], "backend_cpu_us_per_call": per[1]}
+				c.Name = fmt.Sprintf("%s c=%d %s", p.name, conc, era)
 				if p.name == "vmcp" {
-					c.Extra["vmcp_cpu_us_per_call"] = per[0]
-					opened := sessionsOpened(sa, sb)
-					vmcpSessions += opened
-					vmcpCalls += sb["calls"] - sa["calls"]
-					c.Extra["backend_sessions_opened"] = float64(opened)
-				}
-				if n := sb["calls"] - sa["calls"]; n > 0 {
-					c.Extra["backend_conns_per_1000_calls"] = float64(sb["conns"]-sa["conns"]) / float64(n) * 1000
+					count(c)
 				}
 				cells[key{era, p.name, conc, false}] = b.rep.addCell(c)
 			}
 		}
 	}
-	// The lean raw JSON-RPC client at 32: is the mcp-go client the limit?
 	const rawConc = 32
-	for _, p := range paths {
-		rs := make([]*rawSession, rawConc)
-		for i := range rs {
-			if rs[i], err = rawDial(ctx, p.url, nil); err != nil {
-				return fmt.Errorf("raw %s session: %w", p.name, err)
+	type rkey struct {
+		path string
+		raw  bool
+	}
+	byRound := map[rkey][]Cell{}
+	for r := range rounds {
+		for _, raw := range []bool{false, true} {
+			for _, p := range append(slices.Clone(paths), offPath) {
+				c, err := b.echoCell(ctx, p, rawConc, raw, eraLegacy, warm, dRound)
+				if err != nil {
+					return err
+				}
+				client := eraLegacy
+				if raw {
+					client = "raw JSON-RPC"
+				}
+				c.Name = fmt.Sprintf("%s c=%d %s round %d", p.name, rawConc, client, r+1)
+				c.Params["round"] = r + 1
+				if p.name == "vmcp" {
+					count(c)
+				}
+				byRound[rkey{p.name, raw}] = append(byRound[rkey{p.name, raw}], b.rep.addCell(c))
 			}
 		}
-		seq := make([]int, rawConc)
-		sa, _ := echoStats(b.echoSrv.Addr)
-		cpu := startCPU(v.Pid(), b.echoSrv.Pid(), self)
-		l := runLoad(ctx, rawConc, warm, d, 0, 0, func(ctx context.Context, w int) error {
-			seq[w]++
-			return rs[w].rawEcho(ctx, p.tool, fmt.Sprintf("r-%d-%d", w, seq[w]))
-		})
-		per := cpu.perOp(l.N() + rawConc*warm)
-		sb, _ := echoStats(b.echoSrv.Addr)
-		for _, r := range rs {
-			r.Close()
+	}
+	// Per round ratios; the table shows each path's median round.
+	type spreadOf struct{ med, lo, hi float64 }
+	ratioSpread := map[rkey]spreadOf{}
+	for _, raw := range []bool{false, true} {
+		for _, p := range []string{"direct", "vmcp", "vmcp-mcpgo"} {
+			cells[key{eraLegacy, p, rawConc, raw}] = medianCell(byRound[rkey{p, raw}])
 		}
-		c := cell(sc, fmt.Sprintf("%s c=%d raw JSON-RPC", p.name, rawConc), map[string]any{"path": p.name, "concurrency": rawConc, "era": eraLegacy, "client": "raw"}, l)
-		c.Extra = map[string]float64{"bench_cpu_us_per_call": per[2], "backend_cpu_us_per_call": per[1]}
-		if p.name == "vmcp" {
-			c.Extra["vmcp_cpu_us_per_call"] = per[0]
-			opened := sessionsOpened(sa, sb)
-			vmcpSessions += opened
-			vmcpCalls += sb["calls"] - sa["calls"]
+		for _, p := range []string{"vmcp", "vmcp-mcpgo"} {
+			var rs []float64
+			for i, vc := range byRound[rkey{p, raw}] {
+				dc := byRound[rkey{"direct", raw}][i]
+				if vc.Valid && dc.Valid && dc.OpsPerS > 0 {
+					rs = append(rs, vc.OpsPerS/dc.OpsPerS)
+				}
+			}
+			if len(rs) > 0 {
+				m, lo, hi := spread(rs)
+				ratioSpread[rkey{p, raw}] = spreadOf{m, lo, hi}
+			}
 		}
-		if n := sb["calls"] - sa["calls"]; n > 0 {
-			c.Extra["backend_conns_per_1000_calls"] = float64(sb["conns"]-sa["conns"]) / float64(n) * 1000
-		}
-		cells[key{eraLegacy, p.name, rawConc, true}] = b.rep.addCell(c)
 	}
 
 	// The table.
 	for _, era := range eras {
 		for _, conc := range []int{1, 8, 32} {
 			dc, vc := cells[key{era, "direct", conc, false}], cells[key{era, "vmcp", conc, false}]
-			rows = append(rows, overheadRow(fmt.Sprintf("%d", conc), era, "mcp-go", dc, vc))
+			label := fmt.Sprint(conc)
+			if era == eraLegacy && conc == 32 {
+				label = fmt.Sprintf("32 (median of %d rounds)", rounds)
+			}
+			rows = append(rows, overheadRow(label, era, "mcp-go", dc, vc))
 		}
 	}
-	dc, vc := cells[key{eraLegacy, "direct", rawConc, true}], cells[key{eraLegacy, "vmcp", rawConc, true}]
-	rows = append(rows, overheadRow(fmt.Sprint(rawConc), eraLegacy, "raw JSON-RPC", dc, vc))
+	rl := fmt.Sprintf("32 (median of %d rounds)", rounds)
+	rows = append(rows, overheadRow(rl, eraLegacy, "mcp-go; vmcp's lean path off", cells[key{eraLegacy, "direct", rawConc, false}], cells[key{eraLegacy, "vmcp-mcpgo", rawConc, false}]))
+	rows = append(rows, overheadRow(rl, eraLegacy, "raw JSON-RPC", cells[key{eraLegacy, "direct", rawConc, true}], cells[key{eraLegacy, "vmcp", rawConc, true}]))
+	rows = append(rows, overheadRow(rl, eraLegacy, "raw JSON-RPC; vmcp's lean path off", cells[key{eraLegacy, "direct", rawConc, true}], cells[key{eraLegacy, "vmcp-mcpgo", rawConc, true}]))
 
 	body := mdTable([]string{"conc.", "client era", "client", "direct p50 / p99", "vmcp p50 / p99", "added p50", "direct calls/s", "vmcp calls/s", "vmcp/direct throughput", "vmcp CPU/call", "backend CPU/call (direct → vmcp)", "client CPU/call (direct → vmcp)", "new backend TCP conns per 1,000 calls (direct → vmcp)"}, rows)
 	body += "\nEcho backend: the bench's own `echo-backend` (mcp-go, streamable HTTP, stateless echo handler) as a `url:` backend of one `vmcp serve`. " +
 		"Direct = the same mcp-go client straight to the backend. One client per concurrent session, opened before timing; " +
-		fmt.Sprintf("%d untimed warm-up calls per session; each cell runs %s. ", warm, d) +
+		fmt.Sprintf("%d untimed warm-up calls per session; each cell runs %s, except c=32 on 2025-11-25: %d rounds of %s per path (direct, vmcp, vmcp with its lean backend call path off, back to back in each round), the row showing each path's median round by throughput. ", warm, d, rounds, dRound) +
+		"*Lean path off*: a second `vmcp serve` with `VMCP_DISABLE_RAW_CALLS=1`, which handles every tools/call with mcp-go on both sides (mcp-go's server decodes it, mcp-go's client makes the backend call; docs/gateway.md), so the two rows show what the lean paths change in the same run. " +
 		"Every answer is checked (the echoed text must match). CPU per call comes from /proc/<pid>/stat (10 ms ticks; warm-up calls included in the division).\n"
+	var rr [][]string
+	for _, raw := range []bool{false, true} {
+		client := "mcp-go"
+		if raw {
+			client = "raw JSON-RPC"
+		}
+		for _, p := range []string{"vmcp", "vmcp-mcpgo"} {
+			var per []string
+			for i, vc := range byRound[rkey{p, raw}] {
+				dc := byRound[rkey{"direct", raw}][i]
+				if !vc.Valid || !dc.Valid {
+					per = append(per, "INVALID")
+					continue
+				}
+				per = append(per, fmt.Sprintf("%.2f (%.0f ÷ %.0f; vmcp CPU %s)", vc.OpsPerS/dc.OpsPerS, vc.OpsPerS, dc.OpsPerS, fmtUS(vc.Extra["vmcp_cpu_us_per_call"])))
+			}
+			name := "vmcp"
+			if p == "vmcp-mcpgo" {
+				name = "vmcp, lean path off"
+			}
+			sp := ratioSpread[rkey{p, raw}]
+			rr = append(rr, []string{client, name, fmt.Sprintf("%.2f (%.2f–%.2f)", sp.med, sp.lo, sp.hi), strings.Join(per, "; ")})
+		}
+	}
+	body += "\n**Rounds at c=32** (throughput ratio to direct in the same round):\n\n" +
+		mdTable([]string{"client", "path", "median (min–max)", "each round: ratio (vmcp ÷ direct calls/s; vmcp CPU per call)"}, rr)
 
 	// Ratios and targets.
 	legacyDirect1, legacyVMCP1 := cells[key{eraLegacy, "direct", 1, false}], cells[key{eraLegacy, "vmcp", 1, false}]
@@ -187,26 +235,31 @@ func (b *bench) overhead(ctx context.Context) error {
 		b.vmcpEcho1 = legacyVMCP1
 		b.rep.target("1 overhead", "added p50 per proxied call (c=1)", "≤ 2.5 × reverse-proxy hop",
 			fmt.Sprintf("%s = %.1f × hop (%s)", fmtUS(added), r, fmtD(b.floor.hop)), ptr(r <= 2.5),
-			ifMissed(r <= 2.5, fmt.Sprintf("vmcp terminates MCP on both sides (decode, one-node plan, a new call through its mcp-go client, re-encode: %s CPU per call at c=1, see Profiles → echo); a reverse proxy only copies bytes", fmtUS(legacyVMCP1.Extra["vmcp_cpu_us_per_call"]))))
+			ifMissed(r <= 2.5, fmt.Sprintf("vmcp terminates MCP on both sides (decode, one-node plan, a backend call, re-encode: %s CPU per call at c=1, see Profiles → echo); a reverse proxy only copies bytes", fmtUS(legacyVMCP1.Extra["vmcp_cpu_us_per_call"]))))
 	}
 	for _, raw := range []bool{false, true} {
-		era := eraLegacy
-		dc, vc := cells[key{era, "direct", 32, raw}], cells[key{era, "vmcp", 32, raw}]
-		if !dc.Valid || !vc.Valid {
+		sp, ok := ratioSpread[rkey{"vmcp", raw}]
+		dc, vc := cells[key{eraLegacy, "direct", 32, raw}], cells[key{eraLegacy, "vmcp", 32, raw}]
+		oc := cells[key{eraLegacy, "vmcp-mcpgo", 32, raw}]
+		if !ok || !dc.Valid || !vc.Valid {
 			continue
 		}
-		r := vc.OpsPerS / dc.OpsPerS
 		client := "mcp-go client"
 		if raw {
 			client = "raw JSON-RPC client"
 		}
-		b.rep.ratio("throughput vmcp ÷ direct at c=32, "+client, r, fmt.Sprintf("%.0f ÷ %.0f calls/s", vc.OpsPerS, dc.OpsPerS))
+		off := ratioSpread[rkey{"vmcp-mcpgo", raw}]
+		b.rep.ratio("throughput vmcp ÷ direct at c=32, "+client+fmt.Sprintf(" (median of %d rounds)", rounds), sp.med, fmt.Sprintf("min–max %.2f–%.2f; median round %.0f ÷ %.0f calls/s", sp.lo, sp.hi, vc.OpsPerS, dc.OpsPerS))
+		b.rep.ratio("throughput vmcp with its lean path off ÷ direct at c=32, "+client, off.med, fmt.Sprintf("min–max %.2f–%.2f (same rounds)", off.lo, off.hi))
+		met := sp.med >= 0.55
+		why := fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows CPU per call: vmcp %s, backend %s (direct: %s), client %s per call in the median round (Profiles → echo). "+
+			"Done: a plain call on a 2025-11-25 session is served before mcp-go's server decodes it, and its backend call to a streamable-HTTP backend is written directly and its result bytes relayed without mcp-go's client decode: vmcp CPU per call %s with these lean paths, %s without them (%.2f × direct with them off, same rounds). "+
+			"What remains is HTTP on both sides (net/http server and client, syscalls: see the profile), the request's and the result's JSON, and the one-node plan; on 2 cores shared by client, vmcp and backend, every µs of any of the three lowers the ratio",
+			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]),
+			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(oc.Extra["vmcp_cpu_us_per_call"]), off.med)
 		b.rep.target("1 overhead", "throughput at c=32 ("+client+")", "≥ 0.55 × direct",
-			fmt.Sprintf("%.2f × (%.0f vs %.0f calls/s)", r, vc.OpsPerS, dc.OpsPerS), ptr(r >= 0.55),
-			ifMissed(r >= 0.55, fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows CPU per call: vmcp %s, backend %s (direct: %s), client %s per call (Profiles → echo). "+
-				"Backend connections are pooled (%.0f new TCP connections per 1,000 calls at c=32), so what remains is CPU: each call is decoded and re-encoded by mcp-go's server and client in vmcp. "+
-				"Fix to try: forward plain calls' bytes to the backend without the mcp-go client's decode and re-encode",
-				fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]), vc.Extra["backend_conns_per_1000_calls"])))
+			fmt.Sprintf("%.2f × (median of %d rounds, min–max %.2f–%.2f; %.0f vs %.0f calls/s in the median round)", sp.med, rounds, sp.lo, sp.hi, vc.OpsPerS, dc.OpsPerS), ptr(met),
+			ifMissed(met, why))
 	}
 	per1000 := 0.0
 	if vmcpCalls > 0 {
@@ -272,4 +325,93 @@ func backendConnects(base string) (int, string) {
 		}
 	}
 	return n, proto
+}
+
+// echoPath is where scenario 1 sends its echo calls.
+type echoPath struct {
+	name, url, tool string
+	pid             int // the vmcp serving it (0: direct)
+}
+
+// echoCell measures one echo cell: conc sessions (mcp-go of the era, or
+// raw JSON-RPC), warm untimed calls each, then d of calls.
+func (b *bench) echoCell(ctx context.Context, p echoPath, conc int, raw bool, era string, warm int, d time.Duration) (Cell, error) {
+	const sc = "overhead"
+	var call func(ctx context.Context, w int, msg string) error
+	var closeFn func()
+	if raw {
+		rs := make([]*rawSession, conc)
+		for i := range rs {
+			var err error
+			if rs[i], err = rawDial(ctx, p.url, nil); err != nil {
+				return Cell{}, fmt.Errorf("raw %s session: %w", p.name, err)
+			}
+		}
+		call = func(ctx context.Context, w int, msg string) error { return rs[w].rawEcho(ctx, p.tool, msg) }
+		closeFn = func() {
+			for _, r := range rs {
+				r.Close()
+			}
+		}
+	} else {
+		ss, err := dialN(ctx, conc, p.url, era)
+		if err != nil {
+			return Cell{}, fmt.Errorf("%s sessions (%s): %w", p.name, era, err)
+		}
+		call = func(ctx context.Context, w int, msg string) error { return callEcho(ctx, ss[w].Client, p.tool, msg, 0) }
+		closeFn = func() { closeAll(ss) }
+	}
+	seq := make([]int, conc)
+	sa, _ := echoStats(b.echoSrv.Addr)
+	pids := []int{b.echoSrv.Pid(), os.Getpid()}
+	if p.pid != 0 {
+		pids = append(pids, p.pid)
+	}
+	cpu := startCPU(pids...)
+	l := runLoad(ctx, conc, warm, d, 0, 0, func(ctx context.Context, w int) error {
+		seq[w]++
+		return call(ctx, w, fmt.Sprintf("m-%d-%d", w, seq[w]))
+	})
+	per := cpu.perOp(l.N() + conc*warm)
+	sb, _ := echoStats(b.echoSrv.Addr)
+	closeFn()
+	client := "mcp-go"
+	if raw {
+		client = "raw"
+	}
+	c := cell(sc, "", map[string]any{"path": p.name, "concurrency": conc, "era": era, "client": client}, l)
+	c.Extra = map[string]float64{"bench_cpu_us_per_call": per[1], "backend_cpu_us_per_call": per[0]}
+	if p.pid != 0 {
+		c.Extra["vmcp_cpu_us_per_call"] = per[2]
+		c.Extra["backend_sessions_opened"] = float64(sessionsOpened(sa, sb))
+		c.Extra["backend_calls"] = float64(sb["calls"] - sa["calls"])
+	}
+	if n := sb["calls"] - sa["calls"]; n > 0 {
+		c.Extra["backend_conns_per_1000_calls"] = float64(sb["conns"]-sa["conns"]) / float64(n) * 1000
+	}
+	return c, nil
+}
+
+// medianCell is the valid cell of median throughput (or the first invalid
+// one, which invalidates the row).
+func medianCell(cs []Cell) Cell {
+	var ok []Cell
+	for _, c := range cs {
+		if !c.Valid {
+			return c
+		}
+		ok = append(ok, c)
+	}
+	if len(ok) == 0 {
+		return Cell{Error: "no rounds"}
+	}
+	sort.Slice(ok, func(i, j int) bool { return ok[i].OpsPerS < ok[j].OpsPerS })
+	return ok[(len(ok)-1)/2]
+}
+
+// spread is the median (lower middle for an even count), min and max.
+func spread(v []float64) (med, lo, hi float64) {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2], s[0], s[len(s)-1]
 }

@@ -152,7 +152,7 @@ type vmcpProc struct {
 
 // startVMCP writes cfg into dir/vmcp.yaml and runs `vmcp serve` on a free
 // port with its state file in dir, waiting for /readyz.
-func startVMCP(bin, dir, cfg string) (*vmcpProc, error) {
+func startVMCP(bin, dir, cfg string, env ...string) (*vmcpProc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -170,6 +170,9 @@ func startVMCP(bin, dir, cfg string) (*vmcpProc, error) {
 		p.cmd = exec.Command(bin, "serve", "--config", cfgPath, "--listen", addr,
 			"--state", filepath.Join(dir, "state.db"), "--log-level", "warn")
 		p.cmd.Dir = dir
+		if len(env) > 0 {
+			p.cmd.Env = append(os.Environ(), env...)
+		}
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		start := time.Now()

@@ -186,7 +186,9 @@ func (r *Report) markdown(jsonName string) string {
 	w("The bench process is the load generator: mcp-go clients, one per session, opened before timing starts (plus a lean raw JSON-RPC client where noted). ")
 	w("Every response is checked (an echo must return its own message, a composite its computed output, a list every expected tool); a wrong answer or an error invalidates the cell (shown as INVALID). ")
 	w("Latencies are per operation (p50 / p99, nearest rank); CPU per call is the process's utime+stime delta from /proc divided by the calls. ")
-	w("Floors are measured at the start of every run so that ratios compare numbers taken minutes apart on the same machine.\n\n")
+	w("Floors are measured at the start of every run so that ratios compare numbers taken minutes apart on the same machine. ")
+	w("The cells behind the throughput and composite targets run in **rounds** (scenario 1 at c=32: direct and vmcp back to back in each round; scenario 3 at service times 0 and 10 ms: every cell of the row again): ")
+	w("targets give the median round and the min–max across rounds, so a reader can tell a difference from the noise of a shared machine; every round's cells are in the JSON.\n\n")
 	w("## Targets (issue 7)\n\n")
 	var rows [][]string
 	for _, t := range r.Targets {

@@ -136,8 +136,10 @@ func BenchmarkToolsListRender(b *testing.B) {
 // BenchmarkProxiedCall calls an echo tool on a streamable HTTP mcp-go
 // server: directly with an mcp-go client, and through vmcp (the same server
 // as a `url:` backend, the client on an established 2025-11-25 session;
-// vmcp's backend session either negotiated, i.e. 2026-07-28, or pinned to
-// 2025-11-25). Floors: one raw HTTP round trip, and one through
+// vmcp's backend session negotiated (2025-11-25 with the standalone GET
+// stream) or pinned to 2025-11-25 or 2026-07-28; "lean-off" is the
+// negotiated case with DisableRawCalls: every call through mcp-go on both
+// sides). Floors: one raw HTTP round trip, and one through
 // httputil.ReverseProxy. p50-ns and p99-ns are per call.
 func BenchmarkProxiedCall(b *testing.B) {
 	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
@@ -160,14 +162,20 @@ func BenchmarkProxiedCall(b *testing.B) {
 	}
 	b.Run("direct", call(benchClient(b, backend.URL+"/mcp", mcp.ProtocolVersion20251125), "echo"))
 	b.Run("direct/2026-07-28", call(benchClient(b, backend.URL+"/mcp", ""), "echo"))
-	for _, pin := range []string{"", mcp.ProtocolVersion20251125} {
+	for _, pin := range []string{"", "lean-off", mcp.ProtocolVersion20251125, "2026-07-28"} {
 		line := "  - {name: echo, url: " + backend.URL + "/mcp}\n"
 		name := "vmcp/backend-negotiated"
-		if pin != "" {
+		var opts []func(*Options)
+		switch pin {
+		case "":
+		case "lean-off":
+			name = "vmcp/lean-off"
+			opts = append(opts, func(o *Options) { o.DisableRawCalls = true })
+		default:
 			line = "  - {name: echo, url: " + backend.URL + "/mcp, protocol_version: \"" + pin + "\"}\n"
 			name = "vmcp/backend-" + pin
 		}
-		_, u := startGateway(b, nil, false, "", line)
+		_, u := startGateway(b, nil, false, "", line, opts...)
 		b.Run(name, call(benchClient(b, u, mcp.ProtocolVersion20251125), "echo_echo"))
 	}
 

@@ -44,6 +44,11 @@ type Options struct {
 	// block (tests hand in span recorders and manual readers); the caller
 	// shuts it down.
 	Telemetry *telemetry.T
+	// DisableRawCalls sends every tools/call through mcp-go on both sides:
+	// no lean path to streamable-HTTP backends and no tools/call served
+	// before mcp-go decodes it (see docs/gateway.md); for comparisons and
+	// diagnosis.
+	DisableRawCalls bool
 }
 
 // Gateway is one vmcp: backends, the engine, the catalogue and the MCP
@@ -87,6 +92,8 @@ type Gateway struct {
 	// sess mints and validates 2025-11-25 session ids, shared between
 	// replicas on PostgreSQL (sessions.go).
 	sess *sessions
+	// fast tracks tools/call requests served without mcp-go (toolscall.go).
+	fast fastCalls
 }
 
 // New prepares a gateway from a loaded config.
@@ -151,6 +158,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 		OnChange:      g.onBackendChange,
 		OnStateChange: g.noteBackendChange,
 		ClientName:    "vmcp", ClientVersion: g.ver,
+		DisableRawCalls: opts.DisableRawCalls,
 	})
 	if err != nil {
 		return nil, err
@@ -164,6 +172,14 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 	}
 	if g.tel != nil {
 		g.tl.observe = g.observeToolsList
+	}
+	if !observesToolCalls(g.mcp.GetHooks()) && !opts.DisableRawCalls {
+		g.tl.call = g.fastCall
+		g.tl.cancelled = func(ls *liveSession, body []byte) {
+			if ls.session != nil {
+				g.fast.cancelled(ls.session.SessionID(), body)
+			}
+		}
 	}
 	return g, nil
 }

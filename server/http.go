@@ -28,17 +28,7 @@ func (g *Gateway) Handler() http.Handler {
 		// (sessions.go).
 		mcpserver.WithSessionIdManagerResolver(g.sess),
 		// The principal the auth middleware found travels into tool calls.
-		mcpserver.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
-			ctx = copyIdentity(ctx, r)
-			ctx = withTransport(ctx, r)
-			if p, ok := r.Context().Value(principalKey{}).(string); ok {
-				ctx = context.WithValue(ctx, principalKey{}, p)
-			}
-			if subj, ok := outauth.SubjectFrom(r.Context()); ok {
-				ctx = outauth.WithSubject(ctx, subj)
-			}
-			return g.sess.restore(ctx, r)
-		}),
+		mcpserver.WithHTTPContextFunc(g.httpContext),
 		mcpserver.WithSessionIdleTTL(30*time.Minute),
 		mcpserver.WithHeartbeatInterval(30*time.Second),
 	)
@@ -70,6 +60,21 @@ func (g *Gateway) Handler() http.Handler {
 		h = g.auth.wrap(mux)
 	}
 	return rejectRebinding(g.observeHTTP(h))
+}
+
+// httpContext carries what the HTTP middleware found (principal, identity,
+// peer, the caller's outgoing-auth subject, the client info of a session
+// another replica created) into MCP handlers.
+func (g *Gateway) httpContext(ctx context.Context, r *http.Request) context.Context {
+	ctx = copyIdentity(ctx, r)
+	ctx = withTransport(ctx, r)
+	if p, ok := r.Context().Value(principalKey{}).(string); ok {
+		ctx = context.WithValue(ctx, principalKey{}, p)
+	}
+	if subj, ok := outauth.SubjectFrom(r.Context()); ok {
+		ctx = outauth.WithSubject(ctx, subj)
+	}
+	return g.sess.restore(ctx, r) // a session another replica created
 }
 
 // rejectRebinding refuses requests that arrive over loopback but name a

@@ -87,6 +87,9 @@ func (r relay) Notify(ctx context.Context, backend string, n mcp.JSONRPCNotifica
 		if mcpserver.ClientSessionFromContext(ctx) == nil {
 			return
 		}
+		if notifyFast(ctx, n.Method, n.Params.AdditionalFields) {
+			return // on the response of a call served without mcp-go
+		}
 		_ = r.g.mcp.SendNotificationToClient(ctx, n.Method, n.Params.AdditionalFields)
 	case "notifications/message":
 		if backends.Ambiguous(ctx) {
@@ -99,6 +102,9 @@ func (r relay) Notify(ctx context.Context, backend string, n mcp.JSONRPCNotifica
 		if mcpserver.ClientSessionFromContext(ctx) == nil {
 			r.g.mcp.SendNotificationToAllClients(n.Method, n.Params.AdditionalFields)
 			return
+		}
+		if notifyFast(ctx, n.Method, n.Params.AdditionalFields) {
+			return // on the response of a call served without mcp-go
 		}
 		_ = r.g.mcp.SendNotificationToClient(ctx, n.Method, n.Params.AdditionalFields)
 	case "notifications/resources/updated":

@@ -272,6 +272,19 @@ func (g *Gateway) toolTarget(tool string) string {
 	return tool
 }
 
+// traceToolCall wraps a tool handler in its own SERVER span (telemetry
+// on): for the tools/call that vmcp serves without mcp-go (toolscall.go),
+// where mcp-go's tracer (mcpTracer) does not run.
+func (g *Gateway) traceToolCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
+		res, err := next(ctx, req)
+		et, msg := resultError(res, err)
+		op.End(ctx, et, msg)
+		return res, err
+	}
+}
+
 // transportKey marks requests that arrived over HTTP.
 type transportKey struct{}
 

@@ -114,6 +114,16 @@ type toolsList struct {
 	// ownHooks is the number of vmcp's own tools/list hooks, whose work
 	// filter does (they do not switch the fast path off).
 	ownHooks int
+
+	// call serves a tools/call without mcp-go when it qualifies
+	// (toolscall.go); nil: never. callOff turns it off (tests, benchmarks);
+	// callsServed counts the calls it served.
+	call        func(w http.ResponseWriter, r *http.Request, ls *liveSession, body []byte) bool
+	callOff     atomic.Bool
+	callsServed atomic.Int64
+	// cancelled sees the bodies mcp-go is handed (notifications/cancelled
+	// for a call served by call).
+	cancelled func(ls *liveSession, body []byte)
 }
 
 // toolPages is one rendering of the tool list.
@@ -128,9 +138,10 @@ type toolPages struct {
 
 // liveSession is a session mcp-go registered through one mounted handler.
 type liveSession struct {
-	mount  *toolsListMount
-	notify chan<- mcp.JSONRPCNotification
-	seen   atomic.Int64 // unix nanos of the last request mcp-go handled
+	mount   *toolsListMount
+	notify  chan<- mcp.JSONRPCNotification
+	seen    atomic.Int64 // unix nanos of the last request mcp-go handled
+	session mcpserver.ClientSession
 }
 
 // render pre-serialises the list mcp-go will serve once it is handed
@@ -231,7 +242,7 @@ func (tl *toolsList) watch(srv *mcpserver.MCPServer) {
 		if _, isHTTP := s.(mcpserver.SessionWithStreamableHTTPConfig); !ok || !isHTTP {
 			return // stdio, or a session no mount saw being created
 		}
-		ls := &liveSession{mount: m, notify: s.NotificationChannel()}
+		ls := &liveSession{mount: m, notify: s.NotificationChannel(), session: s}
 		ls.seen.Store(time.Now().UnixNano())
 		tl.sessions.Store(s.SessionID(), ls)
 	})
@@ -270,14 +281,21 @@ func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), mountKey{}, m)))
 		return
 	}
-	if r.Method != http.MethodPost || m.tl.off.Load() || len(ls.notify) > 0 ||
+	if r.Method != http.MethodPost || len(ls.notify) > 0 ||
 		time.Now().UnixNano()-ls.seen.Load() > int64(sessionRefresh) ||
 		!jsonContent(r.Header) || dnsRebinding(r) {
 		m.fallThrough(ls, w, r)
 		return
 	}
 	pages := m.tl.cur.Load()
-	if pages == nil {
+	if m.tl.off.Load() {
+		pages = nil
+	}
+	call := m.tl.call
+	if m.tl.callOff.Load() {
+		call = nil
+	}
+	if pages == nil && call == nil && m.tl.cancelled == nil {
 		m.fallThrough(ls, w, r)
 		return
 	}
@@ -286,6 +304,16 @@ func (m *toolsListMount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(body), errReader{err}), Closer: r.Body}
 	if err != nil {
+		m.fallThrough(ls, w, r)
+		return
+	}
+	if call != nil && call(w, r, ls, body) {
+		return
+	}
+	if m.tl.cancelled != nil {
+		m.tl.cancelled(ls, body)
+	}
+	if pages == nil {
 		m.fallThrough(ls, w, r)
 		return
 	}

@@ -54,7 +54,7 @@ func echoHandler(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolRes
 // servers (each a `builtin:` backend of the same name), plus the demo
 // backends and workflows when demo is set. It returns the /mcp URL.
 // extraYAML goes before `backends:`, backendsYAML into it.
-func startGateway(tb testing.TB, servers map[string]*mcpserver.MCPServer, demo bool, extraYAML, backendsYAML string) (*Gateway, string) {
+func startGateway(tb testing.TB, servers map[string]*mcpserver.MCPServer, demo bool, extraYAML, backendsYAML string, opts ...func(*Options)) (*Gateway, string) {
 	tb.Helper()
 	var sb strings.Builder
 	sb.WriteString("name: toolslist-test\n" + extraYAML + "backends:\n" + backendsYAML)
@@ -82,7 +82,11 @@ func startGateway(tb testing.TB, servers map[string]*mcpserver.MCPServer, demo b
 		tb.Fatal(ds)
 	}
 	cfg.LoadedWorkflows = append(cfg.LoadedWorkflows, wfs...)
-	g, err := New(cfg, &Options{StatePath: filepath.Join(tb.TempDir(), "state.db"), InProcess: servers})
+	o := &Options{StatePath: filepath.Join(tb.TempDir(), "state.db"), InProcess: servers}
+	for _, f := range opts {
+		f(o)
+	}
+	g, err := New(cfg, o)
 	if err != nil {
 		tb.Fatal(err)
 	}

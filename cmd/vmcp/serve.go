@@ -66,7 +66,10 @@ reaped.`,
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			g, err := server.New(cfg, &server.Options{Logger: log, Version: version, StatePath: statePath})
+			// VMCP_DISABLE_RAW_CALLS=1 sends every backend tool call
+			// through mcp-go's client (diagnosis, benchmarks; docs/gateway.md).
+			g, err := server.New(cfg, &server.Options{Logger: log, Version: version, StatePath: statePath,
+				DisableRawCalls: os.Getenv("VMCP_DISABLE_RAW_CALLS") == "1"})
 			if err != nil {
 				return err
 			}
