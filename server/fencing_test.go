@@ -28,7 +28,7 @@ func (notLive) Live() bool { return false }
 // A replica that lost its lease makes no backend call for a run's step
 // (self-fencing); plain tool calls, which belong to no run, still go out.
 func TestNoStepCallsWithoutLease(t *testing.T) {
-	g := &Gateway{runs: &runs{store: notLive{}}}
+	g := &Gateway{runs: &runs{store: notLive{}, base: notLive{}}}
 	c := caller{g: g} // no manager: a call that got through would panic
 	_, err := c.CallTool(t.Context(), &steps.Call{Backend: "kit", Tool: "write", Step: "second", Attempt: 1})
 	if !errors.Is(err, errNotLive) {
