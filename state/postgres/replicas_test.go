@@ -281,6 +281,13 @@ func TestMigrations(t *testing.T) {
 	if err := s.Pool().QueryRow(t.Context(), `SELECT count(*) FROM vmcp_migrations`).Scan(&n); err != nil || n != postgres.SchemaVersion() {
 		t.Fatalf("%d migrations recorded, %v", n, err)
 	}
+	// Run ids compare as bytes (as bbolt orders them) whatever the
+	// database's default collation (migration 3).
+	var coll string
+	if err := s.Pool().QueryRow(t.Context(), `SELECT coalesce(collation_name, '') FROM information_schema.columns
+		WHERE table_schema = $1 AND table_name = 'vmcp_runs' AND column_name = 'id'`, o.Schema).Scan(&coll); err != nil || coll != "C" {
+		t.Errorf("vmcp_runs.id collation %q (%v), want C", coll, err)
+	}
 	if _, err := s.Pool().Exec(t.Context(), `INSERT INTO vmcp_migrations (version, name) VALUES (999, 'future')`); err != nil {
 		t.Fatal(err)
 	}
