@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
@@ -314,8 +315,17 @@ func (t *textNode) render(env map[string]any) (any, error) {
 	return sb.String(), nil
 }
 
+// vms are reused between expression runs: a fresh vm.VM (what vm.Run
+// makes) allocates its stack and variables on every template block.
+var vms = sync.Pool{New: func() any { return &vm.VM{} }}
+
 func (b *block) run(env map[string]any) (any, error) {
-	v, err := vm.Run(b.prog, env)
+	m := vms.Get().(*vm.VM)
+	v, err := m.Run(b.prog, env)
+	// Drop references to the run's values before the VM waits in the pool.
+	clear(m.Stack)
+	clear(m.Variables)
+	vms.Put(m)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
