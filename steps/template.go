@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
@@ -314,8 +315,17 @@ func (t *textNode) render(env map[string]any) (any, error) {
 	return sb.String(), nil
 }
 
+// vms are reused between expression runs: a fresh vm.VM (what vm.Run
+// makes) allocates its stack and variables on every template block.
+var vms = sync.Pool{New: func() any { return &vm.VM{} }}
+
 func (b *block) run(env map[string]any) (any, error) {
-	v, err := vm.Run(b.prog, env)
+	m := vms.Get().(*vm.VM)
+	v, err := m.Run(b.prog, env)
+	// Drop references to the run's values before the VM waits in the pool.
+	clear(m.Stack)
+	clear(m.Variables)
+	vms.Put(m)
 	if err != nil {
 		var fe *file.Error
 		if errors.As(err, &fe) {
@@ -843,24 +853,38 @@ func analyze(root *ast.Node, posAt func(int) dsl.Pos) ([]Ref, *analyzeErr) {
 			}
 		}))
 	}
-	seen := map[ast.Node]bool{}
+	// ast.Walk is post-order (an inner chain is visited before the chain
+	// that contains it), so the inner member nodes of every steps chain are
+	// marked in a first pass and only outermost chains are recorded: a
+	// read of steps.x.output.y is one ref with Field "output", not also a
+	// whole-step ref (which would make the engine decode every content
+	// list).
+	inner := map[ast.Node]bool{}
 	ast.Walk(root, visitor(func(n *ast.Node) {
 		x, ok := (*n).(*ast.MemberNode)
-		if !ok || seen[x] {
+		if !ok {
+			return
+		}
+		if path, ok := chain(x); !ok || len(path) < 2 || path[0] != "steps" {
+			return
+		}
+		for in := x.Node; ; {
+			m, ok := in.(*ast.MemberNode)
+			if !ok {
+				break
+			}
+			inner[m] = true
+			in = m.Node
+		}
+	}))
+	ast.Walk(root, visitor(func(n *ast.Node) {
+		x, ok := (*n).(*ast.MemberNode)
+		if !ok || inner[x] {
 			return
 		}
 		path, ok := chain(x)
 		if !ok || len(path) < 2 || path[0] != "steps" {
 			return
-		}
-		// Mark the inner chain nodes so only the outermost is recorded.
-		for inner := x.Node; ; {
-			m, ok := inner.(*ast.MemberNode)
-			if !ok {
-				break
-			}
-			seen[m] = true
-			inner = m.Node
 		}
 		r := Ref{Step: path[1], Guarded: guarded[x], Path: strings.Join(path, "."), Pos: posAt(stepNode(x).Location().From)}
 		if len(path) >= 3 {
