@@ -51,6 +51,13 @@ type leaseStore struct {
 	lapsing atomic.Bool
 	lapses  atomic.Uint64
 	holds   atomic.Bool
+	// epoch is the claim this replica holds on the run (as PostgreSQL's
+	// held map); down makes Release fail (the database does not answer),
+	// releaseTries counts its calls; releasedAt records the epochs given up.
+	epoch        atomic.Int64
+	down         atomic.Bool
+	releaseTries atomic.Int32
+	releasedAt   []int64
 }
 
 func (s *leaseStore) Live() bool { return s.live.Load() }
@@ -64,10 +71,17 @@ func (s *leaseStore) Lapses() uint64 {
 
 func (s *leaseStore) Holds(context.Context, string) (bool, error) { return s.holds.Load(), nil }
 
-func (s *leaseStore) Release(_ context.Context, id string) error {
+func (s *leaseStore) HeldEpoch(string) (int64, bool) { return s.epoch.Load(), true }
+
+func (s *leaseStore) Release(_ context.Context, id string, epoch int64) error {
+	s.releaseTries.Add(1)
+	if s.down.Load() {
+		return errors.New("database unreachable")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.released = append(s.released, id)
+	s.releasedAt = append(s.releasedAt, epoch)
 	return nil
 }
 
@@ -103,6 +117,28 @@ func TestLeaseLapseDuringExecution(t *testing.T) {
 	asksConfirmPage(t, c) // still held: goes on
 	ls.holds.Store(false)
 	leftForTakeover(t, c, ls) // taken over meanwhile: dropped
+}
+
+// A run self-fenced here, then claimed here again (taken over, answered,
+// resumed) before the release reached the database, keeps its new claim:
+// the release gives up only the claim the dropped execution had.
+func TestReleaseSparesALaterClaim(t *testing.T) {
+	_, c, ls := startLeaseDemo(t)
+	ls.epoch.Store(1)
+	ls.down.Store(true) // the release cannot reach the database yet
+	res := callJSON(t, c, "investigate_incident", `{"incident_id":"INC-1042"}`)
+	if !res.IsError || !strings.Contains(text(res), "left for a takeover") {
+		t.Fatalf("a run whose step was self-fenced: %s, want it left for a takeover", text(res))
+	}
+	waitFor(t, func() bool { return ls.releaseTries.Load() > 0 })
+	ls.epoch.Store(2) // meanwhile the run was interrupted and claimed here again
+	ls.down.Store(false)
+	waitFor(t, func() bool { return len(ls.releasedRuns()) > 0 })
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if !slices.Equal(ls.releasedAt, []int64{1}) {
+		t.Fatalf("released claims at epochs %v, want only the self-fenced execution's (1)", ls.releasedAt)
+	}
 }
 
 func asksConfirmPage(t *testing.T, c *client.Client) {

@@ -79,7 +79,7 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 		return nil, err
 	}
 	return &runs{g: g, store: st, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{},
-		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]struct{}{}}, takeovers: tk}, nil
+		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]int64{}}, takeovers: tk}, nil
 }
 
 func (r *runs) close() error { return r.store.Close() }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,7 +108,7 @@ func (x *execution) drop() {
 type executions struct {
 	mu        sync.Mutex
 	active    map[string]map[*execution]struct{}
-	unrelease map[string]struct{} // dropped while held: to release
+	unrelease map[string]int64 // dropped while held: to release (at epoch)
 }
 
 // begin registers an engine call for a durable run; end it with the
@@ -167,9 +168,18 @@ func (r *runs) selfFence(ctx context.Context) {
 		r.g.log.Warn("this replica's lease on the state store lapsed: it stops executing the run and leaves it for a takeover", "run_id", x.run)
 	}
 	x.drop()
-	r.ex.mu.Lock()
-	r.ex.unrelease[x.run] = struct{}{}
-	r.ex.mu.Unlock()
+	// Release the claim held now, the dropped execution's: not a later
+	// one (the run may be taken over and claimed here again before the
+	// release reaches the database).
+	rel, ok := r.store.(releaser)
+	if !ok {
+		return
+	}
+	if epoch, held := rel.HeldEpoch(x.run); held {
+		r.ex.mu.Lock()
+		r.ex.unrelease[x.run] = epoch
+		r.ex.mu.Unlock()
+	}
 }
 
 // fenced drops the execution behind ctx after the store refused its
@@ -185,7 +195,8 @@ func (r *runs) fenced(ctx context.Context, err error) {
 
 // releaser is a driver that can give up a run it holds (PostgreSQL).
 type releaser interface {
-	Release(ctx context.Context, id string) error
+	HeldEpoch(id string) (int64, bool)
+	Release(ctx context.Context, id string, epoch int64) error
 }
 
 // releaseLoop releases the runs this replica dropped while holding them,
@@ -204,20 +215,20 @@ func (r *runs) releaseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		r.ex.mu.Lock()
-		ids := make([]string, 0, len(r.ex.unrelease))
-		for id := range r.ex.unrelease {
-			ids = append(ids, id)
-		}
+		claims := make(map[string]int64, len(r.ex.unrelease))
+		maps.Copy(claims, r.ex.unrelease)
 		r.ex.mu.Unlock()
-		for _, id := range ids {
-			if err := rel.Release(ctx, id); err != nil {
+		for id, epoch := range claims {
+			if err := rel.Release(ctx, id, epoch); err != nil {
 				if ctx.Err() == nil {
 					r.g.log.Debug("releasing a dropped run (retrying)", "run_id", id, "err", err)
 				}
 				break // the database does not answer: retry all later
 			}
 			r.ex.mu.Lock()
-			delete(r.ex.unrelease, id)
+			if r.ex.unrelease[id] == epoch {
+				delete(r.ex.unrelease, id)
+			}
 			r.ex.mu.Unlock()
 			r.g.log.Info("released a run this replica stopped executing; the sweep takes it over", "run_id", id)
 		}
