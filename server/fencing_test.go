@@ -16,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/steps"
 )
@@ -204,4 +205,47 @@ func startLeaseDemo(t *testing.T) (*Gateway, *client.Client, *leaseStore) {
 		_ = g.Close()
 	})
 	return g, newClient(t, srv.URL+"/mcp"), ls
+}
+
+// An execution of a run still going on here when the run is claimed here
+// again (its replica's lease lapsed during a long backend call, another
+// replica took the run over and paused it, and its answer came to this
+// replica) is stale: the claim drops it, so it makes no more calls and
+// writes nothing under the new claim (the store's fencing is per replica,
+// not per execution). An execution that already paused is not stale.
+func TestClaimDropsAStaleExecution(t *testing.T) {
+	g, c, ls := startLeaseDemo(t)
+	ls.live.Store(true)
+	asksConfirmPage(t, c)
+	list, _, err := ls.List(t.Context(), state.Filter{Status: state.StatusWaiting, Limit: 10})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("waiting runs: %v %v, want 1", list, err)
+	}
+	run, err := ls.Get(t.Context(), list[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro := &engine.RunOptions{RunID: run.ID, Durable: true}
+	staleCtx, staleEnd := g.runs.begin(t.Context(), ro)
+	pausedCtx, pausedEnd := g.runs.begin(t.Context(), ro)
+	executionOf(pausedCtx).settled.Store(true)
+
+	ctx := context.WithValue(t.Context(), principalKey{}, run.Owner)
+	if _, _, err := g.ResumeRun(ctx, run.ID, engine.Answer{Action: engine.ActionDecline}); err != nil {
+		t.Fatalf("answering the run: %v", err)
+	}
+	select {
+	case <-staleCtx.Done():
+	default:
+		t.Fatal("the stale execution goes on after the run was claimed again here")
+	}
+	if _, err := staleEnd(nil, nil); !isLeftForTakeover(err) {
+		t.Fatalf("the stale execution ends with %v, want it left (dropped)", err)
+	}
+	if pausedCtx.Err() != nil {
+		t.Fatal("the claim dropped an execution that had paused")
+	}
+	if _, err := pausedEnd(&engine.Outcome{RunID: run.ID, Status: engine.StatusWaiting}, nil); err != nil {
+		t.Fatalf("the paused execution ends with %v", err)
+	}
 }

@@ -160,6 +160,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		}
 		if q != nil {
 			cp.Pending.Seq = run.Seq
+			settle(ctx)
 			c.g.notePauseCommitted(ctx, cp, run.Seq, time.Since(start))
 		}
 		return nil
@@ -170,6 +171,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	seq, err := r.store.Pause(ctx, cp.RunID, b, *q)
 	if err == nil {
 		cp.Pending.Seq = seq
+		settle(ctx)
 		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
 	}
 	return err
@@ -394,6 +396,7 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 	if err != nil {
 		return err
 	}
+	r.supersede(l.run.ID) // a stale execution of it here, if any, stops
 	asked := l.run.Updated
 	l.run = claimed
 	r.g.noteAnswer(ctx, claimed, step, a, nil, asked)
@@ -444,6 +447,7 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 				break
 			}
 			for _, run := range claimed {
+				r.supersede(run.ID) // a stale execution of it here, if any, stops
 				slots <- struct{}{}
 				wg.Add(1)
 				go func() {

@@ -56,6 +56,9 @@ type execution struct {
 	run     string
 	cancel  context.CancelCauseFunc // errCancelledElsewhere: cancelled through the store (watch.go)
 	dropped atomic.Bool
+	// settled: its run paused (committed); it writes nothing more, so a
+	// new claim of the run does not make it stale.
+	settled atomic.Bool
 	// lapses is the store's lease-lapse count when this execution last
 	// knew it held its run (see runs.holds).
 	lapses atomic.Uint64
@@ -94,6 +97,14 @@ type executionKey struct{}
 func executionOf(ctx context.Context) *execution {
 	x, _ := ctx.Value(executionKey{}).(*execution)
 	return x
+}
+
+// settle records that the execution behind ctx paused its run: it writes
+// nothing more (see supersede).
+func settle(ctx context.Context) {
+	if x := executionOf(ctx); x != nil {
+		x.settled.Store(true)
+	}
 }
 
 // drop stops the execution: no more backend calls or writes.
@@ -147,13 +158,20 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 	}
 }
 
-// supersede drops every execution of run id on this replica: the run was
-// interrupted (its epoch moved on) and is about to execute anew.
+// supersede drops every execution of run id on this replica that has not
+// paused: the run was just claimed here (resumed after an interruption,
+// answered, or its deadline applied) and is about to execute anew, so any
+// such execution is stale — its replica's lease lapsed while it ran, the
+// run was taken over, and it came back here. The store's fence cannot
+// tell it from the new execution (both are this replica's, at the new
+// epoch).
 func (r *runs) supersede(id string) {
 	r.ex.mu.Lock()
 	defer r.ex.mu.Unlock()
 	for x := range r.ex.active[id] {
-		x.drop()
+		if !x.settled.Load() {
+			x.drop()
+		}
 	}
 }
 
