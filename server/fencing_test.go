@@ -249,3 +249,61 @@ func TestClaimDropsAStaleExecution(t *testing.T) {
 		t.Fatalf("the paused execution ends with %v", err)
 	}
 }
+
+// deafStore loses every change hint (a NOTIFY that never arrived; the
+// poll wakes only live waiters).
+type deafStore struct{ state.Driver }
+
+func (deafStore) Changes(context.Context) <-chan state.Change { return make(chan state.Change) }
+
+// A run cancelled through the store while it executes here, whose hint
+// never reached this process, learns it from its next write, which the
+// store refuses: its context is cancelled as the hint would have, and it
+// ends cancelled (not failed on "could not persist the run's progress").
+func TestRefusedWriteStopsACancelledRun(t *testing.T) {
+	cfg, ds := DemoConfig(nil)
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.wrapStore = func(d state.Driver) state.Driver { return deafStore{d} }
+	if err := g.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = g.Close()
+	})
+	asksConfirmPage(t, newClient(t, srv.URL+"/mcp"))
+	ctx := t.Context()
+	list, _, err := g.runs.store.List(ctx, state.Filter{Status: state.StatusWaiting, Limit: 10})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("waiting runs: %v %v, want 1", list, err)
+	}
+	run, err := g.runs.store.Get(ctx, list[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.runs.store.Claim(ctx, run.ID, run.Pending.Step, run.Pending.Seq, run.Owner, json.RawMessage(`{"action":"accept"}`)); err != nil {
+		t.Fatal(err)
+	}
+	xctx, end := g.runs.begin(ctx, &engine.RunOptions{RunID: run.ID, Durable: true})
+	if err := g.runs.store.Cancel(ctx, run.ID, run.Owner); err != nil {
+		t.Fatal(err)
+	}
+	cp := &engine.Checkpoint{Version: engine.CheckpointVersion, RunID: run.ID, Workflow: run.Workflow, InFlight: []string{"page"}}
+	if err := (checkpointer{g}).SaveCheckpoint(xctx, cp); err == nil {
+		t.Fatal("a checkpoint of a cancelled run was accepted")
+	}
+	if !errors.Is(context.Cause(xctx), errCancelledElsewhere) {
+		t.Fatalf("after its write was refused, the cancelled run's execution goes on (cause %v)", context.Cause(xctx))
+	}
+	out, err := end(&engine.Outcome{RunID: run.ID, Workflow: run.Workflow, Status: engine.StatusFailed}, nil)
+	if err != nil || out.Status != engine.StatusCancelled {
+		t.Fatalf("the execution ends %+v, %v; want cancelled", out, err)
+	}
+}

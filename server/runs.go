@@ -126,7 +126,10 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 			// Dropped (self-fenced or taken over): no more writes.
 			return &errLeftForTakeover{run: cp.RunID}
 		}
-		defer func() { r.fenced(ctx, err) }()
+		defer func() {
+			r.fenced(ctx, err)
+			r.refusedCancelled(ctx, err)
+		}()
 	}
 	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	b, err := checkpointJSON(ctx, cp)
