@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vmcp-dev/vmcp/state"
 )
@@ -107,12 +108,15 @@ func (s *Store) listenLoop(ctx context.Context, dsn string) {
 }
 
 func (s *Store) listenOnce(ctx context.Context, dsn, ch string, up func()) error {
-	cfg, err := pgx.ParseConfig(dsn)
+	// Parsed as the pool parses it: a DSN may carry the pool's own
+	// settings (pool_max_conns, ...), which PostgreSQL would refuse as
+	// unknown startup parameters.
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.ConnectConfig(cctx, cfg)
+	conn, err := pgx.ConnectConfig(cctx, cfg.ConnConfig)
 	cancel()
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,3 +100,20 @@ func TestChangesListenerReconnects(t *testing.T) {
 	}
 	expectHint(t, hints, state.Change{RunID: r.ID, Status: state.StatusWaiting})
 }
+
+// The change-hint listener connects with a DSN that carries the pool's
+// own settings (pool_max_conns and the like, which the pool accepts and
+// PostgreSQL would refuse as unknown startup parameters).
+func TestChangesListenerWithPoolSettingsInTheDSN(t *testing.T) {
+	dsn, o := freshSchema(t)
+	sep := " "
+	if strings.Contains(dsn, "://") {
+		sep = "&"
+		if !strings.Contains(dsn, "?") {
+			sep = "?"
+		}
+	}
+	a := replica(t, dsn+sep+"pool_max_conn_lifetime=1h", *o)
+	waitListening(t, a)
+}
+
