@@ -117,3 +117,17 @@ func TestChangesListenerWithPoolSettingsInTheDSN(t *testing.T) {
 	waitListening(t, a)
 }
 
+// A listen_dsn that does not parse is a clear error at Open, not a
+// listener warning forever.
+func TestBadListenDSN(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.ListenDSN = "postgres://vmcp@db:notaport/x"
+	s, err := postgres.Open(t.Context(), dsn, o)
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("Open accepted a listen_dsn that does not parse")
+	}
+	if !strings.Contains(err.Error(), "listen_dsn") {
+		t.Fatalf("error %q does not name listen_dsn", err)
+	}
+}

@@ -177,6 +177,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.ListenDSN != "" {
+		// Else the listener would retry it forever, warning.
+		if _, err := pgxpool.ParseConfig(o.ListenDSN); err != nil {
+			return nil, fmt.Errorf("state.postgres.listen_dsn: %w", err)
+		}
+	}
 	cfg.MaxConns = o.MaxConns
 	if err := Migrate(ctx, dsn, o.Schema, o.NoMigrate); err != nil {
 		return nil, err
