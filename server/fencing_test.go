@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
@@ -226,8 +227,8 @@ func TestClaimDropsAStaleExecution(t *testing.T) {
 		t.Fatal(err)
 	}
 	ro := &engine.RunOptions{RunID: run.ID, Durable: true}
-	staleCtx, staleEnd := g.runs.begin(t.Context(), ro)
-	pausedCtx, pausedEnd := g.runs.begin(t.Context(), ro)
+	staleCtx, staleEnd := g.runs.begin(t.Context(), ro, run.Workflow)
+	pausedCtx, pausedEnd := g.runs.begin(t.Context(), ro, run.Workflow)
 	executionOf(pausedCtx).settled.Store(true)
 
 	ctx := context.WithValue(t.Context(), principalKey{}, run.Owner)
@@ -256,11 +257,10 @@ type deafStore struct{ state.Driver }
 
 func (deafStore) Changes(context.Context) <-chan state.Change { return make(chan state.Change) }
 
-// A run cancelled through the store while it executes here, whose hint
-// never reached this process, learns it from its next write, which the
-// store refuses: its context is cancelled as the hint would have, and it
-// ends cancelled (not failed on "could not persist the run's progress").
-func TestRefusedWriteStopsACancelledRun(t *testing.T) {
+// deafDemoRunning starts the demo on a store that loses every change hint
+// and returns a run of investigate_incident running (answered).
+func deafDemoRunning(t *testing.T) (*Gateway, *client.Client, *state.Run) {
+	t.Helper()
 	cfg, ds := DemoConfig(nil)
 	if len(ds) > 0 {
 		t.Fatal(ds)
@@ -278,7 +278,8 @@ func TestRefusedWriteStopsACancelledRun(t *testing.T) {
 		srv.Close()
 		_ = g.Close()
 	})
-	asksConfirmPage(t, newClient(t, srv.URL+"/mcp"))
+	c := newClient(t, srv.URL+"/mcp")
+	asksConfirmPage(t, c)
 	ctx := t.Context()
 	list, _, err := g.runs.store.List(ctx, state.Filter{Status: state.StatusWaiting, Limit: 10})
 	if err != nil || len(list) != 1 {
@@ -291,7 +292,17 @@ func TestRefusedWriteStopsACancelledRun(t *testing.T) {
 	if _, err := g.runs.store.Claim(ctx, run.ID, run.Pending.Step, run.Pending.Seq, run.Owner, json.RawMessage(`{"action":"accept"}`)); err != nil {
 		t.Fatal(err)
 	}
-	xctx, end := g.runs.begin(ctx, &engine.RunOptions{RunID: run.ID, Durable: true})
+	return g, c, run
+}
+
+// A run cancelled through the store while it executes here, whose hint
+// never reached this process, learns it from its next write, which the
+// store refuses: its context is cancelled as the hint would have, and it
+// ends cancelled (not failed on "could not persist the run's progress").
+func TestRefusedWriteStopsACancelledRun(t *testing.T) {
+	g, _, run := deafDemoRunning(t)
+	ctx := t.Context()
+	xctx, end := g.runs.begin(ctx, &engine.RunOptions{RunID: run.ID, Durable: true}, run.Workflow)
 	if err := g.runs.store.Cancel(ctx, run.ID, run.Owner); err != nil {
 		t.Fatal(err)
 	}
@@ -305,5 +316,27 @@ func TestRefusedWriteStopsACancelledRun(t *testing.T) {
 	out, err := end(&engine.Outcome{RunID: run.ID, Workflow: run.Workflow, Status: engine.StatusFailed}, nil)
 	if err != nil || out.Status != engine.StatusCancelled {
 		t.Fatalf("the execution ends %+v, %v; want cancelled", out, err)
+	}
+}
+
+// A cancel that commits just before the run's pause: the pause is refused,
+// so the engine returns an error, not an outcome; the execution still ends
+// cancelled (a tool result saying so, not a protocol error).
+func TestCancelRacingAPauseEndsCancelled(t *testing.T) {
+	g, _, run := deafDemoRunning(t)
+	ctx := t.Context()
+	xctx, end := g.runs.begin(ctx, &engine.RunOptions{RunID: run.ID, Durable: true}, run.Workflow)
+	if err := g.runs.store.Cancel(ctx, run.ID, run.Owner); err != nil {
+		t.Fatal(err)
+	}
+	cp := &engine.Checkpoint{Version: engine.CheckpointVersion, RunID: run.ID, Workflow: run.Workflow,
+		Pending: &engine.Question{Step: "confirm_page", Message: "page?"}}
+	err := (checkpointer{g}).SaveCheckpoint(xctx, cp)
+	if err == nil {
+		t.Fatal("the pause of a cancelled run was accepted")
+	}
+	out, err := end(nil, fmt.Errorf("saving the paused run: %w", err))
+	if err != nil || out == nil || out.Status != engine.StatusCancelled || out.RunID != run.ID || !strings.Contains(out.Err.Error(), run.Workflow) {
+		t.Fatalf("the execution ends %+v, %v; want the run cancelled", out, err)
 	}
 }

@@ -122,10 +122,11 @@ type executions struct {
 	unrelease map[string]int64 // dropped while held: to release (at epoch)
 }
 
-// begin registers an engine call for a durable run; end it with the
-// returned function, which turns the outcome of a dropped execution into
-// errLeftForTakeover.
-func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Context, func(*engine.Outcome, error) (*engine.Outcome, error)) {
+// begin registers an engine call for a durable run of workflow; end it
+// with the returned function, which turns the outcome of a dropped
+// execution into errLeftForTakeover, and that of one cancelled elsewhere
+// into a cancelled outcome.
+func (r *runs) begin(ctx context.Context, ro *engine.RunOptions, workflow string) (context.Context, func(*engine.Outcome, error) (*engine.Outcome, error)) {
 	if r == nil || ro == nil || !ro.Durable || ro.RunID == "" {
 		return ctx, func(o *engine.Outcome, err error) (*engine.Outcome, error) { return o, err }
 	}
@@ -149,6 +150,10 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 			delete(r.ex.active, x.run)
 		}
 		r.ex.mu.Unlock()
+		if o == nil && err != nil && !x.dropped.Load() && errors.Is(context.Cause(ctx), errCancelledElsewhere) {
+			// E.g. its pause was refused: the cancel committed first.
+			o, err = &engine.Outcome{RunID: x.run, Workflow: workflow, Status: engine.StatusCancelled}, nil
+		}
 		cancelledOutcome(ctx, o) // before cancel(nil): it reads the cause
 		cancel(nil)
 		if x.dropped.Load() {
