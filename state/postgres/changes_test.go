@@ -84,6 +84,7 @@ func TestChangesReachOtherReplicas(t *testing.T) {
 func TestChangesListenerReconnects(t *testing.T) {
 	dsn, o := freshSchema(t)
 	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
+	waitListening(t, a) // both listeners are up before they are counted
 	waitListening(t, b)
 	ctx := t.Context()
 	hints := b.Changes(ctx)
