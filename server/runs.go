@@ -86,7 +86,7 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 		return nil, err
 	}
 	return &runs{g: g, store: st, base: base, sealer: sealer, plans: map[string]*engine.Plan{}, unborn: map[string]*state.Run{},
-		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]struct{}{}}, takeovers: tk}, nil
+		ex: executions{active: map[string]map[*execution]struct{}{}, unrelease: map[string]int64{}}, takeovers: tk}, nil
 }
 
 func (r *runs) close() error { return r.store.Close() }
@@ -133,7 +133,10 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 			// Dropped (self-fenced or taken over): no more writes.
 			return &errLeftForTakeover{run: cp.RunID}
 		}
-		defer func() { r.fenced(ctx, err) }()
+		defer func() {
+			r.fenced(ctx, err)
+			r.refusedCancelled(ctx, err)
+		}()
 	}
 	ctx = context.WithoutCancel(ctx) // a transition once started is recorded
 	b, err := checkpointJSON(ctx, cp)
@@ -167,6 +170,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		}
 		if q != nil {
 			cp.Pending.Seq = run.Seq
+			settle(ctx)
 			c.g.notePauseCommitted(ctx, cp, run.Seq, time.Since(start))
 		}
 		return nil
@@ -177,6 +181,7 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	seq, err := r.store.Pause(ctx, cp.RunID, b, *q)
 	if err == nil {
 		cp.Pending.Seq = seq
+		settle(ctx)
 		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
 	}
 	return err
@@ -401,6 +406,7 @@ func (r *runs) claim(ctx context.Context, l *loaded, step string, seq uint64, wh
 	if err != nil {
 		return err
 	}
+	r.supersede(l.run.ID) // a stale execution of it here, if any, stops
 	asked := l.run.Updated
 	l.run = claimed
 	r.g.noteAnswer(ctx, claimed, step, a, nil, asked)
@@ -451,6 +457,7 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 				break
 			}
 			for _, run := range claimed {
+				r.supersede(run.ID) // a stale execution of it here, if any, stops
 				slots <- struct{}{}
 				wg.Add(1)
 				go func() {

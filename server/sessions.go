@@ -57,6 +57,9 @@ type sessions struct {
 type localSession struct {
 	principal string
 	touched   time.Time
+	// shared: recorded in the store (PutSession succeeded), so its
+	// record's disappearance means a DELETE elsewhere (or its expiry).
+	shared bool
 }
 
 type remoteSession struct {
@@ -216,10 +219,28 @@ func (ss *sessions) touch(id string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := sh.TouchSession(ctx, id, sessionTTL); err != nil && !errors.Is(err, state.ErrNotFound) {
+		err := sh.TouchSession(ctx, id, sessionTTL)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			ss.gone(id)
+		case err != nil:
 			ss.g.log.Warn("extending a shared session", "session", id, "err", err)
 		}
 	}()
+}
+
+// gone ends here a shared session whose record is gone from the store:
+// its client ended it (DELETE) on another replica, or it expired there.
+// A local session never shared (PutSession failed) is left alone.
+func (ss *sessions) gone(id string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if l := ss.local[id]; l != nil && !l.shared {
+		return
+	}
+	delete(ss.local, id)
+	delete(ss.remote, id)
+	ss.terminated[id] = time.Now()
 }
 
 // guard refuses, before mcp-go sees it, a request whose session was
@@ -301,7 +322,13 @@ func (g *Gateway) installSessionHooks(h *mcpserver.Hooks) {
 		rec := &state.Session{ID: id, Principal: l.principal, Protocol: res.ProtocolVersion, ClientInfo: info, Capabilities: caps}
 		if err := sh.PutSession(context.WithoutCancel(ctx), rec, sessionTTL); err != nil {
 			g.log.Warn("sharing a new session with the other replicas", "session", id, "err", fmt.Sprint(err))
+			return
 		}
+		ss.mu.Lock()
+		if l := ss.local[id]; l != nil {
+			l.shared = true
+		}
+		ss.mu.Unlock()
 	})
 }
 

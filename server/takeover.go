@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,9 @@ type execution struct {
 	run     string
 	cancel  context.CancelCauseFunc // errCancelledElsewhere: cancelled through the store (watch.go)
 	dropped atomic.Bool
+	// settled: its run paused (committed); it writes nothing more, so a
+	// new claim of the run does not make it stale.
+	settled atomic.Bool
 	// lapses is the store's lease-lapse count when this execution last
 	// knew it held its run (see runs.holds).
 	lapses atomic.Uint64
@@ -95,6 +99,14 @@ func executionOf(ctx context.Context) *execution {
 	return x
 }
 
+// settle records that the execution behind ctx paused its run: it writes
+// nothing more (see supersede).
+func settle(ctx context.Context) {
+	if x := executionOf(ctx); x != nil {
+		x.settled.Store(true)
+	}
+}
+
 // drop stops the execution: no more backend calls or writes.
 func (x *execution) drop() {
 	if x != nil && x.dropped.CompareAndSwap(false, true) {
@@ -107,13 +119,14 @@ func (x *execution) drop() {
 type executions struct {
 	mu        sync.Mutex
 	active    map[string]map[*execution]struct{}
-	unrelease map[string]struct{} // dropped while held: to release
+	unrelease map[string]int64 // dropped while held: to release (at epoch)
 }
 
-// begin registers an engine call for a durable run; end it with the
-// returned function, which turns the outcome of a dropped execution into
-// errLeftForTakeover.
-func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Context, func(*engine.Outcome, error) (*engine.Outcome, error)) {
+// begin registers an engine call for a durable run of workflow; end it
+// with the returned function, which turns the outcome of a dropped
+// execution into errLeftForTakeover, and that of one cancelled elsewhere
+// into a cancelled outcome.
+func (r *runs) begin(ctx context.Context, ro *engine.RunOptions, workflow string) (context.Context, func(*engine.Outcome, error) (*engine.Outcome, error)) {
 	if r == nil || ro == nil || !ro.Durable || ro.RunID == "" {
 		return ctx, func(o *engine.Outcome, err error) (*engine.Outcome, error) { return o, err }
 	}
@@ -137,6 +150,10 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 			delete(r.ex.active, x.run)
 		}
 		r.ex.mu.Unlock()
+		if o == nil && err != nil && !x.dropped.Load() && errors.Is(context.Cause(ctx), errCancelledElsewhere) {
+			// E.g. its pause was refused: the cancel committed first.
+			o, err = &engine.Outcome{RunID: x.run, Workflow: workflow, Status: engine.StatusCancelled}, nil
+		}
 		cancelledOutcome(ctx, o) // before cancel(nil): it reads the cause
 		cancel(nil)
 		if x.dropped.Load() {
@@ -146,13 +163,20 @@ func (r *runs) begin(ctx context.Context, ro *engine.RunOptions) (context.Contex
 	}
 }
 
-// supersede drops every execution of run id on this replica: the run was
-// interrupted (its epoch moved on) and is about to execute anew.
+// supersede drops every execution of run id on this replica that has not
+// paused: the run was just claimed here (resumed after an interruption,
+// answered, or its deadline applied) and is about to execute anew, so any
+// such execution is stale — its replica's lease lapsed while it ran, the
+// run was taken over, and it came back here. The store's fence cannot
+// tell it from the new execution (both are this replica's, at the new
+// epoch).
 func (r *runs) supersede(id string) {
 	r.ex.mu.Lock()
 	defer r.ex.mu.Unlock()
 	for x := range r.ex.active[id] {
-		x.drop()
+		if !x.settled.Load() {
+			x.drop()
+		}
 	}
 }
 
@@ -167,9 +191,18 @@ func (r *runs) selfFence(ctx context.Context) {
 		r.g.log.Warn("this replica's lease on the state store lapsed: it stops executing the run and leaves it for a takeover", "run_id", x.run)
 	}
 	x.drop()
-	r.ex.mu.Lock()
-	r.ex.unrelease[x.run] = struct{}{}
-	r.ex.mu.Unlock()
+	// Release the claim held now, the dropped execution's: not a later
+	// one (the run may be taken over and claimed here again before the
+	// release reaches the database).
+	rel, ok := r.base.(releaser)
+	if !ok {
+		return
+	}
+	if epoch, held := rel.HeldEpoch(x.run); held {
+		r.ex.mu.Lock()
+		r.ex.unrelease[x.run] = epoch
+		r.ex.mu.Unlock()
+	}
 }
 
 // fenced drops the execution behind ctx after the store refused its
@@ -185,7 +218,8 @@ func (r *runs) fenced(ctx context.Context, err error) {
 
 // releaser is a driver that can give up a run it holds (PostgreSQL).
 type releaser interface {
-	Release(ctx context.Context, id string) error
+	HeldEpoch(id string) (int64, bool)
+	Release(ctx context.Context, id string, epoch int64) error
 }
 
 // releaseLoop releases the runs this replica dropped while holding them,
@@ -204,20 +238,20 @@ func (r *runs) releaseLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		r.ex.mu.Lock()
-		ids := make([]string, 0, len(r.ex.unrelease))
-		for id := range r.ex.unrelease {
-			ids = append(ids, id)
-		}
+		claims := make(map[string]int64, len(r.ex.unrelease))
+		maps.Copy(claims, r.ex.unrelease)
 		r.ex.mu.Unlock()
-		for _, id := range ids {
-			if err := rel.Release(ctx, id); err != nil {
+		for id, epoch := range claims {
+			if err := rel.Release(ctx, id, epoch); err != nil {
 				if ctx.Err() == nil {
 					r.g.log.Debug("releasing a dropped run (retrying)", "run_id", id, "err", err)
 				}
 				break // the database does not answer: retry all later
 			}
 			r.ex.mu.Lock()
-			delete(r.ex.unrelease, id)
+			if r.ex.unrelease[id] == epoch {
+				delete(r.ex.unrelease, id)
+			}
 			r.ex.mu.Unlock()
 			r.g.log.Info("released a run this replica stopped executing; the sweep takes it over", "run_id", id)
 		}

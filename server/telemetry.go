@@ -467,7 +467,7 @@ type tracedEngine struct {
 }
 
 func (e *tracedEngine) Run(ctx context.Context, p *engine.Plan, args json.RawMessage, ro *engine.RunOptions) (*engine.Outcome, error) {
-	ctx, end := e.g.runs.begin(ctx, ro) // takeover.go: an execution this replica may drop
+	ctx, end := e.g.runs.begin(ctx, ro, p.Name) // takeover.go: an execution this replica may drop
 	return end(e.run(ctx, p, args, ro))
 }
 
@@ -486,7 +486,7 @@ func (e *tracedEngine) run(ctx context.Context, p *engine.Plan, args json.RawMes
 }
 
 func (e *tracedEngine) Resume(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, a engine.Answer, ro *engine.RunOptions) (*engine.Outcome, error) {
-	ctx, end := e.g.runs.begin(ctx, ro)
+	ctx, end := e.g.runs.begin(ctx, ro, p.Name)
 	return end(e.resume(ctx, p, cp, a, ro))
 }
 
@@ -506,7 +506,7 @@ func (e *tracedEngine) resume(ctx context.Context, p *engine.Plan, cp *engine.Ch
 }
 
 func (e *tracedEngine) Continue(ctx context.Context, p *engine.Plan, cp *engine.Checkpoint, rerun bool, ro *engine.RunOptions) (*engine.Outcome, error) {
-	ctx, end := e.g.runs.begin(ctx, ro)
+	ctx, end := e.g.runs.begin(ctx, ro, p.Name)
 	return end(e.cont(ctx, p, cp, rerun, ro))
 }
 

@@ -127,6 +127,20 @@ func (r *runs) stopIfCancelled(ctx context.Context, id string) {
 	}
 }
 
+// refusedCancelled marks the execution behind ctx cancelled elsewhere
+// when the store refused its write because the run was cancelled: the
+// change hint may be late or lost (the poll wakes only live waiters).
+// The engine ends a run whose save failed anyway, but as failed ("could
+// not persist the run's progress"); with the cause set, the execution
+// ends cancelled, as it does when the hint comes first.
+func (r *runs) refusedCancelled(ctx context.Context, err error) {
+	var te *state.TransitionError
+	if x := executionOf(ctx); x != nil && errors.As(err, &te) && te.Status == state.StatusCancelled {
+		r.g.log.Info("run cancelled elsewhere (its write was refused); stopping its execution here", "run_id", x.run)
+		x.cancel(errCancelledElsewhere)
+	}
+}
+
 // followChanges is the process's one consumer of the store's change
 // hints: it wakes local waiters and stops local executions of runs
 // cancelled elsewhere. Every pollEvery it wakes every waiter (they

@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vmcp-dev/vmcp/state"
 )
@@ -22,6 +25,15 @@ import (
 
 // notifyBatch bounds the ids of one pg_notify statement.
 const notifyBatch = 100
+
+// listenCheck is how long the listener waits quietly before checking that
+// its connection still answers (a ping bounded by min(listenCheck, 10s)):
+// a connection cut off without a reset (a partition) would otherwise look
+// alive until TCP gives up, for many minutes, its hints lost without the
+// Change{} that a reconnect publishes. Nanoseconds; tests shorten it.
+var listenCheck atomic.Int64
+
+func init() { listenCheck.Store(int64(30 * time.Second)) }
 
 // channelName is the NOTIFY channel of a schema (several vmcp schemas may
 // share one database), at most 63 bytes like every identifier.
@@ -107,12 +119,15 @@ func (s *Store) listenLoop(ctx context.Context, dsn string) {
 }
 
 func (s *Store) listenOnce(ctx context.Context, dsn, ch string, up func()) error {
-	cfg, err := pgx.ParseConfig(dsn)
+	// Parsed as the pool parses it: a DSN may carry the pool's own
+	// settings (pool_max_conns, ...), which PostgreSQL would refuse as
+	// unknown startup parameters.
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.ConnectConfig(cctx, cfg)
+	conn, err := pgx.ConnectConfig(cctx, cfg.ConnConfig)
 	cancel()
 	if err != nil {
 		return err
@@ -123,7 +138,21 @@ func (s *Store) listenOnce(ctx context.Context, dsn, ch string, up func()) error
 	}
 	up()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		quiet := time.Duration(listenCheck.Load())
+		wctx, cancel := context.WithTimeout(ctx, quiet)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+			// Quiet for a while (a timeout leaves the connection usable):
+			// check that the database still answers on it.
+			pctx, cancel := context.WithTimeout(ctx, min(quiet, 10*time.Second))
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("the listening connection does not answer: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -1,5 +1,7 @@
 package postgres
 
+import "time"
+
 // Crash stops the replica as SIGKILL would: no more heartbeats, and its
 // row stays until its lease expires.
 func (s *Store) Crash() {
@@ -13,3 +15,10 @@ func (s *Store) Crash() {
 
 // ChannelName is the NOTIFY channel of a schema.
 func ChannelName(schema string) string { return channelName(schema) }
+
+// SetListenCheck shortens the listener's quiet period before it checks its
+// connection (restored when the test ends; set it before opening stores).
+func SetListenCheck(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := listenCheck.Swap(int64(d))
+	t.Cleanup(func() { listenCheck.Store(old) })
+}

@@ -182,6 +182,12 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.ListenDSN != "" {
+		// Else the listener would retry it forever, warning.
+		if _, err := pgxpool.ParseConfig(o.ListenDSN); err != nil {
+			return nil, fmt.Errorf("state.postgres.listen_dsn: %w", err)
+		}
+	}
 	cfg.MaxConns = o.MaxConns
 	if err := Migrate(ctx, dsn, o.Schema, o.NoMigrate); err != nil {
 		return nil, err
@@ -436,17 +442,28 @@ func (s *Store) Live() bool {
 	return time.Since(s.lastHB) < s.ttl/2
 }
 
-// Release gives up a running run this replica holds without writing
-// anything else (it stopped executing it: self-fenced): the run's holder
-// is cleared at the epoch this replica claimed it, so the next sweep of any
-// replica, this one included, takes it over as if this replica had died.
-// A run this replica no longer holds (taken over meanwhile, finished) is
-// left alone; that is not an error.
-func (s *Store) Release(ctx context.Context, id string) error {
+// HeldEpoch returns the epoch at which this replica holds running run id
+// (false: it does not hold it). A replica that stops executing a run
+// notes it then, to Release that claim and no later one.
+func (s *Store) HeldEpoch(id string) (int64, bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	epoch, ok := s.held[id]
+	return epoch, ok
+}
+
+// Release gives up this replica's claim on running run id at epoch (see
+// HeldEpoch) without writing anything else (it stopped executing it:
+// self-fenced): the run's holder is cleared at that epoch, so the next
+// sweep of any replica, this one included, takes it over as if this
+// replica had died. A run this replica no longer holds at that epoch
+// (taken over meanwhile, finished, or claimed here again since: a later
+// claim is another execution's) is left alone; that is not an error.
+func (s *Store) Release(ctx context.Context, id string, epoch int64) error {
+	s.mu.Lock()
+	mine, ok := s.held[id]
 	s.mu.Unlock()
-	if !ok {
+	if !ok || mine != epoch {
 		return nil
 	}
 	_, err := s.pool.Exec(ctx, `UPDATE vmcp_runs SET holder = NULL

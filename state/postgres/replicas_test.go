@@ -487,7 +487,11 @@ func TestReleaseHandsARunToTheSweep(t *testing.T) {
 	if held, _ := b.Holds(ctx, r.ID); held {
 		t.Fatal("B says it holds A's run")
 	}
-	if err := a.Release(ctx, r.ID); err != nil {
+	epoch, ok := a.HeldEpoch(r.ID)
+	if !ok {
+		t.Fatal("A does not know the epoch of its new run")
+	}
+	if err := a.Release(ctx, r.ID, epoch); err != nil {
 		t.Fatal(err)
 	}
 	if held, err := a.Holds(ctx, r.ID); err != nil || held {
@@ -502,10 +506,50 @@ func TestReleaseHandsARunToTheSweep(t *testing.T) {
 	if _, err := b.Resume(ctx, r.ID, "vmcp"); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Release(ctx, r.ID); err != nil { // nothing to release any more
+	if err := a.Release(ctx, r.ID, epoch); err != nil { // nothing to release any more
 		t.Fatal(err)
 	}
 	if err := b.Finish(ctx, r.ID, state.StatusCompleted, nil, ""); err != nil {
 		t.Fatalf("B finishes the run it took over after A's second release: %v", err)
+	}
+}
+
+// Release gives up only the claim it names: a run this replica stopped
+// executing at one epoch and claimed again since (answered here) keeps its
+// later claim.
+func TestReleaseSparesALaterClaim(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.SweepInterval = -1
+	a := replica(t, dsn, *o)
+	ctx := t.Context()
+	r := statetest.NewRun("alice", "deploy")
+	if err := a.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	old, ok := a.HeldEpoch(r.ID)
+	if !ok {
+		t.Fatal("A does not know the epoch of its new run")
+	}
+	seq, err := a.Pause(ctx, r.ID, nil, state.Question{Step: "approve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.HeldEpoch(r.ID); ok {
+		t.Fatal("A still holds the run it paused")
+	}
+	if _, err := a.Claim(ctx, r.ID, "approve", seq, "alice", json.RawMessage(`{"action":"accept"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := a.HeldEpoch(r.ID); now == old {
+		t.Fatalf("the claim did not move the epoch (%d)", now)
+	}
+	if err := a.Release(ctx, r.ID, old); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := a.Holds(ctx, r.ID); err != nil || !held {
+		t.Fatalf("A lost its later claim to the release of an earlier one: %v %v", held, err)
+	}
+	if err := a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":2}`), nil); err != nil {
+		t.Fatalf("checkpoint under the later claim: %v", err)
 	}
 }
