@@ -44,6 +44,8 @@ func TestTakeoverFencesTheOldHolder(t *testing.T) {
 	o.LeaseTTL, o.Heartbeat = time.Hour, 20*time.Minute // no heartbeat during the test
 	a, b := replica(t, dsn, *o), replica(t, dsn, *o)
 	ctx := t.Context()
+	waitListening(t, a)
+	hints := a.Changes(ctx) // A hears what B's takeover did (NOTIFY)
 	r := statetest.NewRun("alice", "deploy")
 	if err := a.Create(ctx, r); err != nil {
 		t.Fatal(err)
@@ -64,6 +66,9 @@ func TestTakeoverFencesTheOldHolder(t *testing.T) {
 	if n, err := b.Recover(ctx); err != nil || len(n) != 1 || n[0].ID != r.ID || n[0].Holder != a.ReplicaID() || n[0].Workflow != r.Workflow {
 		t.Fatalf("recover after the lease expired: %+v, %v (want run %s taken from replica %s)", n, err, r.ID, a.ReplicaID())
 	}
+	// The takeover is a change like any other: waiters on every replica
+	// are told (before, they saw it only at their 5 s re-read).
+	expectHint(t, hints, state.Change{RunID: r.ID, Status: state.StatusInterrupted})
 	for name, write := range map[string]func() error{
 		"checkpoint": func() error { return a.Checkpoint(ctx, r.ID, json.RawMessage(`{"n":2}`), nil) },
 		"finish":     func() error { return a.Finish(ctx, r.ID, state.StatusCompleted, nil, "") },
