@@ -102,7 +102,7 @@ func (m *sessionIDs) Generate() string {
 		who = principal(m.r.Context())
 	}
 	m.ss.mu.Lock()
-	m.ss.local[id] = &localSession{principal: who}
+	m.ss.local[id] = &localSession{principal: who, touched: time.Now()}
 	m.ss.mu.Unlock()
 	return id
 }
@@ -197,9 +197,6 @@ func (ss *sessions) lookup(ctx context.Context, id string) (*state.Session, erro
 // session on this replica, in the background.
 func (ss *sessions) touch(id string) {
 	sh := ss.shared()
-	if sh == nil {
-		return
-	}
 	now := time.Now()
 	ss.mu.Lock()
 	var last *time.Time
@@ -213,8 +210,8 @@ func (ss *sessions) touch(id string) {
 		*last = now
 	}
 	ss.mu.Unlock()
-	if !due {
-		return
+	if !due || sh == nil {
+		return // bbolt: only the local activity stamp (forgetIdle)
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -355,12 +352,33 @@ func (ss *sessions) pruneLoop(ctx context.Context) {
 			}
 		}
 		ss.mu.Unlock()
+		ss.forgetIdle(time.Now())
 		if sh := ss.shared(); sh != nil {
 			if n, err := sh.PruneSessions(ctx); err != nil && ctx.Err() == nil {
 				ss.g.log.Warn("pruning expired sessions", "err", err)
 			} else if n > 0 {
 				ss.g.log.Info("pruned expired sessions", "sessions", n)
 			}
+		}
+	}
+}
+
+// forgetIdle drops the sessions minted here that mcp-go no longer has
+// registered and that saw no validated request for two idle TTLs. mcp-go
+// ends most sessions through Terminate, but not all: a GET without a
+// session id is given a fresh one (Generate) that is unregistered when
+// the stream closes. Without this the map grows by one entry per such
+// GET. (A registered session is kept however idle: the fast paths of
+// toolscall.go and toolslist.go serve it without a Validate.)
+func (ss *sessions) forgetIdle(now time.Time) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for id, l := range ss.local {
+		if now.Sub(l.touched) <= 2*sessionTTL {
+			continue
+		}
+		if _, live := ss.g.tl.sessions.Load(id); !live {
+			delete(ss.local, id)
 		}
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/vmcp-dev/vmcp/state"
 )
 
@@ -120,4 +123,62 @@ func TestSessionDeletedElsewhereEndsHere(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// A GET without a session id is given a fresh session id that mcp-go
+// forgets when the stream closes (no Terminate): forgetIdle drops it once
+// idle, and keeps a live session, however idle, that mcp-go still has.
+func TestForgetIdleSessions(t *testing.T) {
+	g, url := startDemo(t)
+	live := newClient(t, url, client.WithProtocolVersion(mcp.ProtocolVersion20251125)) // a session
+	callJSON(t, live, "vmcp_runs_list", `{}`)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET without a session id: %d", res.StatusCode)
+	}
+	cancel() // the client goes away; mcp-go unregisters the stream's session
+	_ = res.Body.Close()
+
+	count := func() int {
+		g.sess.mu.Lock()
+		defer g.sess.mu.Unlock()
+		return len(g.sess.local)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		orphans := 0
+		g.sess.mu.Lock()
+		for id := range g.sess.local {
+			if _, ok := g.tl.sessions.Load(id); !ok {
+				orphans++
+			}
+		}
+		g.sess.mu.Unlock()
+		if orphans == 1 && count() == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions minted here, %d of them gone from mcp-go; want 2 and 1", count(), orphans)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	g.sess.forgetIdle(time.Now()) // not idle yet: kept
+	if n := count(); n != 2 {
+		t.Fatalf("forgetIdle dropped a session that is not idle: %d left", n)
+	}
+	g.sess.forgetIdle(time.Now().Add(3 * sessionTTL))
+	if n := count(); n != 1 {
+		t.Fatalf("after forgetIdle: %d sessions minted here, want 1 (the live one)", n)
+	}
+	callJSON(t, live, "vmcp_runs_list", `{}`) // the live session still works
 }
