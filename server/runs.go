@@ -165,12 +165,15 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 		} else {
 			run.InFlight = cp.InFlight
 		}
+		// Settled before the commit: once it is in, an answer may claim
+		// the run at once, and its supersede must spare this execution.
+		settle(ctx, q != nil)
 		if err = r.store.Create(ctx, run); err != nil {
+			settle(ctx, false)
 			return fmt.Errorf("recording the run: %w", err)
 		}
 		if q != nil {
 			cp.Pending.Seq = run.Seq
-			settle(ctx)
 			c.g.notePauseCommitted(ctx, cp, run.Seq, time.Since(start))
 		}
 		return nil
@@ -178,13 +181,15 @@ func (c checkpointer) SaveCheckpoint(ctx context.Context, cp *engine.Checkpoint)
 	if q == nil {
 		return r.store.Checkpoint(ctx, cp.RunID, b, cp.InFlight)
 	}
+	settle(ctx, true) // before the commit, as above
 	seq, err := r.store.Pause(ctx, cp.RunID, b, *q)
-	if err == nil {
-		cp.Pending.Seq = seq
-		settle(ctx)
-		c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
+	if err != nil {
+		settle(ctx, false)
+		return err
 	}
-	return err
+	cp.Pending.Seq = seq
+	c.g.notePauseCommitted(ctx, cp, seq, time.Since(start))
+	return nil
 }
 
 // definition returns the workflow source a run stores: the file for a

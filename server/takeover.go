@@ -99,11 +99,12 @@ func executionOf(ctx context.Context) *execution {
 	return x
 }
 
-// settle records that the execution behind ctx paused its run: it writes
-// nothing more (see supersede).
-func settle(ctx context.Context) {
+// settle records whether the execution behind ctx paused its run (it
+// then writes nothing more, see supersede). It is set before the pause's
+// commit and taken back if the commit fails.
+func settle(ctx context.Context, paused bool) {
 	if x := executionOf(ctx); x != nil {
-		x.settled.Store(true)
+		x.settled.Store(paused)
 	}
 }
 
