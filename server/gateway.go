@@ -620,7 +620,7 @@ func (g *Gateway) replicas(ctx context.Context) []ReplicaStatus {
 	if g.runs == nil {
 		return nil
 	}
-	pg, ok := unwrapStore(g.runs.base).(*postgres.Store)
+	pg, ok := g.runs.base.(*postgres.Store)
 	if !ok {
 		return nil
 	}

@@ -67,7 +67,7 @@ func openRuns(ctx context.Context, g *Gateway, path string, retention time.Durat
 	base := st // for the driver's optional capabilities (lapser, releaser, state.Sessions)
 	st = g.observeStore(st)
 	n, err := st.Recover(ctx)
-	g.noteInterrupted(ctx, storeReplica(st), n)
+	g.noteInterrupted(ctx, storeReplica(base), n)
 	if err != nil {
 		_ = st.Close()
 		return nil, err

@@ -76,7 +76,7 @@ func (g *Gateway) initTelemetry(opts *Options) error {
 			if g.runs == nil {
 				return -1
 			}
-			pg, ok := unwrapStore(g.runs.base).(*postgres.Store)
+			pg, ok := g.runs.base.(*postgres.Store)
 			if !ok {
 				return -1
 			}

@@ -36,29 +36,14 @@ func (g *Gateway) observeStore(st state.Driver) state.Driver {
 	return &observedStore{Driver: st, tel: g.tel, driver: g.driverName()}
 }
 
-// unwrapStore returns the driver an observedStore wraps (for type
-// assertions on the concrete driver).
-func unwrapStore(st state.Driver) state.Driver {
-	if o, ok := st.(*observedStore); ok {
-		return o.Driver
-	}
-	return st
-}
-
 // observedStore times every transition of the driver it wraps. Reads
-// (Get, List, deadlines) pass through untimed.
+// (Get, List, deadlines) pass through untimed. It embeds only
+// state.Driver: the driver's optional capabilities are asserted on
+// runs.base, never on this wrapper.
 type observedStore struct {
 	state.Driver
 	tel    *telemetry.T
 	driver string
-}
-
-// Live forwards PostgreSQL's lease check (always live otherwise).
-func (o *observedStore) Live() bool {
-	if l, ok := o.Driver.(interface{ Live() bool }); ok {
-		return l.Live()
-	}
-	return true
 }
 
 func (o *observedStore) done(ctx context.Context, op string, start time.Time, err error) {
@@ -198,11 +183,11 @@ func (g *Gateway) replicaID() string {
 	if g.runs == nil {
 		return ""
 	}
-	return storeReplica(g.runs.store)
+	return storeReplica(g.runs.base)
 }
 
 func storeReplica(st state.Driver) string {
-	if pg, ok := unwrapStore(st).(interface{ ReplicaID() string }); ok {
+	if pg, ok := st.(interface{ ReplicaID() string }); ok {
 		return pg.ReplicaID()
 	}
 	return ""

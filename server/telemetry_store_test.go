@@ -66,7 +66,7 @@ func TestAuditTakeoverPostgres(t *testing.T) {
 	}
 	d, _ := took[0]["detail"].(map[string]any)
 	tg, _ := took[0]["target"].(map[string]any)
-	if tg["run"] != r.ID || d["from_replica"] != "replica-gone" || d["replica"] != storeReplica(g.runs.store) || d["replica"] == "" {
+	if tg["run"] != r.ID || d["from_replica"] != "replica-gone" || d["replica"] != storeReplica(g.runs.base) || d["replica"] == "" {
 		t.Errorf("run.taken_over: %v", took[0])
 	}
 	// The telemetry wrapper must not hide the driver's optional
