@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -187,24 +185,8 @@ func leftForTakeover(t *testing.T, c *client.Client, ls *leaseStore) *state.Run 
 
 func startLeaseDemo(t *testing.T) (*Gateway, *client.Client, *leaseStore) {
 	t.Helper()
-	cfg, ds := DemoConfig(nil)
-	if len(ds) > 0 {
-		t.Fatal(ds)
-	}
-	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ls := &leaseStore{}
-	g.wrapStore = func(d state.Driver) state.Driver { ls.Driver = d; return ls }
-	if err := g.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = g.Close()
-	})
+	g, srv := startDemoOn(t, func(d state.Driver) state.Driver { ls.Driver = d; return ls })
 	return g, newClient(t, srv.URL+"/mcp"), ls
 }
 
@@ -261,23 +243,7 @@ func (deafStore) Changes(context.Context) <-chan state.Change { return make(chan
 // and returns a run of investigate_incident running (answered).
 func deafDemoRunning(t *testing.T) (*Gateway, *client.Client, *state.Run) {
 	t.Helper()
-	cfg, ds := DemoConfig(nil)
-	if len(ds) > 0 {
-		t.Fatal(ds)
-	}
-	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.wrapStore = func(d state.Driver) state.Driver { return deafStore{d} }
-	if err := g.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = g.Close()
-	})
+	g, srv := startDemoOn(t, func(d state.Driver) state.Driver { return deafStore{d} })
 	c := newClient(t, srv.URL+"/mcp")
 	asksConfirmPage(t, c)
 	ctx := t.Context()

@@ -14,10 +14,19 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/vmcp-dev/vmcp/engine"
+	"github.com/vmcp-dev/vmcp/state"
 )
 
 // startDemo serves the embedded demo on a loopback test server.
 func startDemo(t *testing.T) (*Gateway, string) {
+	t.Helper()
+	g, srv := startDemoOn(t, nil)
+	return g, srv.URL + "/mcp"
+}
+
+// startDemoOn serves the demo on a bbolt store that wrap (nil: none)
+// wraps, as a test driver with the capabilities it needs.
+func startDemoOn(t *testing.T, wrap func(state.Driver) state.Driver) (*Gateway, *httptest.Server) {
 	t.Helper()
 	cfg, ds := DemoConfig(nil)
 	if len(ds) > 0 {
@@ -27,6 +36,7 @@ func startDemo(t *testing.T) (*Gateway, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.wrapStore = wrap
 	if err := g.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +45,7 @@ func startDemo(t *testing.T) (*Gateway, string) {
 		srv.Close()
 		_ = g.Close()
 	})
-	return g, srv.URL + "/mcp"
+	return g, srv
 }
 
 type answerer struct {

@@ -3,8 +3,6 @@ package server
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -78,24 +76,8 @@ func (s *memSessions) has(id string) bool {
 // at that replica's next lazy touch (at most a minute later): 404, as on
 // every other replica.
 func TestSessionDeletedElsewhereEndsHere(t *testing.T) {
-	cfg, ds := DemoConfig(nil)
-	if len(ds) > 0 {
-		t.Fatal(ds)
-	}
-	g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	shared := &memSessions{m: map[string]state.Session{}}
-	g.wrapStore = func(d state.Driver) state.Driver { shared.Driver = d; return shared }
-	if err := g.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = g.Close()
-	})
+	g, srv := startDemoOn(t, func(d state.Driver) state.Driver { shared.Driver = d; return shared })
 	hc := srv.Client()
 	url := srv.URL + "/mcp"
 	sid := rawSession(t, g, hc, url, nil)
