@@ -387,7 +387,9 @@ func (g *Gateway) rebuild(startup bool) error {
 	g.noteRebuilt(startup)
 	prev := g.cat.Swap(cat)
 	g.installTools(cat, prev)
-	g.installResources(cat)
+	if prev == nil || !samePassthrough(prev.snap, cat.snap) {
+		g.installResources(cat)
+	}
 	return nil
 }
 

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/vmcp-dev/vmcp/backends"
 )
 
 // Resources, resource templates, prompts and completions pass through to
@@ -22,6 +27,26 @@ type rawResourceContents struct {
 }
 
 func (r rawResourceContents) MarshalJSON() ([]byte, error) { return r.raw, nil }
+
+// samePassthrough reports whether two snapshots offer the same
+// resources, templates and prompts (same backends, same order, same
+// bytes). installResources is skipped then: each of mcp-go's setters
+// tells every session its list changed, and a session with a pending
+// notification is answered as a stream, off the fast paths.
+func samePassthrough(a, b *backends.Snapshot) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if !slices.Equal(a.Order, b.Order) {
+		return false
+	}
+	same := func(x, y map[string][]json.RawMessage) bool {
+		return maps.EqualFunc(x, y, func(p, q []json.RawMessage) bool {
+			return slices.EqualFunc(p, q, func(r, s json.RawMessage) bool { return bytes.Equal(r, s) })
+		})
+	}
+	return same(a.Resources, b.Resources) && same(a.Templates, b.Templates) && same(a.Prompts, b.Prompts)
+}
 
 // installResources registers the healthy backends' resources, templates
 // and prompts with mcp-go.

@@ -202,3 +202,23 @@ func TestFastCallCancelled(t *testing.T) {
 		t.Fatal("the backend's handler did not see the cancellation")
 	}
 }
+
+// A catalogue rebuild that changes nothing tells no session that
+// resources or prompts changed (each such notification would also take
+// the session's next calls off the fast path).
+func TestRebuildWithoutChangesNotifiesNobody(t *testing.T) {
+	g, u := startGateway(t, nil, false, "", "  - {name: b, url: "+resultsBackend(t)+"}\n")
+	sid := rawSession(t, g, &http.Client{}, u, nil)
+	v, ok := g.tl.sessions.Load(sid)
+	if !ok {
+		t.Fatal("the session is not tracked")
+	}
+	ls := v.(*liveSession)
+	before := len(ls.notify) // what startup may have queued
+	if err := g.rebuild(false); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ls.notify) - before; n != 0 {
+		t.Fatalf("%d notifications queued by a rebuild that changed nothing", n)
+	}
+}
