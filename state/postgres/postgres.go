@@ -121,6 +121,10 @@ type Store struct {
 	mu   sync.Mutex
 	held map[string]int64 // runs this replica claimed → epoch of the claim
 	key  []byte
+	// steps: the stored step rows of runs this replica holds (steps.go).
+	steps      map[string]*stepCache
+	stepSeq    uint64
+	stepWrites atomic.Uint64
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
@@ -203,7 +207,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, notifyQ: make(chan string, 4096),
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, steps: map[string]*stepCache{}, notifyQ: make(chan string, 4096),
 		onTakeover: o.OnTakeover, onSweep: o.OnSweep}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
@@ -474,6 +478,7 @@ func (s *Store) Release(ctx context.Context, id string, epoch int64) error {
 	s.mu.Lock()
 	if s.held[id] == epoch {
 		delete(s.held, id)
+		delete(s.steps, id)
 	}
 	s.mu.Unlock()
 	return nil

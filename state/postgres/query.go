@@ -19,9 +19,10 @@ import (
 
 // Get returns a run whole: document, checkpoint and definition.
 func (s *Store) Get(ctx context.Context, id string) (*state.Run, error) {
-	var doc, cp, def []byte
-	err := s.pool.QueryRow(ctx, `SELECT r.doc, r.checkpoint, d.source FROM vmcp_runs r
-		LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1`, id).Scan(&doc, &cp, &def)
+	var doc, def []byte
+	var cp storedCP
+	err := s.pool.QueryRow(ctx, `SELECT r.doc, r.checkpoint, d.source, `+stepCols+` FROM vmcp_runs r
+		LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1`, id).Scan(append([]any{&doc, &cp.cp, &def}, cp.dest()...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, &state.TransitionError{Op: "get", RunID: id, Err: state.ErrNotFound}
 	}
@@ -32,7 +33,10 @@ func (s *Store) Get(ctx context.Context, id string) (*state.Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get run %s: %w", id, err)
 	}
-	r.Checkpoint, r.Definition = cp, def
+	if r.Checkpoint, err = cp.join(); err != nil {
+		return nil, fmt.Errorf("get run %s: %w", id, err)
+	}
+	r.Definition = def
 	return r, nil
 }
 

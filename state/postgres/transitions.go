@@ -36,6 +36,7 @@ func (s *Store) claimed(id string, epoch int64) {
 func (s *Store) released(id string) {
 	s.mu.Lock()
 	delete(s.held, id)
+	delete(s.steps, id)
 	s.mu.Unlock()
 }
 
@@ -101,10 +102,12 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		out.Seq, out.History, holder = 1, append(out.History, ev), nil
 	}
 	w := &pgx.Batch{}
-	if err := queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1); err != nil {
+	stepSums, err := s.queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1)
+	if err != nil {
 		tx.rollback(ctx)
 		return fmt.Errorf("create run %s: %w", id, err)
 	}
+	ticket, _ := s.checkoutSteps(id, 1)
 	if err := tx.commit(ctx, w); err != nil {
 		if isUniqueViolation(err) {
 			return &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
@@ -113,17 +116,24 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	}
 	if holder != nil {
 		s.claimed(id, 1)
+		if stepSums != nil {
+			s.installSteps(id, ticket, 1, stepSums)
+		}
+	} else {
+		s.forgetSteps(id)
 	}
 	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
 		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History, out.Seq, out.Pending
 	return nil
 }
 
-// queueInsert queues the writes of a new run row (and its definition).
-func queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) error {
+// queueInsert queues the writes of a new run row (and its definition and
+// step rows); it returns the sums of the step rows (nil: none, the
+// checkpoint is stored whole).
+func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) (map[string][32]byte, error) {
 	doc, summary, err := state.EncodeDocument(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var defHash *string
 	if len(def) > 0 {
@@ -135,12 +145,13 @@ func queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []b
 			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def)
 	}
 	step, deadline := pendingCols(r)
+	sp := splitCheckpoint(checkpoint)
 	w.Queue(`INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
-		def_hash, doc, summary, checkpoint, created_at, updated_at, finished_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		def_hash, doc, summary, checkpoint, steps_at, created_at, updated_at, finished_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
-		defHash, doc, summary, nilIfEmpty(checkpoint), r.Created, r.Updated, zeroNil(r.Finished))
-	return nil
+		defHash, doc, summary, sp.stored, sp.at, r.Created, r.Updated, zeroNil(r.Finished))
+	return s.queueSteps(w, r.ID, nil, nil, sp, epoch, r.Updated), nil
 }
 
 func pendingCols(r *state.Run) (step []byte, deadline *time.Time) {
@@ -184,18 +195,20 @@ const (
 func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, fn func(r *row, now time.Time) error) (*state.Run, error) {
 	// Only a transition that returns the run whole reads the checkpoint
 	// (no 2 KiB+ read per pause or checkpoint).
-	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp(), d.source FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
+	// The step rows are read only with the checkpoint.
+	q := `SELECT r.doc, r.checkpoint, r.holder, r.epoch, clock_timestamp(), d.source, ` + stepCols + ` FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash WHERE r.id = $1 FOR UPDATE OF r`
 	if !full {
-		q = `SELECT r.doc, NULL::bytea, r.holder, r.epoch, clock_timestamp(), NULL::bytea FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
+		q = `SELECT r.doc, NULL::bytea, r.holder, r.epoch, clock_timestamp(), NULL::bytea, r.steps_at, NULL::text[], NULL::bytea[] FROM vmcp_runs r WHERE r.id = $1 FOR UPDATE`
 	}
 	if mode == skip {
 		q += ` SKIP LOCKED`
 	}
-	var doc, cp, def []byte
+	var doc, def []byte
+	var cp storedCP
 	var now time.Time
 	rw := &row{}
 	tx, err := s.begin(ctx, q, []any{id}, func(r pgx.Row) error {
-		return r.Scan(&doc, &cp, &rw.holder, &rw.epoch, &now, &def)
+		return r.Scan(append([]any{&doc, &cp.cp, &rw.holder, &rw.epoch, &now, &def}, cp.dest()...)...)
 	})
 	fail := func(err error) (*state.Run, error) {
 		tx.rollback(ctx)
@@ -220,11 +233,26 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	if err != nil {
 		return fail(err)
 	}
+	// The row is locked: what this replica knows of its step rows is
+	// taken out until this transition's outcome is known.
+	ticket, known := s.checkoutSteps(id, rw.epoch)
+	refuse = func(err error) (*state.Run, error) {
+		tx.rollback(ctx)
+		if known != nil {
+			s.installSteps(id, ticket, rw.epoch, known) // nothing changed
+		}
+		return nil, err
+	}
 	r, err := state.DecodeDocument(doc)
 	if err != nil {
 		return fail(err)
 	}
-	r.Checkpoint, r.Definition = cp, def
+	if full {
+		if r.Checkpoint, err = cp.join(); err != nil {
+			return fail(err)
+		}
+	}
+	r.Definition = def
 	rw.run = r
 	now = now.UTC()
 	if now.Before(r.Updated) {
@@ -252,13 +280,26 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	step, deadline := pendingCols(r)
 	setCP := ""
 	args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
-	if rw.checkpoint {
-		setCP = `, checkpoint = $12`
-		args = append(args, nilIfEmpty(r.Checkpoint))
-	}
 	w := &pgx.Batch{}
-	w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
+	after := known // the step rows' sums after the commit (nil: unknown)
+	if rw.checkpoint {
+		sp := splitCheckpoint(r.Checkpoint)
+		setCP = `, checkpoint = $12, steps_at = $13`
+		args = append(args, sp.stored, sp.at)
+		// Queued after the run's row: a refused transition (fenced) never
+		// gets here, and a failed one rolls back with it.
+		sw := &pgx.Batch{}
+		after = s.queueSteps(sw, id, cp.at, known, sp, epoch, now)
+		w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
 		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
+		w.QueuedQueries = append(w.QueuedQueries, sw.QueuedQueries...)
+	} else {
+		if full && cp.at != nil {
+			after = sums(cp.ids, cp.vals) // read whole under the lock
+		}
+		w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
+		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11 WHERE id = $1`, args...)
+	}
 	if err := tx.commit(ctx, w); err != nil {
 		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
 	}
@@ -267,6 +308,9 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 		s.claimed(id, epoch)
 	case r.Status != state.StatusRunning:
 		s.released(id)
+	}
+	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me && after != nil {
+		s.installSteps(id, ticket, epoch, after)
 	}
 	if rw.hint {
 		s.changed(id, r.Status)
@@ -545,7 +589,7 @@ func (s *Store) Import(ctx context.Context, r *state.Run) error {
 		return fmt.Errorf("import run: no run or no id: %w", state.ErrInvalid)
 	}
 	w := &pgx.Batch{}
-	if err := queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
+	if _, err := s.queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
 		return fmt.Errorf("import run %s: %w", r.ID, err)
 	}
 	err := s.pool.SendBatch(ctx, w).Close() // one implicit transaction
@@ -568,9 +612,11 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	}
 	var out []*state.Run
 	var epochs []int64
+	var stepSums []map[string][32]byte
+	var tickets []uint64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out, epochs = nil, nil
-		rows, err := tx.Query(ctx, `SELECT r.doc, r.checkpoint, d.source, r.epoch, clock_timestamp()
+		out, epochs, stepSums, tickets = nil, nil, nil, nil
+		rows, err := tx.Query(ctx, `SELECT r.doc, r.checkpoint, d.source, r.epoch, clock_timestamp(), `+stepCols+`
 			FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash
 			WHERE r.status = 'waiting' AND r.deadline <= least($1::timestamptz, now())
 			ORDER BY r.deadline LIMIT $2 FOR UPDATE OF r SKIP LOCKED`, now, max)
@@ -578,13 +624,14 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 			return err
 		}
 		type due struct {
-			doc, cp, def []byte
-			epoch        int64
-			at           time.Time
+			doc, def []byte
+			cp       storedCP
+			epoch    int64
+			at       time.Time
 		}
 		list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
 			var d due
-			err := r.Scan(&d.doc, &d.cp, &d.def, &d.epoch, &d.at)
+			err := r.Scan(append([]any{&d.doc, &d.cp.cp, &d.def, &d.epoch, &d.at}, d.cp.dest()...)...)
 			return d, err
 		})
 		if err != nil {
@@ -603,6 +650,11 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 				s.log.Error("claim due: skipping a run waiting without a question", "run_id", r.ID)
 				continue
 			}
+			cp, err := d.cp.join()
+			if err != nil {
+				s.log.Error("claim due: skipping a run whose checkpoint cannot be read", "run_id", r.ID, "err", err)
+				continue
+			}
 			at := d.at.UTC()
 			if at.Before(r.Updated) {
 				at = r.Updated
@@ -616,9 +668,16 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 			}
 			batch.Queue(`UPDATE vmcp_runs SET status = 'running', pending_step = NULL, deadline = NULL, epoch = epoch + 1,
 				holder = $2, doc = $3, summary = $4, updated_at = $5 WHERE id = $1`, r.ID, s.me, doc, summary, at)
-			r.Checkpoint, r.Definition = d.cp, d.def
+			r.Checkpoint, r.Definition = cp, d.def
 			out = append(out, r)
 			epochs = append(epochs, d.epoch+1)
+			var known map[string][32]byte
+			if d.cp.at != nil {
+				known = sums(d.cp.ids, d.cp.vals)
+			}
+			// Taken out while the row is locked (see stepCache).
+			ticket, _ := s.checkoutSteps(r.ID, d.epoch)
+			stepSums, tickets = append(stepSums, known), append(tickets, ticket)
 		}
 		if len(list) == 0 {
 			return nil
@@ -630,6 +689,9 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	}
 	for i, r := range out {
 		s.claimed(r.ID, epochs[i])
+		if stepSums[i] != nil {
+			s.installSteps(r.ID, tickets[i], epochs[i], stepSums[i])
+		}
 		s.changed(r.ID, state.StatusRunning)
 	}
 	return out, nil
