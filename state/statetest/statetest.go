@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -49,6 +50,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"Prune", testPrune},
 		{"KeyShared", testKey},
 		{"ByteExact", testByteExact},
+		{"StepsRoundTrip", testStepsRoundTrip},
 		{"ChangeHints", testChanges},
 	}
 	for _, c := range cases {
@@ -853,4 +855,153 @@ func testChanges(t *testing.T, open Opener) {
 	cancel()
 	for range hints { // closed once ctx ends
 	}
+}
+
+// StepState is a step's state as the engine writes it into a
+// checkpoint's steps object, with odd but valid JSON that must come back
+// byte for byte (SPEC: raw backend JSON in step outputs).
+func StepState(i, size int) string {
+	return fmt.Sprintf(`{"status":"completed","output":{"z":1.0,"a":1e2,"n":-0.50,"s":"\u00e9\u2028<&>","i":%d,"pad":"%s"},"attempts":1}`,
+		i, strings.Repeat("x", size))
+}
+
+// Checkpoint is an engine checkpoint (encoding/json's form: compact, the
+// steps map sorted by id) with the given steps (id → state JSON).
+func Checkpoint(steps map[string]string, extra string) json.RawMessage {
+	ids := slices.Sorted(maps.Keys(steps))
+	var b strings.Builder
+	b.WriteString(`{"version":1,"run_id":"r","workflow":"deploy","params":{"env":"prod"},"steps":{`)
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, _ := json.Marshal(id)
+		b.Write(k)
+		b.WriteByte(':')
+		b.WriteString(steps[id])
+	}
+	b.WriteString(`},"elapsed":1500000` + extra + `}`)
+	return json.RawMessage(b.String())
+}
+
+// testStepsRoundTrip: checkpoints with many steps come back from every
+// transition that returns them byte for byte (the PostgreSQL driver
+// stores each step as a row and reassembles them), across adding,
+// changing and removing steps, a checkpoint not in encoding/json's form,
+// a restart, a takeover and a deadline claim.
+func testStepsRoundTrip(t *testing.T, open Opener) {
+	h := &holder{s: openClosed(t, open), open: open}
+	ctx := t.Context()
+	steps := map[string]string{}
+	for i := range 6 {
+		steps[fmt.Sprintf("step_%d", i)] = StepState(i, 300)
+	}
+	steps["ünï<code>"] = `{"status":"completed","output":"\ud83d\ude00 1.0","content":[{"type":"text","text":"1e2"}]}`
+	steps["each"] = `{"status":"completed","items":[{"status":"completed","output":1.10},{"status":"failed","error":"x"}]}`
+	r := NewRun("alice", "deploy")
+	r.Checkpoint = Checkpoint(steps, "")
+	mustCreate(t, h.s, r)
+	want := r.Checkpoint
+	check := func(what string, got json.RawMessage) {
+		t.Helper()
+		if string(got) != string(want) {
+			t.Fatalf("%s: checkpoint not byte-exact:\n got %s\nwant %s", what, got, want)
+		}
+		var cp struct {
+			Steps map[string]json.RawMessage `json:"steps"`
+		}
+		if err := json.Unmarshal(got, &cp); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for id, raw := range cp.Steps {
+			if string(raw) != steps[id] {
+				t.Fatalf("%s: step %s: %s, want %s", what, id, raw, steps[id])
+			}
+		}
+		if len(cp.Steps) != len(steps) {
+			t.Fatalf("%s: %d steps, want %d", what, len(cp.Steps), len(steps))
+		}
+	}
+	get := func(what string) {
+		t.Helper()
+		got, err := h.s.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(what, got.Checkpoint)
+	}
+	get("created")
+	// One more step; then one step changed and one removed.
+	steps["step_6"] = `{"status":"completed","output":{"b":2,"a":1}}`
+	want = Checkpoint(steps, "")
+	if err := h.s.Checkpoint(ctx, r.ID, want, []string{"step_7"}); err != nil {
+		t.Fatal(err)
+	}
+	get("a step added")
+	steps["step_2"] = `{"status":"failed","error":"changed"}`
+	delete(steps, "step_3")
+	want = Checkpoint(steps, `,"in_flight":["step_7"]`)
+	if err := h.s.Checkpoint(ctx, r.ID, want, []string{"step_7"}); err != nil {
+		t.Fatal(err)
+	}
+	get("a step changed, one removed")
+	// Pause and the answer's claim.
+	steps["step_7"] = StepState(7, 10)
+	want = Checkpoint(steps, `,"pending":{"step":"approve"}`)
+	seq, err := h.s.Pause(ctx, r.ID, want, question("approve"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get("paused")
+	run, err := h.s.Claim(ctx, r.ID, "approve", seq, "bob", json.RawMessage(`{"action":"accept"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("claimed", run.Checkpoint)
+	// A checkpoint that is not in encoding/json's form is kept as it is.
+	odd := json.RawMessage(`{"version":1, "steps":{"b":{"x":1},"a":{}},"steps_note":"\u0041"}`)
+	if err := h.s.Checkpoint(ctx, r.ID, odd, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.s.Get(ctx, r.ID); string(got.Checkpoint) != string(odd) {
+		t.Fatalf("odd checkpoint: %s", got.Checkpoint)
+	}
+	steps["approve"] = `{"status":"completed","action":"accept","content":{}}`
+	want = Checkpoint(steps, "")
+	if err := h.s.Checkpoint(ctx, r.ID, want, []string{"step_8"}); err != nil {
+		t.Fatal(err)
+	}
+	get("back from the odd one")
+	// A restart (another process or replica) resumes it.
+	if err := interrupt(t, h, r); err != nil {
+		t.Fatal(err)
+	}
+	get("interrupted")
+	if run, err = h.s.Resume(ctx, r.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	check("resumed", run.Checkpoint)
+	steps["step_8"] = StepState(8, 50)
+	want = Checkpoint(steps, "")
+	if err := h.s.Checkpoint(ctx, r.ID, want, nil); err != nil {
+		t.Fatal(err)
+	}
+	get("checkpoint after the resume")
+	// A deadline claim returns it too.
+	q := question("late")
+	q.Deadline = time.Now().Add(-time.Second)
+	steps["step_9"] = StepState(9, 20)
+	want = Checkpoint(steps, "")
+	if _, err := h.s.Pause(ctx, r.ID, want, q); err != nil {
+		t.Fatal(err)
+	}
+	due, err := h.s.ClaimDue(ctx, time.Now(), 10, json.RawMessage(`{"action":"cancel","timeout":true}`))
+	if err != nil || len(due) != 1 {
+		t.Fatalf("claim due: %d runs, %v", len(due), err)
+	}
+	check("claimed by its deadline", due[0].Checkpoint)
+	if err := h.s.Finish(ctx, r.ID, state.StatusFailed, nil, "timed out"); err != nil {
+		t.Fatal(err)
+	}
+	get("finished")
 }
