@@ -190,6 +190,9 @@ func allIDs(ctx context.Context, s state.Driver) ([]string, error) {
 }
 
 // runSum is a SHA-256 of a run as stored: document, checkpoint, definition.
+// The checkpoint is the one Get returns: PostgreSQL reassembles it from
+// the run row and its step rows (vmcp_steps) byte for byte, so the sum
+// covers every step row too.
 func runSum(r *state.Run) string {
 	doc, _, err := state.EncodeDocument(r)
 	if err != nil {

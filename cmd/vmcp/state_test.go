@@ -51,7 +51,11 @@ func TestStateMigrateAndCopy(t *testing.T) {
 		}
 		switch i % 3 {
 		case 1:
-			if _, err := src.Pause(ctx, r.ID, json.RawMessage(`{"cp":`+strings.Repeat("2", i%4+1)+`}`), state.Question{Step: "ok", Message: "ok?", Deadline: time.Now().Add(time.Hour)}); err != nil {
+			cp := json.RawMessage(`{"cp":` + strings.Repeat("2", i%4+1) + `}`)
+			if i%2 == 1 { // the engine's form: stored as step rows in PostgreSQL
+				cp = statetest.Checkpoint(map[string]string{"a": statetest.StepState(i, 100), "b": `{"status":"completed","output":1.0}`}, "")
+			}
+			if _, err := src.Pause(ctx, r.ID, cp, state.Question{Step: "ok", Message: "ok?", Deadline: time.Now().Add(time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
 		case 2:
@@ -78,6 +82,23 @@ func TestStateMigrateAndCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dst.Close()
+	// The checksums cover the step rows: one byte changed in one of them
+	// and the copy refuses that run.
+	var steps int
+	if err := dst.Pool().QueryRow(ctx, `SELECT count(*) FROM vmcp_steps`).Scan(&steps); err != nil || steps != 2*10 {
+		t.Fatalf("%d step rows (%v), want 20 (10 paused runs with 2 steps)", steps, err)
+	}
+	if _, err := dst.Pool().Exec(ctx, `UPDATE vmcp_steps SET output = convert_to(replace(convert_from(output, 'UTF8'), '1.0', '1.5'), 'UTF8')
+		WHERE (run_id, step) IN (SELECT run_id, step FROM vmcp_steps WHERE step = 'b' LIMIT 1)`); err != nil {
+		t.Fatal(err)
+	}
+	_, errs := mustCLI(t, exitFailure, "", "state", "copy", "--from", "bbolt:"+path, "--to", "postgres:"+dsn, "--schema", schema)
+	if !strings.Contains(errs, "already in the database with other contents") {
+		t.Fatalf("copy over a changed step row: %s", errs)
+	}
+	if _, err := dst.Pool().Exec(ctx, `UPDATE vmcp_steps SET output = convert_to(replace(convert_from(output, 'UTF8'), '1.5', '1.0'), 'UTF8') WHERE step = 'b'`); err != nil {
+		t.Fatal(err)
+	}
 	if k, err := dst.Key(ctx); err != nil || string(k) != string(key) {
 		t.Fatalf("token key not copied: %v", err)
 	}
@@ -89,7 +110,7 @@ func TestStateMigrateAndCopy(t *testing.T) {
 		t.Fatalf("answering a copied run: %v", err)
 	}
 
-	_, errs := mustCLI(t, exitUsage, "", "state", "copy", "--from", path, "--to", "postgres:"+dsn)
+	_, errs = mustCLI(t, exitUsage, "", "state", "copy", "--from", path, "--to", "postgres:"+dsn)
 	if !strings.Contains(errs, `--from must be bbolt:PATH`) {
 		t.Fatalf("bad --from: %s", errs)
 	}
