@@ -29,6 +29,70 @@ func checkpointOf(n int) json.RawMessage {
 	return json.RawMessage(`{"version":1,"steps":{"plan":{"status":"completed","output":"` + strings.Repeat("x", n) + `"}}}`)
 }
 
+// stepsCheckpoint is an engine checkpoint (encoding/json's form) with n
+// finished steps of size bytes of output each, plus one of last bytes
+// (none if 0). spaced puts a space inside the steps object, a form the
+// PostgreSQL driver stores whole, in the run's row, as it stored every
+// checkpoint before step rows (migration 4): the same bytes, both ways.
+func stepsCheckpoint(n, size, last int, spaced bool) json.RawMessage {
+	var b strings.Builder
+	b.WriteString(`{"version":1,"run_id":"r","workflow":"deploy","params":{"env":"prod"},"steps":{`)
+	if spaced {
+		b.WriteByte(' ')
+	}
+	step := func(i, size int) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"step_%02d":{"status":"completed","output":{"n":%d,"text":"%s"},"attempts":1}`, i, i, strings.Repeat("x", size))
+	}
+	for i := range n {
+		step(i, size)
+	}
+	if last > 0 {
+		step(n, last)
+	}
+	b.WriteString(`},"elapsed":1500000}`)
+	return json.RawMessage(b.String())
+}
+
+// storeStepPauses measures, at concurrency 1 and alternately, a pause that
+// adds a 200 B step to a run holding ten 3 KiB steps: split into step
+// rows (only the new step's row is written) and stored whole (the whole
+// 31 KiB again, as before step rows). The runs are created with their ten
+// steps beforehand, untimed.
+func storeStepPauses(ctx context.Context, st state.Driver, n int) (split, whole load) {
+	const steps, size, last = 10, 3 << 10, 200
+	var ids [2][]string
+	for k, spaced := range []bool{false, true} {
+		var err error
+		if ids[k], err = createRunningWith(ctx, st, n, stepsCheckpoint(steps, size, 0, spaced)); err != nil {
+			return load{Err: err}, load{Err: err}
+		}
+	}
+	cps := [2]json.RawMessage{stepsCheckpoint(steps, size, last, false), stepsCheckpoint(steps, size, last, true)}
+	lat := [2][]time.Duration{make([]time.Duration, 0, n), make([]time.Duration, 0, n)}
+	t0 := time.Now()
+	for i := range n {
+		for k := range 2 {
+			if ctx.Err() != nil {
+				return load{Err: ctx.Err()}, load{Err: ctx.Err()}
+			}
+			s := time.Now()
+			q := storeQuestion
+			q.Deadline = s.Add(time.Hour)
+			if _, err := st.Pause(ctx, ids[k][i], cps[k], q); err != nil {
+				return load{Err: err}, load{Err: err}
+			}
+			lat[k] = append(lat[k], time.Since(s))
+		}
+	}
+	el := time.Since(t0)
+	slices.Sort(lat[0])
+	slices.Sort(lat[1])
+	return load{Lat: lat[0], Elapsed: el}, load{Lat: lat[1], Elapsed: el}
+}
+
 var storeQuestion = state.Question{Step: "approve", Message: "Deploy 3 services to prod?",
 	Schema: json.RawMessage(`{"type":"object","properties":{"approve":{"type":"boolean"}},"required":["approve"]}`)}
 
@@ -115,6 +179,11 @@ func storePausesBeside(ctx context.Context, st state.Driver, dir string, n int, 
 
 // createRunning creates n running runs, 16 at a time.
 func createRunning(ctx context.Context, st state.Driver, n int) ([]string, error) {
+	return createRunningWith(ctx, st, n, nil)
+}
+
+// createRunningWith is createRunning with a first checkpoint.
+func createRunningWith(ctx context.Context, st state.Driver, n int, checkpoint json.RawMessage) ([]string, error) {
 	ids := make([]string, n)
 	var next atomic.Int64
 	var first error
@@ -128,7 +197,7 @@ func createRunning(ctx context.Context, st state.Driver, n int) ([]string, error
 					return
 				}
 				r := &state.Run{Workflow: "deploy", Owner: "bench", Params: json.RawMessage(`{"tag":"x"}`),
-					Definition: []byte("name: deploy\nsteps: []\n"), DefinitionName: "deploy.yaml"}
+					Definition: []byte("name: deploy\nsteps: []\n"), DefinitionName: "deploy.yaml", Checkpoint: checkpoint}
 				if err := st.Create(ctx, r); err != nil {
 					mu.Lock()
 					first = errors.Join(first, err)
@@ -247,6 +316,9 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	p8 := b.rep.addCell(cell(sc, "PostgreSQL pause (2 KiB checkpoint), c=8", map[string]any{"concurrency": 8}, storePauses(ctx, st, 8, b.n(6000, 20000), d, storeCheckpoint)))
 	small := b.rep.addCell(cell(sc, "PostgreSQL pause (200 B checkpoint), c=1", map[string]any{"concurrency": 1, "checkpoint": 200}, storePauses(ctx, st, 1, b.n(2000, 6000), d, checkpointOf(100))))
 	big := b.rep.addCell(cell(sc, "PostgreSQL pause (32 KiB checkpoint), c=1", map[string]any{"concurrency": 1, "checkpoint": 32000}, storePauses(ctx, st, 1, b.n(2000, 6000), d, checkpointOf(32000))))
+	sl, wl := storeStepPauses(ctx, st, b.n(1000, 3000))
+	afterSteps := b.rep.addCell(cell(sc, "PostgreSQL pause adding a 200 B step to ten 3 KiB steps (step rows: one written), c=1", map[string]any{"concurrency": 1, "steps": 10, "step_bytes": 3072, "new_step_bytes": 200}, sl))
+	afterWhole := b.rep.addCell(cell(sc, "PostgreSQL pause of the same 31 KiB checkpoint stored whole (as before step rows), alternating, c=1", map[string]any{"concurrency": 1, "steps": 10, "step_bytes": 3072, "new_step_bytes": 200, "whole": true}, wl))
 
 	// A page of 50 by owner and status, first and next, among the runs.
 	f := state.Filter{Owner: "owner3", Status: state.StatusWaiting, Limit: 50}
@@ -301,6 +373,8 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		{"pause, 2 KiB checkpoint, c=8", pp(p8), fmt.Sprintf("%.1f × commit", p8.P50US/commit), fmt.Sprintf("%.0f/s", p8.OpsPerS)},
 		{"pause, 200 B checkpoint, c=1", pp(small), fmt.Sprintf("%.1f × commit", small.P50US/commit), fmt.Sprintf("%.0f/s", small.OpsPerS)},
 		{"pause, 32 KiB checkpoint, c=1", pp(big), fmt.Sprintf("%.1f × commit", big.P50US/commit), fmt.Sprintf("%.0f/s", big.OpsPerS)},
+		{"pause adding a 200 B step to ten 3 KiB steps, c=1 (one step row written)", pp(afterSteps), fmt.Sprintf("%.1f × commit (%.2f × the whole write beside it)", afterSteps.P50US/commit, afterSteps.P50US/afterWhole.P50US), ""},
+		{"the same pause, checkpoint stored whole (before step rows), alternating", pp(afterWhole), fmt.Sprintf("%.1f × commit", afterWhole.P50US/commit), ""},
 		{"list, first page of 50 by owner and status", pp(first), "", ""},
 		{"list, next page of 50 by owner and status", pp(second), "", ""},
 		{"vmcp serve: exec → /readyz 200", pp(rc), "", ""},
@@ -308,7 +382,7 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 	body := mdTable([]string{"operation (100,000 runs stored)", "p50 / p99", "p50 ÷ one bbolt commit", "rate"}, rows)
 	body += fmt.Sprintf("\nPostgreSQL %s on loopback (%s), its own schema; %d runs stored first with COPY (10 owners; waiting, completed, failed, cancelled, 100 running without a holder) in %s. "+
 		"*Pause* is the driver's own transition, called in the bench process (`state/postgres` Pause of a running run this replica holds: one transaction, row locked, fencing checked, document, checkpoint and question written; `synchronous_commit` as the server has it), "+
-		"the commit vmcp waits for before it delivers a question. One bbolt commit in this run: %s. The 200 B and 32 KiB rows show what the checkpoint's size costs.\n",
+		"the commit vmcp waits for before it delivers a question. One bbolt commit in this run: %s. The 200 B and 32 KiB rows show what the checkpoint's size costs; the two rows of ten steps, measured alternately, what writing only the new step's row (vmcp_steps) saves over writing the whole checkpoint again.\n",
 		version, dsnHost(dsn), stored, fillTook.Round(100*time.Millisecond), fmtD(b.floor.commit))
 	b.rep.addSection(sc, "Scenario 9: PostgreSQL state driver", body)
 
@@ -330,7 +404,7 @@ func (b *bench) postgresScenario(ctx context.Context) error {
 		b.rep.target("9 postgres", pgTargets[3].what, pgTargets[3].target, fmt.Sprintf("first page %s, next page %s (p50)", fmtUS(first.P50US), fmtUS(second.P50US)), ptr(worst <= 5000),
 			"index vmcp_runs_owner_status, keyset cursor")
 	}
-	return errors.Join(cellErr(p1), cellErr(bolt), cellErr(pgCommit), cellErr(p8), cellErr(first), cellErr(second), cellErr(rc))
+	return errors.Join(cellErr(p1), cellErr(bolt), cellErr(pgCommit), cellErr(p8), cellErr(afterSteps), cellErr(afterWhole), cellErr(first), cellErr(second), cellErr(rc))
 }
 
 func cellErr(c Cell) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,5 +238,62 @@ func benchDeadlines(b *testing.B, batched bool) {
 	if s, err := postgres.Open(context.Background(), dsn, o); err == nil {
 		_, _ = s.Pool().Exec(context.Background(), `DROP SCHEMA `+o.Schema+` CASCADE`)
 		s.Close()
+	}
+}
+
+// BenchmarkPauseAfterSteps is a pause that adds a 200 B step to a run
+// holding ten 3 KiB steps: "rows" as the engine writes it (split into step
+// rows; only the new one is written), "whole" the same bytes with a space
+// inside the steps object, which the driver stores whole in the run's row,
+// as every checkpoint was stored before migration 4.
+func BenchmarkPauseAfterSteps(b *testing.B) {
+	dsn := statetest.PostgresDSN(b)
+	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1}
+	s, err := postgres.Open(b.Context(), dsn, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_, _ = s.Pool().Exec(b.Context(), `DROP SCHEMA `+o.Schema+` CASCADE`)
+		s.Close()
+	}()
+	steps := map[string]string{}
+	for i := range 10 {
+		steps[fmt.Sprintf("step_%02d", i)] = statetest.StepState(i, 3<<10)
+	}
+	first := statetest.Checkpoint(steps, "")
+	steps["step_10"] = statetest.StepState(10, 200)
+	next := statetest.Checkpoint(steps, "")
+	spaced := func(cp json.RawMessage) json.RawMessage {
+		return json.RawMessage(strings.Replace(string(cp), `"steps":{`, `"steps":{ `, 1))
+	}
+	for _, c := range []struct {
+		name        string
+		first, next json.RawMessage
+	}{{"rows", first, next}, {"whole", spaced(first), spaced(next)}} {
+		b.Run(c.name, func(b *testing.B) {
+			ids := make([]string, b.N)
+			for i := range ids {
+				r := statetest.NewRun("bench", "deploy")
+				r.Checkpoint = c.first
+				if err := s.Create(b.Context(), r); err != nil {
+					b.Fatal(err)
+				}
+				ids[i] = r.ID
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for _, id := range ids {
+				t0 := time.Now()
+				if _, err := s.Pause(b.Context(), id, c.next, state.Question{Step: "approve", Message: "Deploy?"}); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(len(c.next)), "checkpoint-B")
+		})
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -47,30 +45,30 @@ type splitCP struct {
 }
 
 // splitCheckpoint splits cp if reassembly gives back its bytes exactly.
+// It scans cp once without decoding the step states (they stay slices of
+// cp); whatever it makes of cp, a split is kept only if joining it gives
+// cp back byte for byte.
 func splitCheckpoint(cp []byte) splitCP {
 	whole := splitCP{stored: nilIfEmpty(cp)}
 	start, end, ok := stepsSpan(cp)
 	if !ok || cp[start] != '{' || start > 1<<31-3 {
 		return whole
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(cp[start:end], &m); err != nil {
-		return whole
-	}
-	ids := make([]string, 0, len(m))
-	for id := range m {
+	var ids []string
+	var vals [][]byte
+	obj := cp[start:end]
+	ok = members(obj, func(id string, vs, ve int) bool {
 		if !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
-			return whole // not a PostgreSQL text value
+			return false // not a PostgreSQL text value
 		}
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	vals := make([][]byte, len(ids))
-	for i, id := range ids {
-		vals[i] = m[id]
-	}
-	if !bytes.Equal(stepsObject(ids, vals), cp[start:end]) {
-		return whole // whitespace, key order or duplicates: keep its bytes
+		if len(ids) > 0 && id <= ids[len(ids)-1] {
+			return false // unsorted or duplicate
+		}
+		ids, vals = append(ids, id), append(vals, obj[vs:ve:ve])
+		return true
+	})
+	if !ok || !bytes.Equal(stepsObject(ids, vals), cp[start:end]) {
+		return whole // whitespace, key order, escapes: keep its bytes
 	}
 	skel := make([]byte, 0, len(cp)-(end-start)+2)
 	skel = append(append(append(skel, cp[:start]...), "{}"...), cp[end:]...)
@@ -79,40 +77,142 @@ func splitCheckpoint(cp []byte) splitCP {
 }
 
 // stepsSpan finds the value of the top-level "steps" member of the JSON
-// object cp: cp[start:end]. ok is false if cp is not one valid object or
-// has no steps member or more than one.
+// object cp: cp[start:end]. ok is false if cp is not an object or has no
+// steps member or more than one.
 func stepsSpan(cp []byte) (start, end int, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(cp))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return 0, 0, false
-	}
 	found := false
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return 0, 0, false
+	if !members(cp, func(key string, vs, ve int) bool {
+		if key != "steps" {
+			return true
 		}
-		key, _ := t.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return 0, 0, false
+		if found {
+			return false
 		}
-		if key == "steps" {
-			if found {
-				return 0, 0, false
-			}
-			found = true
-			end = int(dec.InputOffset())
-			start = end - len(v)
-		}
-	}
-	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		found, start, end = true, vs, ve
+		return true
+	}) {
 		return 0, 0, false
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return 0, 0, false // trailing data
+	return start, end, found && start < end
+}
+
+// members calls fn with each member of the JSON object obj (key decoded,
+// value obj[vs:ve]) until fn returns false. It reports whether obj
+// is one object, alone but for spaces around it, and fn accepted every
+// member. It checks structure, not every detail of the grammar: callers
+// keep a split only if it joins back to the same bytes.
+func members(obj []byte, fn func(key string, vs, ve int) bool) bool {
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return false
 	}
-	return start, end, found && start >= 0 && start < end
+	i = skipSpace(obj, i+1)
+	if i < len(obj) && obj[i] == '}' {
+		return skipSpace(obj, i+1) == len(obj)
+	}
+	for {
+		if i >= len(obj) || obj[i] != '"' {
+			return false
+		}
+		ke := skipString(obj, i)
+		if ke < 0 {
+			return false
+		}
+		raw := obj[i:ke]
+		var key string
+		if bytes.IndexByte(raw, '\\') < 0 {
+			key = string(raw[1 : len(raw)-1])
+		} else if err := json.Unmarshal(raw, &key); err != nil {
+			return false
+		}
+		i = skipSpace(obj, ke)
+		if i >= len(obj) || obj[i] != ':' {
+			return false
+		}
+		vs := skipSpace(obj, i+1)
+		ve := skipValue(obj, vs)
+		if ve < 0 || !fn(key, vs, ve) {
+			return false
+		}
+		i = skipSpace(obj, ve)
+		if i >= len(obj) {
+			return false
+		}
+		switch obj[i] {
+		case ',':
+			i = skipSpace(obj, i+1)
+		case '}':
+			return skipSpace(obj, i+1) == len(obj)
+		default:
+			return false
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] ('"'),
+// or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			return -1
+		}
+		j += q
+		n := 0 // backslashes right before it: an odd count escapes it
+		for k := j - 1; k > i && b[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
+	}
+	return -1
+}
+
+// skipValue returns the index after the value starting at b[i], or -1.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				e := skipString(b, i)
+				if e < 0 {
+					return -1
+				}
+				i = e - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return -1
+	}
+	j := i
+	for j < len(b) && !bytes.ContainsRune([]byte(",}] \t\n\r"), rune(b[j])) {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
 }
 
 // stepsObject writes the steps object as encoding/json writes a map of

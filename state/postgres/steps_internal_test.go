@@ -17,6 +17,7 @@ func TestSplitCheckpoint(t *testing.T) {
 		`{"steps":{"a\u003cb":{"output":"` + big + `"},"é":{"output":[1,2.50,-0.0]}}}`,
 		`{ "version" : 1 , "steps":{"a":{}} , "x": [ 1 ] }`, // whitespace outside the steps object is kept
 		`{"steps":{"a":{"output":null}},"in_flight":["b"],"trace_parent":"00-ab"}`,
+		`{"x":"\"steps\":{}","steps":{"a":{"output":"q\"u}o\\"},"b\"c":{"o":["]",{"k":"{"}]}},"y":{"steps":1}}`, // quotes, escapes, brackets in strings
 	}
 	for _, cp := range split {
 		sp := splitCheckpoint([]byte(cp))
@@ -109,5 +110,58 @@ func TestJoinRefusesACorruptSkeleton(t *testing.T) {
 	at = 9
 	if _, err := joinCheckpoint([]byte(`{"steps":{}}`), &at, []string{"a"}, nil); err == nil {
 		t.Fatal("ids without states: no error")
+	}
+}
+
+// BenchmarkSplitCheckpoint: the driver's own work to split a checkpoint
+// of ten 3 KiB steps and one of 200 B, and hash its steps.
+func BenchmarkSplitCheckpoint(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"version":1,"steps":{`)
+	for i := range 11 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		n := 3 << 10
+		if i == 10 {
+			n = 200
+		}
+		sb.WriteString(`"step_` + string(rune('a'+i)) + `":{"status":"completed","output":"` + strings.Repeat("x", n) + `"}`)
+	}
+	sb.WriteString(`},"elapsed":1}`)
+	cp := []byte(sb.String())
+	b.SetBytes(int64(len(cp)))
+	for b.Loop() {
+		sp := splitCheckpoint(cp)
+		if sp.at == nil {
+			b.Fatal("not split")
+		}
+		_ = sums(sp.ids, sp.vals)
+	}
+}
+
+// Whatever bytes it is given, a split joins back to them: every
+// truncation and many single-byte changes of a checkpoint.
+func TestSplitJoinsBackWhateverTheInput(t *testing.T) {
+	base := `{"version":1,"steps":{"a":{"output":"q\"u}o\\"},"b\"c":{"o":["]",{"k":"{"}],"n":1.0}},"z":{"steps":{}}}`
+	check := func(cp string) {
+		sp := splitCheckpoint([]byte(cp))
+		if sp.at == nil {
+			return
+		}
+		got, err := joinCheckpoint(sp.stored, sp.at, sp.ids, sp.vals)
+		if err != nil || string(got) != cp {
+			t.Fatalf("split of %q joins to %q, %v", cp, got, err)
+		}
+	}
+	for i := range len(base) + 1 {
+		check(base[:i])
+		for _, c := range []byte(` "\{}[],:x0`) {
+			b := []byte(base)
+			if i < len(b) {
+				b[i] = c
+				check(string(b))
+			}
+		}
 	}
 }
