@@ -23,8 +23,16 @@ import (
 // schema of the test's own (dropped at the end).
 func postgresState(t *testing.T, lease, replicaID string) string {
 	t.Helper()
-	dsn := statetest.PostgresDSN(t)
-	schema := statetest.SchemaName(t)
+	cfg, _, _ := postgresStateSchema(t, lease, replicaID)
+	return cfg
+}
+
+// postgresStateSchema is postgresState that also returns the DSN and the
+// schema, for a test that opens the store itself.
+func postgresStateSchema(t *testing.T, lease, replicaID string) (cfg, dsn, schema string) {
+	t.Helper()
+	dsn = statetest.PostgresDSN(t)
+	schema = statetest.SchemaName(t)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -37,7 +45,7 @@ func postgresState(t *testing.T, lease, replicaID string) string {
 	if replicaID != "" {
 		id = ", replica_id: " + replicaID
 	}
-	return fmt.Sprintf("state:\n  driver: postgres\n  dsn: %q\n  postgres: {schema: %s, lease_ttl: %s, heartbeat: 200ms, sweep_interval: 200ms, max_conns: 4%s}\n", dsn, schema, lease, id)
+	return fmt.Sprintf("state:\n  driver: postgres\n  dsn: %q\n  postgres: {schema: %s, lease_ttl: %s, heartbeat: 200ms, sweep_interval: 200ms, max_conns: 4%s}\n", dsn, schema, lease, id), dsn, schema
 }
 
 // Two vmcp replicas on one PostgreSQL: a run paused on A is listed,
