@@ -41,6 +41,8 @@ type batcher struct {
 	stopped bool
 
 	wake    chan struct{} // capacity 1: a batch is full
+	ctx     context.Context // the export loop's; cancelled by a Shutdown that runs out of time
+	cancel  context.CancelFunc
 	stop    chan struct{}
 	done    chan struct{}
 	expMu   sync.Mutex // one export at a time (loop, ForceFlush, Shutdown)
@@ -80,6 +82,7 @@ func newBatcher(exp sdktrace.SpanExporter, getenv func(string) string, warn func
 	if b.maxBatch > b.maxQueue { // as the SDK: a batch is at most the queue
 		b.maxBatch = b.maxQueue
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.queue = make([]sdktrace.ReadOnlySpan, 0, b.maxBatch)
 	b.spare = make([]sdktrace.ReadOnlySpan, 0, b.maxBatch)
 	go b.loop()
@@ -124,7 +127,7 @@ func (b *batcher) loop() {
 		case <-b.wake:
 		case <-t.C:
 		}
-		_ = b.export(context.Background())
+		_ = b.export(b.ctx)
 		t.Reset(b.delay)
 	}
 }
@@ -179,7 +182,9 @@ func (b *batcher) ForceFlush(ctx context.Context) error {
 }
 
 // Shutdown stops the export loop, exports what is queued and shuts the
-// exporter down; spans ending after it are dropped.
+// exporter down; spans ending after it are dropped. An export in progress
+// (a collector that is down, retried) is cancelled when ctx ends, so
+// Shutdown takes no longer than ctx allows.
 func (b *batcher) Shutdown(ctx context.Context) error {
 	var err error
 	b.once.Do(func() {
@@ -187,7 +192,13 @@ func (b *batcher) Shutdown(ctx context.Context) error {
 		b.stopped = true
 		b.mu.Unlock()
 		close(b.stop)
-		<-b.done
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			b.cancel()
+			<-b.done
+		}
+		b.cancel()
 		err = errors.Join(b.export(ctx), b.exp.Shutdown(ctx))
 	})
 	return err

@@ -167,3 +167,36 @@ func TestBatcherForceFlush(t *testing.T) {
 		t.Fatalf("flushed %d spans, want 3", len(exp.names))
 	}
 }
+
+// ctxExporter blocks each export until its context ends (a collector
+// that never answers).
+type ctxExporter struct{ started chan struct{} }
+
+func (e *ctxExporter) ExportSpans(ctx context.Context, _ []sdktrace.ReadOnlySpan) error {
+	select {
+	case e.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (e *ctxExporter) Shutdown(context.Context) error { return nil }
+
+// Shutdown with an export stuck in progress returns once its context
+// ends (the export is cancelled), not after the export timeout.
+func TestBatcherShutdownCancelsStuckExport(t *testing.T) {
+	exp := &ctxExporter{started: make(chan struct{}, 1)}
+	b := newBatcher(exp, bspEnv("OTEL_BSP_SCHEDULE_DELAY", "3600000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2", "OTEL_BSP_EXPORT_TIMEOUT", "3600000"), nil)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(b))
+	endSpans(tp, 2)
+	<-exp.started // the loop is exporting, and will not finish by itself
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- tp.Shutdown(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Shutdown hung behind an export that never finishes")
+	}
+}
