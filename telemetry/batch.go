@@ -40,7 +40,7 @@ type batcher struct {
 	spare   []sdktrace.ReadOnlySpan // the other buffer (swapped at export)
 	stopped bool
 
-	wake    chan struct{} // capacity 1: a batch is full
+	wake    chan struct{}   // capacity 1: a batch is full
 	ctx     context.Context // the export loop's; cancelled by a Shutdown that runs out of time
 	cancel  context.CancelFunc
 	stop    chan struct{}
