@@ -10,7 +10,6 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/vmcp-dev/vmcp/dsl"
@@ -46,7 +45,7 @@ func BenchmarkTelemetryProxiedCall(b *testing.B) {
 			case "on-otlp": // spans exported for real, as vmcp serve does
 				cfg.Traces = telemetry.TracesConfig{Exporter: "otlp", Endpoint: rcv.URL}
 			case "traces", "on":
-				opts.SpanProcessor = sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter())
+				opts.SpanProcessor = telemetry.NewBatchSpanProcessor(tracetest.NewNoopExporter(), nil)
 			}
 			var err error
 			tel, err = telemetry.New(context.Background(), cfg, opts)

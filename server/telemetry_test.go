@@ -511,3 +511,67 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// Telemetry on keeps both lean paths of a plain call: the client's
+// tools/call is served without mcp-go (toolscall.go) and the backend call
+// goes out on the raw path (backends/rawcall.go: its JSON-RPC ids start at
+// 2^40), with vmcp's CLIENT span in _meta, and the SERVER and CLIENT spans
+// are recorded.
+func TestTelemetryKeepsLeanPaths(t *testing.T) {
+	tel, rec := recordedTelemetry(t)
+	s := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	s.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
+	h := mcpserver.NewStreamableHTTPServer(s)
+	var mu sync.Mutex
+	var calls []map[string]any
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			var m map[string]any
+			if json.Unmarshal(body, &m) == nil && m["method"] == "tools/call" {
+				mu.Lock()
+				calls = append(calls, m)
+				mu.Unlock()
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(be.Close)
+	cfg, ds := dsl.LoadConfig("lean.yaml", []byte("name: lean\nbackends:\n  - {name: echo, url: "+be.URL+"/mcp}\n"), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	g, url := startObserved(t, cfg, filepath.Join(t.TempDir(), "state.db"), tel)
+	c := sessionClient(t, url, "", client.WithProtocolVersion(mcp.ProtocolVersion20251125))
+	before := g.tl.callsServed.Load()
+	res := callMeta(t, c, "echo_echo", `{"message":"hi"}`, nil)
+	if res.IsError {
+		t.Fatalf("echo: %s", text(res))
+	}
+	if n := g.tl.callsServed.Load() - before; n != 1 {
+		t.Fatalf("the fast path served %d calls, want 1 (telemetry on must not take mcp-go's path)", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 {
+		t.Fatalf("the backend saw %d tools/call", len(calls))
+	}
+	if id, _ := calls[0]["id"].(float64); id < 1<<40 {
+		t.Fatalf("backend tools/call id %v: not the raw path's (≥ 2^40)", calls[0]["id"])
+	}
+	params, _ := calls[0]["params"].(map[string]any)
+	meta, _ := params["_meta"].(map[string]any)
+	tp, _ := meta["traceparent"].(string)
+	cli := spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient)
+	srv := spanNamed(rec.Ended(), "tools/call echo_echo", trace.SpanKindServer)
+	if len(cli) != 1 || len(srv) != 1 {
+		t.Fatalf("%d CLIENT and %d SERVER spans, want 1 each", len(cli), len(srv))
+	}
+	if want := "00-" + cli[0].SpanContext().TraceID().String() + "-" + cli[0].SpanContext().SpanID().String() + "-01"; tp != want {
+		t.Fatalf("backend traceparent %q, want vmcp's CLIENT span %q", tp, want)
+	}
+	if cli[0].Parent().SpanID() != srv[0].SpanContext().SpanID() {
+		t.Fatal("the CLIENT span's parent is not the SERVER span")
+	}
+}

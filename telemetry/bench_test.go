@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
@@ -33,7 +32,7 @@ func BenchmarkRequestHooks(b *testing.B) {
 				opts.MetricReader = sdkmetric.NewManualReader()
 			}
 			if mode != "metrics" {
-				opts.SpanProcessor = sdktrace.NewBatchSpanProcessor(tracetest.NewNoopExporter())
+				opts.SpanProcessor = NewBatchSpanProcessor(tracetest.NewNoopExporter(), nil)
 			}
 			tel, err := New(context.Background(), Config{}, opts)
 			if err != nil {

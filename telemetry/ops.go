@@ -146,9 +146,13 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(r.Method, target), serverKind)
-		// Attributes only for a recorded span (the sampler reads none).
+		// Attributes only for a recorded span (the sampler reads none),
+		// from a pooled slice (the span copies them).
 		if op.span.IsRecording() {
-			op.span.SetAttributes(t.serverAttrs(r)...)
+			p := attrPool.Get().(*[]attribute.KeyValue)
+			kv := t.appendServerAttrs((*p)[:0], r)
+			op.span.SetAttributes(kv...)
+			putAttrs(p, kv)
 		}
 	}
 	if t.m != nil {
@@ -163,9 +167,25 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 	return ctx, op
 }
 
+// attrPool holds the slices span attributes are built in: SetAttributes
+// copies them into the span, so one slice serves every span in turn.
+var attrPool = sync.Pool{New: func() any { s := make([]attribute.KeyValue, 0, 10); return &s }}
+
+// putAttrs returns a slice to attrPool (its values cleared: they hold
+// strings).
+func putAttrs(p *[]attribute.KeyValue, kv []attribute.KeyValue) {
+	clear(kv)
+	*p = kv[:0]
+	attrPool.Put(p)
+}
+
 // serverAttrs are a SERVER span's attributes.
 func (t *T) serverAttrs(r Request) []attribute.KeyValue {
-	kv := make([]attribute.KeyValue, 0, 10)
+	return t.appendServerAttrs(make([]attribute.KeyValue, 0, 10), r)
+}
+
+// appendServerAttrs appends a SERVER span's attributes to kv.
+func (t *T) appendServerAttrs(kv []attribute.KeyValue, r Request) []attribute.KeyValue {
 	kv = append(kv, KeyMethod.String(r.Method))
 	if r.Tool != "" {
 		kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
@@ -215,8 +235,8 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		meta = t.InjectMeta(ctx, meta)
 	}
 	if op.span != nil && op.span.IsRecording() {
-		kv := make([]attribute.KeyValue, 0, 7)
-		kv = append(kv, op.method)
+		p := attrPool.Get().(*[]attribute.KeyValue)
+		kv := append((*p)[:0], op.method)
 		if c.Tool != "" {
 			kv = append(kv, KeyToolName.String(c.Tool), KeyOperationName.String("execute_tool"))
 		}
@@ -233,6 +253,7 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 			kv = append(kv, KeyServerAddress.String(c.Server))
 		}
 		op.span.SetAttributes(kv...)
+		putAttrs(p, kv)
 	}
 	if t.m != nil {
 		op.hist = t.m.clientDur

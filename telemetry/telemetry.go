@@ -176,7 +176,7 @@ func New(ctx context.Context, cfg Config, opts *Options) (*T, error) {
 		res = resource.Default()
 	}
 	if tracing {
-		if err := t.buildTracing(ctx, cfg, opts, res); err != nil {
+		if err := t.buildTracing(ctx, cfg, opts, getenv, res); err != nil {
 			_ = t.Shutdown(ctx)
 			return nil, err
 		}
@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg Config, opts *Options) (*T, error) {
 	return t, nil
 }
 
-func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, res *resource.Resource) error {
+func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, getenv func(string) string, res *resource.Resource) error {
 	ratio := 1.0
 	if cfg.Traces.SamplingRatio != nil {
 		ratio = *cfg.Traces.SamplingRatio
@@ -204,15 +204,27 @@ func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, res *re
 	}
 	switch cfg.Traces.Exporter {
 	case "otlp":
-		var eo []otlptracehttp.Option
-		if cfg.Traces.Endpoint != "" {
-			eo = append(eo, otlptracehttp.WithEndpointURL(strings.TrimRight(cfg.Traces.Endpoint, "/")+"/v1/traces"))
+		// vmcp's own OTLP/HTTP encoder (otlp.go), unless a setting only
+		// the SDK's exporter implements is used.
+		var exp sdktrace.SpanExporter
+		if otlpSupported(getenv) {
+			e, err := newOTLPExporter(cfg.Traces.Endpoint, getenv)
+			if err != nil {
+				return err
+			}
+			exp = e
+		} else {
+			var eo []otlptracehttp.Option
+			if cfg.Traces.Endpoint != "" {
+				eo = append(eo, otlptracehttp.WithEndpointURL(strings.TrimRight(cfg.Traces.Endpoint, "/")+"/v1/traces"))
+			}
+			e, err := otlptracehttp.New(ctx, eo...)
+			if err != nil {
+				return fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
+			}
+			exp = e
 		}
-		exp, err := otlptracehttp.New(ctx, eo...)
-		if err != nil {
-			return fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
-		}
-		to = append(to, sdktrace.WithBatcher(exp))
+		to = append(to, sdktrace.WithSpanProcessor(t.newBatcher(exp, getenv)))
 	case "stdout":
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stderr))
 		if err != nil {
@@ -277,6 +289,24 @@ func (t *T) buildMetrics(ctx context.Context, cfg Config, opts *Options, res *re
 	}
 	t.m = m
 	return nil
+}
+
+// newBatcher is the batch span processor of an exporter, warning in the
+// log when spans were dropped.
+func (t *T) newBatcher(exp sdktrace.SpanExporter, getenv func(string) string) *batcher {
+	return newBatcher(exp, getenv, func(n int64) {
+		t.log.Warn("telemetry: spans dropped, the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE)", "dropped", n)
+	})
+}
+
+// NewBatchSpanProcessor is the batch span processor vmcp exports spans
+// with (see batcher), over any exporter (benchmarks, tests); getenv
+// reads the OTEL_BSP_* variables (nil: os.Getenv).
+func NewBatchSpanProcessor(exp sdktrace.SpanExporter, getenv func(string) string) sdktrace.SpanProcessor {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	return newBatcher(exp, getenv, nil)
 }
 
 // Shutdown flushes and stops the exporters and closes the audit file.
