@@ -218,7 +218,7 @@ func (s *Store) Checkpoint(ctx context.Context, id string, checkpoint json.RawMe
 			return refusal("checkpoint", d, ErrNotRunning, "")
 		}
 		d.InFlight, d.Updated = inFlight, now
-		return appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint)
+		return putCheckpoint(tx, d.pos(), checkpoint)
 	})
 }
 
@@ -246,7 +246,7 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 			return refusal("pause", d, ErrNotRunning, "")
 		}
 		if len(checkpoint) > 0 {
-			if err := appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint); err != nil {
+			if err := putCheckpoint(tx, d.pos(), checkpoint); err != nil {
 				return err
 			}
 		}
@@ -314,7 +314,7 @@ func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who,
 // fullRun is d with its checkpoint and definition, copied out of tx.
 func fullRun(tx *bbolt.Tx, d *runDoc) *Run {
 	r := d.run()
-	r.Checkpoint = clone(tx.Bucket(bCheckpoints).Get(d.pos()))
+	r.Checkpoint = clone(getCheckpoint(tx, d.pos()))
 	if d.DefHash != "" {
 		if v := tx.Bucket(bDefinitions).Get([]byte(d.DefHash)); len(v) >= 8 {
 			r.Definition = clone(v[8:])
