@@ -118,6 +118,7 @@ func benchPause(b *testing.B, conc int, opts *Options, boltDelay time.Duration) 
 	var wg sync.WaitGroup
 	stats0 := s.db.Stats()
 	commits0, _ := s.group.counts()
+	inTx0 := s.group.inTx.Load()
 	b.ResetTimer()
 	start := time.Now()
 	for g := range conc {
@@ -152,6 +153,7 @@ func benchPause(b *testing.B, conc int, opts *Options, boltDelay time.Duration) 
 		b.ReportMetric(float64(d.TxStats.GetWrite())/float64(len(all)), "page-writes/pause")
 		if commits, _ := s.group.counts(); commits > commits0 {
 			b.ReportMetric(float64(len(all))/float64(commits-commits0), "pauses/commit")
+			b.ReportMetric(float64(s.group.inTx.Load()-inTx0)/1e3/float64(len(all)), "in-tx-µs/pause")
 		}
 	}
 }
