@@ -1108,3 +1108,38 @@ func TestListIDsThatExtendEachOther(t *testing.T) {
 	}
 	mustCheck(t, s)
 }
+
+// TestPredecodedDocumentIsCheckedInTheCommit: a document decoded before a
+// commit is used only if the run did not change in between.
+func TestPredecodedDocumentIsCheckedInTheCommit(t *testing.T) {
+	s, _ := newTest(t)
+	ctx := t.Context()
+	r := mustCreate(t, s, newRun("alice", "deploy"))
+	pre := s.predecode(r.ID)
+	if pre == nil || pre.d.Status != StatusRunning {
+		t.Fatalf("predecoded %+v", pre)
+	}
+	if _, err := s.Pause(ctx, r.ID, nil, Question{Step: "confirm"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		d, err := pre.load(tx, r.ID)
+		if err != nil || d.Status != StatusWaiting || d.Seq != 1 {
+			t.Errorf("after a pause in between: %+v, %v; want the waiting run", d, err)
+		}
+		return nil
+	})
+	pre = s.predecode(r.ID)
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		if d, _ := pre.load(tx, r.ID); d == nil || d.Status != StatusWaiting {
+			t.Errorf("unchanged: %+v", d)
+		}
+		if d, _ := pre.load(tx, r.ID); d == nil || d.Status != StatusWaiting { // used once, then decoded afresh
+			t.Errorf("second load: %+v", d)
+		}
+		return nil
+	})
+	if s.predecode("r_missing") != nil {
+		t.Error("predecoded a missing run")
+	}
+}
