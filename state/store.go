@@ -184,6 +184,30 @@ func (s *Store) init() error {
 	})
 }
 
+// WriteStats counts what the store's commits did since Open, for
+// benchmarks and reports.
+type WriteStats struct {
+	// Commits made by the group committer and the transitions they
+	// carried (Transitions/Commits is the mean group size).
+	Commits, Transitions uint64
+	// PageWrites is bbolt's TxStats.Write: page runs written (one write
+	// call each: a node with its overflow pages, the freelist, the meta
+	// page), Open's own commit included. A commit's time on disk grows
+	// with it.
+	PageWrites int64
+	// InTx is the time spent applying the transitions inside the shared
+	// write transactions (serial: one commit at a time), before bbolt's
+	// own commit work (spilling the tree, writing, syncing).
+	InTx time.Duration
+}
+
+// WriteStats returns the counts so far.
+func (s *Store) WriteStats() WriteStats {
+	c, t := s.group.counts()
+	st := s.db.Stats()
+	return WriteStats{Commits: c, Transitions: t, PageWrites: st.TxStats.GetWrite(), InTx: time.Duration(s.group.inTx.Load())}
+}
+
 // Path is the file the store was opened on.
 func (s *Store) Path() string { return s.path }
 
