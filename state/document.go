@@ -168,7 +168,7 @@ func reindex(tx *bbolt.Tx, old []entry, after *runDoc) error {
 	}
 	for _, c := range cur {
 		if !containsEntry(old, c) {
-			if err := tx.Bucket(c.bucket).Put(c.key, c.val); err != nil {
+			if err := appendBucket(tx, c.bucket).Put(c.key, c.val); err != nil {
 				return err
 			}
 		}
@@ -188,6 +188,11 @@ func containsEntry(list []entry, e entry) bool {
 // appendBucket returns a bucket keyed by pos for writing. New runs go to
 // the end of it, so its pages are split nearly full rather than half full
 // (bbolt's default, right for random inserts): files are ~40% smaller.
+// Index entries are appended too (to the end of their owner's, status's
+// or workflow's part: pos grows; deadlines mostly grow), so index pages
+// are filled the same way: fewer pages, and a tree level fewer for a
+// pause to rewrite at some sizes (3,000 runs grown by transitions: 21.2 →
+// 16.9 page runs per pause).
 func appendBucket(tx *bbolt.Tx, name []byte) *bbolt.Bucket {
 	b := tx.Bucket(name)
 	b.FillPercent = 0.9
