@@ -175,8 +175,9 @@ func (b *bench) pause(ctx context.Context) error {
 			why = "; " + pagesNote + " (bbolt's count: the leaf holding the run's document, summary and checkpoint, the status, owner-status and deadline index " +
 				"entries — a status change deletes an entry in one part of each status index and inserts one in another —, the branch pages above each, the bucket roots, " +
 				"the freelist, the meta page). Both are two fdatasyncs; the first one grows with the pages written, so the pause costs more than the one-key commit by about " +
-				"what its extra pages cost to sync. Fix made: the checkpoint moved beside the document (file layout 2), one tree fewer per pause; " +
-				"NoFreelistSync measured no gain at c=1 and made opening 100,000 runs ~20× slower (docs/durability.md)"
+				"what its extra pages cost to sync. Fixes made: the checkpoint moved beside the document (file layout 2: one tree fewer per pause) and index pages " +
+				"are split 90% full (a tree level fewer at some sizes); NoFreelistSync measured no gain at c=1 and made opening 100,000 runs ~20× slower; " +
+				"what is left is mostly the two status indexes, where a pause moves an entry from one part of each tree to another (docs/durability.md)"
 		}
 		b.rep.target("4 pause", "pause persist p50 at 1 concurrent pause (the store's pause transition)", "≤ 1.5 × one bbolt commit",
 			fmt.Sprintf("%s = %.2f × commit (%s, measured alternately with the pauses; floor %s)", fmtUS(sp1.P50US), r, fmtUS(beside.P50US), fmtD(b.floor.commit)), ptr(r <= 1.5),
