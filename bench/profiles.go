@@ -63,7 +63,7 @@ func (b *bench) profiles(ctx context.Context) error {
 				}), func() { closeAll(ss) }, nil
 			}},
 		{"pause", "pause + resume cycles, 16 concurrent 2026-07-28 clients (scenario 4)",
-			[]string{"bbolt.(*DB).Update", "bbolt.(*Tx).Commit", "encoding/json.Unmarshal", "server.(*Gateway).callComposite", "encoding/json.Marshal", "syscall.Syscall", "runtime.gcBgMarkWorker"}, 16,
+			[]string{"bbolt.(*DB).Update", "encoding/json.Unmarshal", "state.decodeDoc", "bbolt.(*Tx).Commit", "syscall.Fdatasync", "server.(*Gateway).callComposite", "engine.DecodeCheckpoint", "encoding/json.Marshal", "syscall.Syscall", "runtime.gcBgMarkWorker"}, 16,
 			func() (func(context.Context, int) error, func(), error) {
 				ss := make([]*session, 16)
 				for i := range ss {

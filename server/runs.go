@@ -365,8 +365,11 @@ func (r *runs) planFor(run *state.Run) (*engine.Plan, error) {
 		}
 		return nil, fmt.Errorf("run %s: workflow %q is not loaded and the run has no stored definition", run.ID, run.Workflow)
 	}
-	sum := sha256.Sum256(run.Definition)
-	key := hex.EncodeToString(sum[:])
+	key := run.DefinitionHash // the store's SHA-256 of the definition, hex
+	if key == "" {
+		sum := sha256.Sum256(run.Definition)
+		key = hex.EncodeToString(sum[:])
+	}
 	r.plansMu.Lock()
 	p := r.plans[key]
 	r.plansMu.Unlock()

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -118,6 +119,7 @@ func benchPause(b *testing.B, conc int, opts *Options, boltDelay time.Duration) 
 	var wg sync.WaitGroup
 	stats0 := s.db.Stats()
 	commits0, _ := s.group.counts()
+	inTx0 := s.group.inTx.Load()
 	b.ResetTimer()
 	start := time.Now()
 	for g := range conc {
@@ -152,6 +154,7 @@ func benchPause(b *testing.B, conc int, opts *Options, boltDelay time.Duration) 
 		b.ReportMetric(float64(d.TxStats.GetWrite())/float64(len(all)), "page-writes/pause")
 		if commits, _ := s.group.counts(); commits > commits0 {
 			b.ReportMetric(float64(len(all))/float64(commits-commits0), "pauses/commit")
+			b.ReportMetric(float64(s.group.inTx.Load()-inTx0)/1e3/float64(len(all)), "in-tx-µs/pause")
 		}
 	}
 }
@@ -344,4 +347,84 @@ func setRunning(tb testing.TB, path string, ids []string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// BenchmarkPauseBeside is the bench's "pause persist" target in process:
+// each Pause (2 KiB checkpoint, a question with a deadline) of a running
+// run is followed by one bbolt commit of the floor's kind (a small key in
+// another file in the same directory), so the ratio of their p50s does
+// not depend much on how busy the machine is. It reports both p50s, the
+// ratio, and per transition the page runs written (bbolt's TxStats.Write,
+// the meta page included) and the time bbolt spent writing and syncing.
+//
+// "replace": the runs were created with a checkpoint, as vmcp creates
+// them (with the first step's in-flight record), and the pause replaces
+// it; "first": the runs have none yet (the bench's store cells create
+// them so).
+func BenchmarkPauseBeside(b *testing.B) {
+	b.Run("replace", func(b *testing.B) { pauseBeside(b, true) })
+	b.Run("first", func(b *testing.B) { pauseBeside(b, false) })
+}
+
+func pauseBeside(b *testing.B, withCheckpoint bool) {
+	dir := b.TempDir()
+	s := openTest(b, filepath.Join(dir, "state.db"), nil)
+	ids := bulkLoad(b, s, max(b.N, 1000), func(i int) string { return StatusRunning })
+	if !withCheckpoint {
+		err := s.db.Update(func(tx *bbolt.Tx) error {
+			for _, id := range ids {
+				pos := lookup(tx, id)
+				if err := tx.Bucket(bRuns).Delete(append(bytes.Clone(pos), 2)); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bCheckpoints).Delete(pos); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	db, err := bbolt.Open(filepath.Join(dir, "commit.db"), 0o600, &bbolt.Options{Timeout: time.Second, FreelistType: bbolt.FreelistMapType})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
+		b.Fatal(err)
+	}
+	pl, cl := make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)
+	ps0, cs0 := s.db.Stats(), db.Stats()
+	b.ResetTimer()
+	for i := range b.N {
+		t0 := time.Now()
+		q := benchQuestion
+		q.Deadline = t0.Add(time.Hour)
+		if _, err := s.Pause(b.Context(), ids[i], benchCheckpoint, q); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		err := db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket([]byte("b")).Put(fmt.Appendf(nil, "k%d", i%1000), []byte("a small value"))
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		pl, cl = append(pl, t1.Sub(t0)), append(cl, time.Since(t1))
+	}
+	b.StopTimer()
+	slices.Sort(pl)
+	slices.Sort(cl)
+	ps, cs := s.db.Stats(), db.Stats()
+	pd, cd := ps.Sub(&ps0), cs.Sub(&cs0)
+	n := float64(b.N)
+	b.ReportMetric(float64(pl[len(pl)/2].Microseconds()), "pause-p50-µs")
+	b.ReportMetric(float64(cl[len(cl)/2].Microseconds()), "commit-p50-µs")
+	b.ReportMetric(float64(pl[len(pl)/2])/float64(cl[len(cl)/2]), "ratio")
+	b.ReportMetric(float64(pd.TxStats.GetWrite())/n, "pause-writes")
+	b.ReportMetric(float64(cd.TxStats.GetWrite())/n, "commit-writes")
+	b.ReportMetric(float64(pd.TxStats.GetWriteTime().Microseconds())/n, "pause-write-µs")
+	b.ReportMetric(float64(cd.TxStats.GetWriteTime().Microseconds())/n, "commit-write-µs")
 }

@@ -67,7 +67,7 @@ func checkStore(tx *bbolt.Tx, p *problems) {
 			return
 		}
 	}
-	if v, err := strconv.Atoi(string(tx.Bucket(bMeta).Get(kFormat))); err != nil || v < 1 || v > FormatVersion {
+	if v, err := strconv.Atoi(string(tx.Bucket(bMeta).Get(kFormat))); err != nil || v < 1 || v > fileLayout {
 		p.add("format version %q is not one this vmcp writes", tx.Bucket(bMeta).Get(kFormat))
 	}
 	if k := tx.Bucket(bMeta).Get(kKey); k != nil && len(k) != 32 {
@@ -91,6 +91,14 @@ func checkStore(tx *bbolt.Tx, p *problems) {
 		case kindHead:
 			if runs.Get(docKey(pos)) == nil {
 				p.add("runs: summary %x without a document", k)
+			}
+			return nil
+		case kindCheckpoint:
+			if runs.Get(docKey(pos)) == nil {
+				p.add("runs: checkpoint %x without a document", k)
+			}
+			if tx.Bucket(bCheckpoints).Get(pos) != nil {
+				p.add("runs: checkpoint %x is also stored in the old place (bucket %s)", k, bCheckpoints)
 			}
 			return nil
 		case kindDoc:

@@ -16,9 +16,18 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// FormatVersion is the version of the file layout and run documents this
-// package writes. Open refuses a file with a newer version.
+// FormatVersion is the version of the run documents this package writes
+// (the same documents the PostgreSQL driver stores).
 const FormatVersion = 1
+
+// fileLayout is the version of the bbolt file's layout, kept in the meta
+// bucket; Open refuses a file with a newer one. Layout 2 keeps a run's
+// checkpoint in bRuns beside its document (one leaf and one tree for a
+// pause instead of two); layout 1 kept it in bCheckpoints. Open upgrades
+// a layout-1 file by writing 2: its checkpoints move one by one as they
+// are next written (getCheckpoint reads either place), so no open copies
+// the file's checkpoints, and a layout-1 vmcp refuses the file after.
+const fileLayout = 2
 
 // DefaultBatchSize is the most concurrent transitions one commit takes
 // (group commit, see Options.BatchSize); DefaultLockTimeout bounds the
@@ -76,8 +85,8 @@ type Store struct {
 var (
 	bMeta        = []byte("meta")
 	bIDs         = []byte("ids")         // id → created (8 bytes): finds pos
-	bRuns        = []byte("runs")        // pos+0 → run document (JSON), pos+1 → RunSummary (JSON)
-	bCheckpoints = []byte("checkpoints") // pos → checkpoint (raw JSON), apart so a claim does not rewrite it
+	bRuns        = []byte("runs")        // pos+0 → run document (JSON), pos+1 → RunSummary (JSON), pos+2 → checkpoint (raw JSON)
+	bCheckpoints = []byte("checkpoints") // layout 1: pos → checkpoint (raw JSON); now in bRuns (pos+2), this holds only those not yet moved
 	bDefinitions = []byte("definitions") // sha256 hex → refcount (8 bytes) + source
 	bIxStatus    = []byte("ix_status")   // status + pos
 	bIxOwner     = []byte("ix_owner")    // owner + pos
@@ -152,11 +161,16 @@ func (s *Store) init() error {
 			if err != nil {
 				return fmt.Errorf("state file %s: unreadable format version %q", s.path, raw)
 			}
-			if v > FormatVersion {
+			if v > fileLayout {
 				return &wrapped{fmt.Sprintf("state file %s has format version %d; this vmcp understands up to %d: upgrade vmcp (or use another --state file)",
-					s.path, v, FormatVersion), ErrNewerFormat}
+					s.path, v, fileLayout), ErrNewerFormat}
 			}
-			// Older versions would be migrated here, in this transaction.
+			if v < fileLayout {
+				// Layout 1 → 2: checkpoints move lazily (see fileLayout).
+				if err := meta.Put(kFormat, []byte(strconv.Itoa(fileLayout))); err != nil {
+					return fmt.Errorf("state file %s: %w", s.path, err)
+				}
+			}
 		}
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -164,10 +178,34 @@ func (s *Store) init() error {
 			}
 		}
 		if meta == nil {
-			return tx.Bucket(bMeta).Put(kFormat, []byte(strconv.Itoa(FormatVersion)))
+			return tx.Bucket(bMeta).Put(kFormat, []byte(strconv.Itoa(fileLayout)))
 		}
 		return nil
 	})
+}
+
+// WriteStats counts what the store's commits did since Open, for
+// benchmarks and reports.
+type WriteStats struct {
+	// Commits made by the group committer and the transitions they
+	// carried (Transitions/Commits is the mean group size).
+	Commits, Transitions uint64
+	// PageWrites is bbolt's TxStats.Write: page runs written (one write
+	// call each: a node with its overflow pages, the freelist, the meta
+	// page), Open's own commit included. A commit's time on disk grows
+	// with it.
+	PageWrites int64
+	// InTx is the time spent applying the transitions inside the shared
+	// write transactions (serial: one commit at a time), before bbolt's
+	// own commit work (spilling the tree, writing, syncing).
+	InTx time.Duration
+}
+
+// WriteStats returns the counts so far.
+func (s *Store) WriteStats() WriteStats {
+	c, t := s.group.counts()
+	st := s.db.Stats()
+	return WriteStats{Commits: c, Transitions: t, PageWrites: st.TxStats.GetWrite(), InTx: time.Duration(s.group.inTx.Load())}
 }
 
 // Path is the file the store was opened on.

@@ -897,6 +897,97 @@ func TestNewerFormatRefused(t *testing.T) {
 	}
 }
 
+// TestLayout1Upgrade: a file of layout 1 (checkpoints in their own
+// bucket) opens as layout 2; its checkpoints are read where they are,
+// move beside their documents when next written, and are deleted with
+// their runs, and Check accepts the file at every step.
+func TestLayout1Upgrade(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "state.db")
+	c := new(clock)
+	s, err := Open(path, &Options{Clock: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 3)
+	for i := range ids {
+		r := newRun("alice", "deploy")
+		r.Checkpoint = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+		ids[i] = mustCreate(t, s, r).ID
+	}
+	// Rewrite the file as layout 1 wrote it.
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		for _, id := range ids {
+			pos := lookup(tx, id)
+			cp := clone(tx.Bucket(bRuns).Get(checkpointKey(pos)))
+			if err := tx.Bucket(bRuns).Delete(checkpointKey(pos)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bCheckpoints).Put(pos, cp); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bMeta).Put(kFormat, []byte("1"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, s)
+	_ = s.Close()
+
+	s = openTest(t, path, &Options{Clock: c.now})
+	mustCheck(t, s)
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		if v := string(tx.Bucket(bMeta).Get(kFormat)); v != "2" {
+			t.Errorf("format after open: %q, want 2", v)
+		}
+		return nil
+	})
+	for i, id := range ids {
+		got, err := s.Get(ctx, id)
+		if err != nil || string(got.Checkpoint) != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("run %d before any write: checkpoint %s, %v", i, got.Checkpoint, err)
+		}
+	}
+	// Run 0 pauses with a new checkpoint, run 1 without one (its stays
+	// where it is), run 2 finishes and is pruned.
+	if _, err := s.Pause(ctx, ids[0], json.RawMessage(`{"n":10}`), Question{Step: "approve"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pause(ctx, ids[1], nil, Question{Step: "approve"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, ids[2], StatusCompleted, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, s)
+	for i, want := range []string{`{"n":10}`, `{"n":1}`} {
+		got, err := s.Get(ctx, ids[i])
+		if err != nil || string(got.Checkpoint) != want {
+			t.Fatalf("run %d: checkpoint %s, %v; want %s", i, got.Checkpoint, err, want)
+		}
+	}
+	c.add(48 * time.Hour)
+	if n, err := s.Prune(ctx, c.peek().Add(-time.Hour)); err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v", n, err)
+	}
+	mustCheck(t, s)
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		old := tx.Bucket(bCheckpoints)
+		for i, id := range ids[:2] {
+			pos := lookup(tx, id)
+			inRuns, inOld := tx.Bucket(bRuns).Get(checkpointKey(pos)) != nil, old.Get(pos) != nil
+			if want := i == 0; inRuns != want || inOld == want {
+				t.Errorf("run %d: checkpoint beside the document %v, in the old bucket %v", i, inRuns, inOld)
+			}
+		}
+		if n := old.Stats().KeyN; n != 1 {
+			t.Errorf("%d checkpoints left in the old bucket, want 1 (run 1's)", n)
+		}
+		return nil
+	})
+}
+
 func TestOpenErrors(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.db")
@@ -940,6 +1031,16 @@ func TestCheckFindsDamage(t *testing.T) {
 		{"orphan checkpoint", func(tx *bbolt.Tx, id string) error {
 			return tx.Bucket(bCheckpoints).Put(cat(ts(epoch), nil, "r_x"), []byte(`{}`))
 		}, "has no run"},
+		{"orphan checkpoint beside the documents", func(tx *bbolt.Tx, id string) error {
+			return tx.Bucket(bRuns).Put(checkpointKey(cat(ts(epoch), nil, "r_x")), []byte(`{}`))
+		}, "without a document"},
+		{"checkpoint in both places", func(tx *bbolt.Tx, id string) error {
+			pos := lookup(tx, id)
+			if err := tx.Bucket(bRuns).Put(checkpointKey(pos), []byte(`{"a":1}`)); err != nil {
+				return err
+			}
+			return tx.Bucket(bCheckpoints).Put(pos, []byte(`{"a":0}`))
+		}, "also stored in the old place"},
 		{"orphan id", func(tx *bbolt.Tx, id string) error { return tx.Bucket(bIDs).Put([]byte("r_y"), ts(epoch)) }, "id r_y has no run"},
 		{"id points elsewhere", func(tx *bbolt.Tx, id string) error { return tx.Bucket(bIDs).Put([]byte(id), ts(epoch)) }, "id entry"},
 		{"reference count", func(tx *bbolt.Tx, id string) error { return refDefinition(tx, hashHex(defSource), nil, 1) }, "reference count 2, used by 1"},
@@ -1006,4 +1107,39 @@ func TestListIDsThatExtendEachOther(t *testing.T) {
 		}
 	}
 	mustCheck(t, s)
+}
+
+// TestPredecodedDocumentIsCheckedInTheCommit: a document decoded before a
+// commit is used only if the run did not change in between.
+func TestPredecodedDocumentIsCheckedInTheCommit(t *testing.T) {
+	s, _ := newTest(t)
+	ctx := t.Context()
+	r := mustCreate(t, s, newRun("alice", "deploy"))
+	pre := s.predecode(r.ID)
+	if pre == nil || pre.d.Status != StatusRunning {
+		t.Fatalf("predecoded %+v", pre)
+	}
+	if _, err := s.Pause(ctx, r.ID, nil, Question{Step: "confirm"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		d, err := pre.load(tx, r.ID)
+		if err != nil || d.Status != StatusWaiting || d.Seq != 1 {
+			t.Errorf("after a pause in between: %+v, %v; want the waiting run", d, err)
+		}
+		return nil
+	})
+	pre = s.predecode(r.ID)
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		if d, _ := pre.load(tx, r.ID); d == nil || d.Status != StatusWaiting {
+			t.Errorf("unchanged: %+v", d)
+		}
+		if d, _ := pre.load(tx, r.ID); d == nil || d.Status != StatusWaiting { // used once, then decoded afresh
+			t.Errorf("second load: %+v", d)
+		}
+		return nil
+	})
+	if s.predecode("r_missing") != nil {
+		t.Error("predecoded a missing run")
+	}
 }

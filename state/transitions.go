@@ -174,12 +174,19 @@ func refusal(op string, d *runDoc, err error, detail string) error {
 // written nothing) or changes it and makes any other writes; modify then
 // stores the document and moves its index entries. now is read inside the
 // commit, so a run's history is in time order.
+//
+// The document is decoded before the commit, outside the write lock, and
+// used inside it only if the stored bytes are still the same (else it is
+// decoded again there): concurrent transitions share a commit whose
+// closures run one after another, so their decoding is taken out of that
+// serial part and done while the previous commit syncs.
 func (s *Store) modify(ctx context.Context, op, id string, fn func(tx *bbolt.Tx, d *runDoc, now time.Time) error) error {
+	pre := s.predecode(id)
 	var refused error
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
 		refused = nil
 		now := s.now()
-		d, err := loadDoc(tx, id)
+		d, err := pre.load(tx, id)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
@@ -203,6 +210,47 @@ func (s *Store) modify(ctx context.Context, op, id string, fn func(tx *bbolt.Tx,
 	return refused
 }
 
+// predecoded is a run document read and decoded before a commit.
+type predecoded struct {
+	raw []byte
+	d   *runDoc
+}
+
+// predecode reads and decodes run id in a read transaction (nil if it is
+// not there or does not decode: the commit then reads it itself).
+func (s *Store) predecode(id string) *predecoded {
+	var p *predecoded
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		pos := lookup(tx, id)
+		if pos == nil {
+			return nil
+		}
+		raw := tx.Bucket(bRuns).Get(docKey(pos))
+		if raw == nil {
+			return nil
+		}
+		if d, err := decodeDoc(raw); err == nil {
+			p = &predecoded{raw: clone(raw), d: d}
+		}
+		return nil
+	})
+	return p
+}
+
+// load is loadDoc in the commit, using the predecoded document (once: a
+// closure that runs again decodes afresh) when the stored bytes are the
+// ones it was decoded from.
+func (p *predecoded) load(tx *bbolt.Tx, id string) (*runDoc, error) {
+	if p != nil && p.d != nil {
+		d := p.d
+		p.d = nil
+		if pos := lookup(tx, id); pos != nil && bytes.Equal(tx.Bucket(bRuns).Get(docKey(pos)), p.raw) {
+			return d, nil
+		}
+	}
+	return loadDoc(tx, id)
+}
+
 func invalid(op, id, why string) error {
 	return fmt.Errorf("%s run %s: %s: %w", op, id, why, ErrInvalid)
 }
@@ -218,7 +266,7 @@ func (s *Store) Checkpoint(ctx context.Context, id string, checkpoint json.RawMe
 			return refusal("checkpoint", d, ErrNotRunning, "")
 		}
 		d.InFlight, d.Updated = inFlight, now
-		return appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint)
+		return putCheckpoint(tx, d.pos(), checkpoint)
 	})
 }
 
@@ -246,7 +294,7 @@ func (s *Store) Pause(ctx context.Context, id string, checkpoint json.RawMessage
 			return refusal("pause", d, ErrNotRunning, "")
 		}
 		if len(checkpoint) > 0 {
-			if err := appendBucket(tx, bCheckpoints).Put(d.pos(), checkpoint); err != nil {
+			if err := putCheckpoint(tx, d.pos(), checkpoint); err != nil {
 				return err
 			}
 		}
@@ -314,7 +362,7 @@ func (s *Store) claim(ctx context.Context, op, id, step string, seq uint64, who,
 // fullRun is d with its checkpoint and definition, copied out of tx.
 func fullRun(tx *bbolt.Tx, d *runDoc) *Run {
 	r := d.run()
-	r.Checkpoint = clone(tx.Bucket(bCheckpoints).Get(d.pos()))
+	r.Checkpoint = clone(getCheckpoint(tx, d.pos()))
 	if d.DefHash != "" {
 		if v := tx.Bucket(bDefinitions).Get([]byte(d.DefHash)); len(v) >= 8 {
 			r.Definition = clone(v[8:])
