@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -66,7 +67,20 @@ func (b *bench) composite(ctx context.Context) error {
 	}
 	fans := []int{1, 8, 32}
 	sleeps := []int{0, 1, 10}
-	v, err := b.vmcp("composite", compositeConfig(b.echoURL(0), chains))
+	// The scenario's own echo backend, with service times by nanosleep(2)
+	// (--precise-sleep; compositePreciseSleep): the Go timer of an idle
+	// process fires up to about 1 ms late, with a phase-dependent spread,
+	// which a chain of 10 ms steps would otherwise add up as "overhead".
+	eargs := []string{"echo-backend", "--endpoints", "1", "--tools", "2"}
+	if compositePreciseSleep() {
+		eargs = append(eargs, "--precise-sleep")
+	}
+	echo, err := b.child("echo-composite", eargs...)
+	if err != nil {
+		return err
+	}
+	echoURL := fmt.Sprintf("http://%s/mcp/0", echo.Addr)
+	v, err := b.vmcp("composite", compositeConfig(echoURL, chains))
 	if err != nil {
 		return err
 	}
@@ -76,25 +90,53 @@ func (b *bench) composite(ctx context.Context) error {
 		return err
 	}
 	defer s.Close()
-	ds, err := dial(ctx, b.echoURL(0), eraLegacy)
+	ds, err := dial(ctx, echoURL, eraLegacy)
 	if err != nil {
 		return err
 	}
 	defer ds.Close()
+	// Hypothesis: vmcp's CPU per step at 10 ms includes the runtime's own
+	// work over the longer wall time. Its CPU while idle, for scale.
+	idle := b.dur(time.Second, 3*time.Second)
+	icpu := startPreciseCPU(v.Pid())
+	time.Sleep(idle)
+	idleCPU := icpu.perSecond()[0]
 
 	budget := b.dur(250*time.Millisecond, 1500*time.Millisecond)
 	warm := b.n(1, 2)
 	seq := 0
 	// measure is one round at one service time.
 	measure := func(sl int, suffix string) *fit {
-		f := &fit{sleep: sl, chain: map[int]Cell{}, fan: map[int]Cell{}, vmcpCPUPerCall: map[int]float64{}}
+		f := &fit{sleep: sl, chain: map[int]Cell{}, dchain: map[int]Cell{}, fan: map[int]Cell{}, vmcpCPUPerCall: map[int]float64{}}
 		params := map[string]any{"sleep_ms": sl}
+		_, _ = echoTrace(echo.Addr) // start clean
 		f.direct = b.rep.addCell(cell(sc, fmt.Sprintf("direct echo, sleep %d ms%s", sl, suffix), params, runLoad(ctx, 1, warm, budget, 5, 0, func(ctx context.Context, _ int) error {
 			seq++
 			return callEcho(ctx, ds.Client, "echo", fmt.Sprint("d-", seq), sl)
 		})))
+		f.late.direct = lateness(echo.Addr)
+		// A direct chain: the bench client makes the same N sequential
+		// calls itself, so that the fit compares like with like (N calls
+		// through vmcp against N calls without it).
 		for _, n := range chains {
-			cpu := startCPU(v.Pid())
+			cpu := startPreciseCPU(echo.Pid(), self)
+			l := runLoad(ctx, 1, warm, budget, 3, 0, func(ctx context.Context, _ int) error {
+				seq++
+				for i := range n {
+					if err := callEcho(ctx, ds.Client, "echo", fmt.Sprintf("dc-%d-%d", seq, i), sl); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			c := cell(sc, fmt.Sprintf("direct chain of %d, sleep %d ms%s", n, sl, suffix), map[string]any{"sleep_ms": sl, "steps": n}, l)
+			pc, pr := cpu.perOp(l.N()+warm), cpu.runsPerOp(l.N()+warm)
+			c.Extra = map[string]float64{"backend_cpu_us_per_call": pc[0], "client_cpu_us_per_call": pc[1], "backend_runs_per_call": pr[0], "client_runs_per_call": pr[1]}
+			f.dchain[n] = b.rep.addCell(c)
+		}
+		f.late.dchain = lateness(echo.Addr)
+		for _, n := range chains {
+			cpu := startPreciseCPU(v.Pid(), echo.Pid(), self)
 			l := runLoad(ctx, 1, warm, budget, 3, 0, func(ctx context.Context, _ int) error {
 				seq++
 				msg := fmt.Sprint("c-", seq)
@@ -105,28 +147,43 @@ func (b *bench) composite(ctx context.Context) error {
 				return checkStructured(res, map[string]any{"msg": msg})
 			})
 			c := cell(sc, fmt.Sprintf("chain of %d, sleep %d ms%s", n, sl, suffix), map[string]any{"sleep_ms": sl, "steps": n}, l)
-			c.Extra = map[string]float64{"vmcp_cpu_us_per_call": cpu.perOp(l.N() + warm)[0]}
+			pc, pr := cpu.perOp(l.N()+warm), cpu.runsPerOp(l.N()+warm)
+			c.Extra = map[string]float64{"vmcp_cpu_us_per_call": pc[0], "backend_cpu_us_per_call": pc[1], "client_cpu_us_per_call": pc[2],
+				"vmcp_runs_per_call": pr[0], "backend_runs_per_call": pr[1], "client_runs_per_call": pr[2]}
 			f.chain[n] = b.rep.addCell(c)
 		}
+		f.late.chain = lateness(echo.Addr)
 		for _, n := range fans {
-			sa, _ := echoStats(b.echoSrv.Addr)
-			cpu := startCPU(v.Pid())
+			sa, _ := echoStats(echo.Addr)
+			cpu := startPreciseCPU(v.Pid(), echo.Pid())
+			_, _ = echoTrace(echo.Addr)
+			var tmu sync.Mutex
+			spans := map[string][2]int64{} // call → client's start and end (Unix ns)
 			l := runLoad(ctx, 1, warm, budget, 3, 0, func(ctx context.Context, _ int) error {
 				seq++
 				items := make([]any, n)
 				for i := range items {
 					items[i] = fmt.Sprintf("f-%d-%d", seq, i)
 				}
+				t0 := time.Now().UnixNano()
 				res, err := callTool(ctx, s, "fan", map[string]any{"items": items, "sleep_ms": sl})
+				t1 := time.Now().UnixNano()
 				if err != nil {
 					return err
 				}
+				tmu.Lock()
+				spans[fmt.Sprint("f-", seq, "-")] = [2]int64{t0, t1}
+				tmu.Unlock()
 				return checkStructured(res, map[string]any{"msgs": items})
 			})
 			c := cell(sc, fmt.Sprintf("fan-out of %d, sleep %d ms%s", n, sl, suffix), map[string]any{"sleep_ms": sl, "fan": n}, l)
-			c.Extra = map[string]float64{"vmcp_cpu_us_per_call": cpu.perOp(l.N() + warm)[0]}
-			if sb, err := echoStats(b.echoSrv.Addr); err == nil && l.N()+warm > 0 {
+			pc := cpu.perOp(l.N() + warm)
+			c.Extra = map[string]float64{"vmcp_cpu_us_per_call": pc[0], "backend_cpu_us_per_call": pc[1]}
+			if sb, err := echoStats(echo.Addr); err == nil && l.N()+warm > 0 {
 				c.Extra["backend_conns_per_call"] = float64(sb["conns"]-sa["conns"]) / float64(l.N()+warm)
+			}
+			if tr, err := echoTrace(echo.Addr); err == nil {
+				maps.Copy(c.Extra, fanTimeline(tr, spans, n))
 			}
 			f.fan[n] = b.rep.addCell(c)
 		}
@@ -138,19 +195,45 @@ func (b *bench) composite(ctx context.Context) error {
 			ok = ok && c.Valid
 			xs, ys = append(xs, float64(n)), append(ys, c.P50US)
 		}
+		var dys []float64
+		for _, n := range chains {
+			c := f.dchain[n]
+			ok = ok && c.Valid
+			dys = append(dys, c.P50US)
+		}
 		if ok {
 			f.icpt, f.slope = linearFit(xs, ys)
-			f.perStep = f.slope - f.direct.P50US
+			f.dicpt, f.dslope = linearFit(xs, dys)
+			f.perStep = f.slope - f.dslope
+			f.perStepVsCall = f.slope - f.direct.P50US
 			f.fitOK = true
-			var cx, cy []float64
+			var cx []float64
 			for _, n := range chains {
-				cx, cy = append(cx, float64(n)), append(cy, f.chain[n].Extra["vmcp_cpu_us_per_call"])
+				cx = append(cx, float64(n))
 			}
-			_, f.cpuPerStepUS = linearFit(cx, cy)
+			perStep := func(m map[int]Cell, key string) float64 {
+				var ys []float64
+				for _, n := range chains {
+					ys = append(ys, m[n].Extra[key])
+				}
+				_, b := linearFit(cx, ys)
+				return b
+			}
+			f.cpuPerStepUS = perStep(f.chain, "vmcp_cpu_us_per_call")
+			f.backendCPUPerStepUS = perStep(f.chain, "backend_cpu_us_per_call")
+			f.vmcpRunsPerStep = perStep(f.chain, "vmcp_runs_per_call")
+			f.backendRunsPerStep = perStep(f.chain, "backend_runs_per_call")
+			f.dBackendCPUPerStepUS = perStep(f.dchain, "backend_cpu_us_per_call")
+			f.dBackendRunsPerStep = perStep(f.dchain, "backend_runs_per_call")
+			// The idle runtime's share of that: vmcp's CPU while idle,
+			// over one step's wall time.
+			f.idleCPUPerStepUS = idleCPU * f.slope / 1e6
 			f.flatOK = true
 			for i := 1; i < len(chains); i++ {
 				a, z := f.chain[chains[i-1]], f.chain[chains[i]]
-				m := (z.P50US-a.P50US)/float64(chains[i]-chains[i-1]) - f.direct.P50US
+				da, dz := f.dchain[chains[i-1]], f.dchain[chains[i]]
+				dn := float64(chains[i] - chains[i-1])
+				m := (z.P50US-a.P50US)/dn - (dz.P50US-da.P50US)/dn
 				f.marginal = append(f.marginal, fmt.Sprintf("%d→%d: %s", chains[i-1], chains[i], fmtUS(m)))
 			}
 		}
@@ -182,30 +265,42 @@ func (b *bench) composite(ctx context.Context) error {
 	for _, f := range fits {
 		row := []string{fmt.Sprintf("%d ms", f.sleep), fmtUS(f.direct.P50US)}
 		for _, n := range chains {
-			c := f.chain[n]
-			if !c.Valid {
-				row = append(row, "INVALID: "+c.Error)
+			c, d := f.chain[n], f.dchain[n]
+			if !c.Valid || !d.Valid {
+				row = append(row, "INVALID: "+c.Error+d.Error)
 				continue
 			}
-			row = append(row, fmtUS(c.P50US))
+			row = append(row, fmtUS(c.P50US)+" / "+fmtUS(d.P50US))
 		}
 		if f.fitOK {
-			row = append(row, fmtUS(f.slope), fmtUS(f.icpt), "**"+fmtUS(f.perStep)+"**", strings.Join(f.marginal, ", "), fmtUS(f.cpuPerStepUS))
+			row = append(row, fmtUS(f.slope)+" / "+fmtUS(f.dslope), "**"+fmtUS(f.perStep)+"**", fmtUS(f.perStepVsCall), strings.Join(f.marginal, ", "),
+				fmt.Sprintf("vmcp %s (idle runtime: %s; %.1f thread runs); backend %s (%.1f runs), direct chain's backend %s (%.1f runs)", fmtUS(f.cpuPerStepUS), fmtUS(f.idleCPUPerStepUS), f.vmcpRunsPerStep,
+					fmtUS(f.backendCPUPerStepUS), f.backendRunsPerStep, fmtUS(f.dBackendCPUPerStepUS), f.dBackendRunsPerStep))
 		} else {
 			row = append(row, "", "", "", "", "")
+		}
+		if f.sleep > 0 {
+			row = append(row, fmt.Sprintf("%s / %s / %s", f.late.direct, f.late.dchain, f.late.chain))
+		} else {
+			row = append(row, "—")
 		}
 		rows = append(rows, row)
 	}
 	hdr := []string{"backend service time", "direct echo p50"}
 	for _, n := range chains {
-		hdr = append(hdr, fmt.Sprintf("chain %d p50", n))
+		hdr = append(hdr, fmt.Sprintf("chain %d p50 (vmcp / direct)", n))
 	}
-	hdr = append(hdr, "fitted slope (per step)", "intercept", "per-step overhead (slope − direct call)", "marginal overhead between points", "vmcp CPU per step (fit)")
+	hdr = append(hdr, "fitted slope per step (vmcp / direct)", "per-step overhead (slope − direct slope)", "slope − one direct call (old definition)", "marginal overhead between points", "CPU per step (fit) and thread runs (times a thread was put on a CPU) per step",
+		"backend's sleep late by, p50 (direct call / direct chain / vmcp chain)")
 	body := "### Chains\n\n" + mdTable(hdr, rows)
 	body += fmt.Sprintf("\nService times 0 and 10 ms ran %d rounds (every cell of the row measured again); the row is the round with the median per-step overhead, and each round's cells are in the JSON. Per-step overhead by round: %s.\n", rounds, roundList(roundsOf))
-	body += "\nEach step is `echo.echo` with the previous step's text as its message (so the steps form a chain and every answer is checked end to end); " +
-		"the line is a least-squares fit of the chain's p50 against its length. *Per-step overhead* = slope − one direct mcp-go echo call at the same service time " +
-		"(what a step costs beyond the backend call itself). Composites are durable runs: vmcp commits the run to bbolt when it is created (before its first step starts), around each step whose tool is neither read-only nor idempotent, and when it finishes " +
+	body += "\nEach step is `echo.echo` with the previous step's text as its message (so the steps form a chain and every answer is checked end to end). " +
+		"*Direct chain*: the bench client makes the same N sequential echo calls itself, on its own session to the same backend. Both are least-squares fits of the p50 against the length; " +
+		"*per-step overhead* = slope through vmcp − slope of the direct chain: what a step through vmcp costs beyond the same call made directly, each side's per-call costs (client, HTTP, backend, the backend's timer) in both terms. " +
+		"The old definition (slope − one direct call's p50) compares a chain with a lone call and is kept for comparison: at 10 ms it also picked up how differently the backend's timer and an idle machine's wake-ups behave in a lone call and in a chain. " +
+		fmt.Sprintf("*Idle runtime*: vmcp's CPU while idle (%s per second, measured before the rounds) times one step's wall time: what the CPU per step contains that is not step work. ", fmtUS(idleCPU)) +
+		sleepNote() + "*Sleep late by*: how much later than asked the backend's tool returned from its wait (p50 over the cells' calls, from the backend's trace). " +
+		"Composites are durable runs: vmcp commits the run to bbolt when it is created (before its first step starts), around each step whose tool is neither read-only nor idempotent, and when it finishes " +
 		fmt.Sprintf("(one bbolt commit on this machine: %s, one fsync: %s).\n\n", fmtD(b.floor.commit), fmtD(b.floor.fsync))
 
 	rows = nil
@@ -219,15 +314,23 @@ func (b *bench) composite(ctx context.Context) error {
 			}
 			row = append(row, fmt.Sprintf("%s (%.1f×; %.0f new conns)", fmtUS(c.P50US), c.P50US/f.direct.P50US, c.Extra["backend_conns_per_call"]))
 		}
+		if c := f.fan[32]; c.Valid && c.Extra["tl_calls"] > 0 {
+			row = append(row, timelineText(c))
+		} else {
+			row = append(row, "—")
+		}
 		rows = append(rows, row)
 	}
 	hdr = []string{"backend service time", "ideal (one direct call)"}
 	for _, n := range fans {
 		hdr = append(hdr, fmt.Sprintf("fan-out %d p50 (× ideal)", n))
 	}
+	hdr = append(hdr, "fan-out 32 timeline (median call)")
 	body += "### Fan-outs\n\n" + mdTable(hdr, rows)
 	body += fmt.Sprintf("\nOne `for_each` step over N items with `max_parallel: 32` (workflow and step). Ideal = all N calls fully parallel = one direct call. "+
-		"*New conns*: TCP connections the backend accepted per fan-out call (vmcp pools its backend connections). Client: one 2025-11-25 mcp-go session, one call at a time; each cell runs ≥ %s and ≥ 3 calls.\n", budget)
+		"*New conns*: TCP connections the backend accepted per fan-out call (vmcp pools its backend connections). Client: one 2025-11-25 mcp-go session, one call at a time; each cell runs ≥ %s and ≥ 3 calls. "+
+		"*Timeline*: from the backend's trace of every item (when its HTTP request reached the backend's handler, how long it slept, when its response was written) against the client's clock (same machine), the median over the cell's calls of: "+
+		"client start → first item at the backend; first → last item at the backend (dispatch spread); the backend's service time late by (latest item); last response written → the client has vmcp's answer; and vmcp's and the backend's CPU per fan-out call.\n", budget)
 	b.rep.addSection(sc, "Scenario 3: composite chains and fan-outs", body)
 
 	for _, f := range fits {
@@ -245,7 +348,7 @@ func (b *bench) composite(ctx context.Context) error {
 			m, lo, hi := spread(per)
 			cm, _, _ := spread(cpu)
 			b.rep.target("3 composite", fmt.Sprintf("per-step overhead (service time %d ms)", f.sleep), "≤ 25 µs, flat from 1 to 50 steps",
-				fmt.Sprintf("%s, median of %d rounds (min–max %s–%s); median round: slope %s − direct call %s, marginal %s", fmtUS(m), len(per), fmtUS(lo), fmtUS(hi), fmtUS(f.slope), fmtUS(f.direct.P50US), strings.Join(f.marginal, ", ")),
+				fmt.Sprintf("%s, median of %d rounds (min–max %s–%s); median round: slope through vmcp %s − slope of the direct chain %s, marginal %s; old definition (slope − one direct call %s): %s", fmtUS(m), len(per), fmtUS(lo), fmtUS(hi), fmtUS(f.slope), fmtUS(f.dslope), strings.Join(f.marginal, ", "), fmtUS(f.direct.P50US), fmtUS(f.perStepVsCall)),
 				ptr(m <= 25), ifMissed(m <= 25, fmt.Sprintf("not the store: the bench's echo tool is read-only and idempotent, so steps are not committed one by one (the run's two commits, created and finished, %s each here, sit in the intercept, not the slope). "+
 					"What remains is CPU on 2 shared cores: every step is a full MCP call from vmcp to the backend (request written, HTTP round trip, result bytes parsed into the step's output) plus scheduling and rendering; vmcp CPU per step %s (median of the rounds' fits; Profiles → chain), and the backend's own CPU per call is spent in the same serial chain. "+
 					"The engine's own part is small: an in-process chain with a caller that answers at once (BenchmarkChain in package engine: scheduling, expr rendering, output decoding, the step's state) costs about 7 µs per step, flat from 1 to 50 steps, so the rest is the HTTP call and the backend. "+
@@ -275,16 +378,25 @@ func (b *bench) composite(ctx context.Context) error {
 // fit is one round of one service time: the direct call, the chains and
 // fan-outs, and the line fitted through the chains.
 type fit struct {
-	sleep          int
-	direct         Cell
-	chain          map[int]Cell
-	fan            map[int]Cell
-	slope, icpt    float64
-	perStep        float64
-	marginal       []string
-	fitOK, flatOK  bool
-	cpuPerStepUS   float64
-	vmcpCPUPerCall map[int]float64
+	sleep               int
+	direct              Cell
+	chain               map[int]Cell // through vmcp
+	dchain              map[int]Cell // the same calls made directly by the client
+	fan                 map[int]Cell
+	slope, icpt         float64
+	dslope, dicpt       float64
+	perStep             float64 // slope − dslope
+	perStepVsCall       float64 // slope − direct.P50US (the old definition)
+	marginal            []string
+	fitOK, flatOK       bool
+	cpuPerStepUS        float64
+	backendCPUPerStepUS float64
+	// the same from the direct chain, and threads put on a CPU per step
+	dBackendCPUPerStepUS                                     float64
+	vmcpRunsPerStep, backendRunsPerStep, dBackendRunsPerStep float64
+	idleCPUPerStepUS    float64
+	vmcpCPUPerCall      map[int]float64
+	late                struct{ direct, dchain, chain late }
 }
 
 // medianFit is the round with the median key; rounds whose fit failed

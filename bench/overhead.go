@@ -368,11 +368,13 @@ func (b *bench) echoCell(ctx context.Context, p echoPath, conc int, raw bool, er
 		pids = append(pids, p.pid)
 	}
 	cpu := startCPU(pids...)
+	runs := startPreciseCPU(pids...)
 	l := runLoad(ctx, conc, warm, d, 0, 0, func(ctx context.Context, w int) error {
 		seq[w]++
 		return call(ctx, w, fmt.Sprintf("m-%d-%d", w, seq[w]))
 	})
 	per := cpu.perOp(l.N() + conc*warm)
+	rpc := runs.runsPerOp(l.N() + conc*warm)
 	sb, _ := echoStats(b.echoSrv.Addr)
 	closeFn()
 	client := "mcp-go"
@@ -380,9 +382,12 @@ func (b *bench) echoCell(ctx context.Context, p echoPath, conc int, raw bool, er
 		client = "raw"
 	}
 	c := cell(sc, "", map[string]any{"path": p.name, "concurrency": conc, "era": era, "client": client}, l)
-	c.Extra = map[string]float64{"bench_cpu_us_per_call": per[1], "backend_cpu_us_per_call": per[0]}
+	// Runs: how often one of the process's threads was put on a CPU
+	// (wake-ups and preemptions, from schedstat) per call.
+	c.Extra = map[string]float64{"bench_cpu_us_per_call": per[1], "backend_cpu_us_per_call": per[0], "bench_runs_per_call": rpc[1], "backend_runs_per_call": rpc[0]}
 	if p.pid != 0 {
 		c.Extra["vmcp_cpu_us_per_call"] = per[2]
+		c.Extra["vmcp_runs_per_call"] = rpc[2]
 		c.Extra["backend_sessions_opened"] = float64(sessionsOpened(sa, sb))
 		c.Extra["backend_calls"] = float64(sb["calls"] - sa["calls"])
 	}

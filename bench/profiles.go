@@ -62,6 +62,25 @@ func (b *bench) profiles(ctx context.Context) error {
 					return checkStructured(res, map[string]any{"msg": msg})
 				}), func() { closeAll(ss) }, nil
 			}},
+		{"fan", "fan-out of 32 echo calls with a 10 ms service time, one call at a time (scenario 3)",
+			[]string{"engine.(*Engine).forEach", "backends.(*rawSession).callTool", "bbolt.(*DB).Update", "net/http.(*persistConn).writeLoop", "net/http.(*persistConn).readLoop", "server.(*Gateway).callComposite", "runtime.findRunnable", "runtime.gcBgMarkWorker", "syscall.Syscall"}, 1,
+			func() (func(context.Context, int) error, func(), error) {
+				ss, err := dialN(ctx, 1, v.URL, eraLegacy)
+				if err != nil {
+					return nil, nil, err
+				}
+				return sessionsOp(ss, func(ctx context.Context, s *session, i int) error {
+					items := make([]any, 32)
+					for k := range items {
+						items[k] = fmt.Sprintf("f-%d-%d", i, k)
+					}
+					res, err := callTool(ctx, s, "fan", map[string]any{"items": items, "sleep_ms": 10})
+					if err != nil {
+						return err
+					}
+					return checkStructured(res, map[string]any{"msgs": items})
+				}), func() { closeAll(ss) }, nil
+			}},
 		{"pause", "pause + resume cycles, 16 concurrent 2026-07-28 clients (scenario 4)",
 			[]string{"bbolt.(*DB).Update", "bbolt.(*Tx).Commit", "encoding/json.Unmarshal", "server.(*Gateway).callComposite", "encoding/json.Marshal", "syscall.Syscall", "runtime.gcBgMarkWorker"}, 16,
 			func() (func(context.Context, int) error, func(), error) {
