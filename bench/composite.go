@@ -394,9 +394,9 @@ type fit struct {
 	// the same from the direct chain, and threads put on a CPU per step
 	dBackendCPUPerStepUS                                     float64
 	vmcpRunsPerStep, backendRunsPerStep, dBackendRunsPerStep float64
-	idleCPUPerStepUS    float64
-	vmcpCPUPerCall      map[int]float64
-	late                struct{ direct, dchain, chain late }
+	idleCPUPerStepUS                                         float64
+	vmcpCPUPerCall                                           map[int]float64
+	late                                                     struct{ direct, dchain, chain late }
 }
 
 // medianFit is the round with the median key; rounds whose fit failed
