@@ -5,8 +5,11 @@ package main
 // late the backend's own wait was, and the timeline of a fan-out.
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -210,4 +213,86 @@ func schedStat(pid int) (time.Duration, int64) {
 		return t, 0
 	}
 	return sum, runs
+}
+
+// wireResponse is one tools/call response as it came over the wire.
+type wireResponse struct {
+	status   int
+	chunked  bool
+	length   int64
+	headers  []string // names, sorted, except Date
+	ctype    string
+	body     []byte
+	readSize int // bytes of body read
+}
+
+// wireCall sends one echo tools/call with a fixed id on a raw session and
+// returns the response's framing, headers and body.
+func wireCall(ctx context.Context, url, tool string) (wireResponse, error) {
+	var w wireResponse
+	s, err := rawDial(ctx, url, nil)
+	if err != nil {
+		return w, err
+	}
+	defer s.Close()
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":{"msg":"wire","sleep_ms":0}}}`, tool)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return w, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Session-Id", s.sid)
+	req.Header.Set("Mcp-Protocol-Version", eraLegacy)
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		return w, err
+	}
+	defer resp.Body.Close()
+	w.status, w.length, w.ctype = resp.StatusCode, resp.ContentLength, resp.Header.Get("Content-Type")
+	w.chunked = slices.Contains(resp.TransferEncoding, "chunked")
+	for k := range resp.Header {
+		if k != "Date" {
+			w.headers = append(w.headers, k)
+		}
+	}
+	slices.Sort(w.headers)
+	w.body, err = io.ReadAll(resp.Body)
+	return w, err
+}
+
+// wireCompare is scenario 1's check that vmcp answers a tools/call with
+// the same framing and bytes as the backend does directly (a difference
+// here would cost the client CPU per call).
+func wireCompare(ctx context.Context, directURL, vmcpURL string) string {
+	d, err := wireCall(ctx, directURL, "echo")
+	if err != nil {
+		return "direct: " + err.Error()
+	}
+	v, err := wireCall(ctx, vmcpURL, "echo_echo")
+	if err != nil {
+		return "vmcp: " + err.Error()
+	}
+	frame := func(w wireResponse) string {
+		f := fmt.Sprintf("HTTP %d, %s, ", w.status, w.ctype)
+		if w.chunked {
+			return f + "chunked"
+		}
+		return f + fmt.Sprintf("Content-Length %d", w.length)
+	}
+	same := frame(d) == frame(v) && slices.Equal(d.headers, v.headers) && bytes.Equal(d.body, v.body)
+	verdict := "identical"
+	if !same {
+		verdict = "**different**"
+	}
+	return fmt.Sprintf("%s: direct `%s`, headers %s, body `%s`; through vmcp `%s`, headers %s, body `%s`",
+		verdict, frame(d), strings.Join(d.headers, ", "), strings.TrimSpace(string(d.body)), frame(v), strings.Join(v.headers, ", "), strings.TrimSpace(string(v.body)))
+}
+
+// wireVerdict is the first word of wireCompare's answer.
+func wireVerdict(w string) string {
+	if i := strings.IndexByte(w, ':'); i > 0 {
+		return strings.Trim(w[:i], "*")
+	}
+	return w
 }
