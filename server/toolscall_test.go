@@ -237,7 +237,7 @@ func TestEncodeCallResultMatchesMarshal(t *testing.T) {
 	for i, res := range []*mcp.CallToolResult{
 		{Content: raw(`{"type":"text","text":"hello"}`)},
 		{Content: raw()},
-		{Content: raw(` { "type" : "text",` + "\n\t" + `"text":"<b>&amp;</b> \u2028 é ` + "\u2028\u2029" + `" } `, `{"type":"image","data":"aGk=","mimeType":"image/png"}`)},
+		{Content: raw(` { "type" : "text",`+"\n\t"+`"text":"<b>&amp;</b> \u2028 é `+"\u2028\u2029"+`" } `, `{"type":"image","data":"aGk=","mimeType":"image/png"}`)},
 		{Content: raw(`{"type":"text","text":"x"}`), IsError: true},
 		{Content: raw(`{"type":"hologram","payload":{"a":[1, 2.50, 1e3]},"x":null}`), RawStructuredContent: json.RawMessage(` {"n": 1, "s":"<>"} `)},
 		{Result: mcp.Result{Meta: &mcp.Meta{AdditionalFields: map[string]any{"k": "<v>", "a": 1}}}, Content: raw(`{"type":"text","text":"m"}`), IsError: true, RawStructuredContent: json.RawMessage(`[1,2]`)},
