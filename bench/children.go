@@ -185,14 +185,25 @@ func runEchoBackend(args []string) error {
 	stdio := fs.Bool("stdio", false, "serve one endpoint over stdin/stdout")
 	precise := fs.Bool("precise-sleep", false, "service times (sleep_ms) by nanosleep(2) instead of the Go timer")
 	_ = fs.Parse(args)
-	var cnt echoCounters
-	cnt.precise = *precise
 	if *stdio {
+		var cnt echoCounters
 		return mcpserver.ServeStdio(newEchoServer(0, *tools, &cnt))
 	}
+	mux, cnt := echoMux(*endpoints, *tools, *precise)
+	return serveReady(mux, func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			cnt.Conns.Add(1)
+		}
+	})
+}
+
+// echoMux is the echo backend's HTTP handler: /mcp/0 … /mcp/N-1 (each its
+// own mcp-go server, traced), GET /stats and GET /trace.
+func echoMux(endpoints, tools int, precise bool) (*http.ServeMux, *echoCounters) {
+	cnt := &echoCounters{precise: precise}
 	mux := http.NewServeMux()
-	for i := range *endpoints {
-		mux.Handle(fmt.Sprintf("/mcp/%d", i), cnt.traced(mcpserver.NewStreamableHTTPServer(newEchoServer(i, *tools, &cnt))))
+	for i := range endpoints {
+		mux.Handle(fmt.Sprintf("/mcp/%d", i), cnt.traced(mcpserver.NewStreamableHTTPServer(newEchoServer(i, tools, cnt))))
 	}
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -207,11 +218,7 @@ func runEchoBackend(args []string) error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(tr)
 	})
-	return serveReady(mux, func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			cnt.Conns.Add(1)
-		}
-	})
+	return mux, cnt
 }
 
 // runHTTPFloor: `bench http-floor`: POST /echo returns the body; PUT
