@@ -135,6 +135,7 @@ func (b *bench) composite(ctx context.Context) error {
 		}
 		f.late.dchain = lateness(echo.Addr)
 		for _, n := range chains {
+			sa, _ := echoStats(echo.Addr)
 			cpu := startPreciseCPU(v.Pid(), echo.Pid(), self)
 			l := runLoad(ctx, 1, warm, budget, 3, 0, func(ctx context.Context, _ int) error {
 				seq++
@@ -149,6 +150,9 @@ func (b *bench) composite(ctx context.Context) error {
 			pc, pr := cpu.perOp(l.N()+warm), cpu.runsPerOp(l.N()+warm)
 			c.Extra = map[string]float64{"vmcp_cpu_us_per_call": pc[0], "backend_cpu_us_per_call": pc[1], "client_cpu_us_per_call": pc[2],
 				"vmcp_runs_per_call": pr[0], "backend_runs_per_call": pr[1], "client_runs_per_call": pr[2]}
+			if sb, err := echoStats(echo.Addr); err == nil {
+				c.Extra["backend_conns"] = float64(sb["conns"] - sa["conns"])
+			}
 			f.chain[n] = b.rep.addCell(c)
 		}
 		f.late.chain = lateness(echo.Addr)
@@ -388,6 +392,11 @@ func stepNote(f, f0 *fit, met bool, commit time.Duration) string {
 	fmt.Fprintf(&sb, "Compared like with like: the slope through vmcp minus the slope of the same N echo calls made directly by the client (the old definition, slope − one lone direct call, %s here, also counted how a chain of calls differs from a lone call on this machine, whoever makes them). ", fmtUS(f.perStepVsCall))
 	fmt.Fprintf(&sb, "Not the store: the echo tool is read-only and idempotent, so steps are not committed one by one (the run's two commits, created and finished, %s each here, sit in the intercept). ", fmtD(commit))
 	if f.sleep > 0 {
+		conns := 0.0
+		for _, c := range f.chain {
+			conns += c.Extra["backend_conns"]
+		}
+		fmt.Fprintf(&sb, "Not new connections after idle gaps: the backend accepted %.0f new TCP connections during this round's chains through vmcp. ", conns)
 		fmt.Fprintf(&sb, "Not the backend's timer: its %d ms wait ended late by %s in the direct call, %s in the direct chain, %s in vmcp's chain (p50, backend trace) — alike on both paths, so it cancels in the difference. ", f.sleep, f.late.direct, f.late.dchain, f.late.chain)
 		if f0 != nil {
 			fmt.Fprintf(&sb, "vmcp's CPU per step rises from %s at 0 ms to %s at %d ms, but not from background work over the longer wall time (vmcp's CPU while idle, times a step's wall time: %s) nor from anything vmcp does per step: the backend's CPU per call on the direct chain rises alike (%s → %s), with the times one of its threads is put on a CPU (%.1f → %.1f per call; vmcp %.1f → %.1f per step): after an idle gap every call wakes parked threads (netpoller, scheduler) in every process it crosses, CPU that a busy process saves by batching. ",
