@@ -37,6 +37,8 @@ import (
 //     reader goroutine notices it, so a call is never sent on a dead
 //     connection that was known dead (no retries, as net/http does not
 //     retry a POST);
+//   - an idle connection older than the transport's IdleConnTimeout (90 s)
+//     is closed instead of reused, as net/http does;
 //   - the end of the call's context (cancellation, backends[].timeout)
 //     interrupts a blocked write or read, and errors are reported as
 //     net/http's client reports them (*url.Error, Op "Post").
@@ -50,9 +52,12 @@ import (
 type h1Pool struct {
 	addr   string // host:port
 	dialer net.Dialer
-	mu     sync.Mutex
-	idle   []*h1Conn
-	closed bool
+	// idleFor is how long an idle connection is kept (the transport's
+	// IdleConnTimeout; 0: no limit).
+	idleFor time.Duration
+	mu      sync.Mutex
+	idle    []*h1Conn
+	closed  bool
 }
 
 // h1MaxIdle bounds the idle connections kept (pooledClient keeps 256 per
@@ -60,9 +65,10 @@ type h1Pool struct {
 const h1MaxIdle = 256
 
 type h1Conn struct {
-	nc net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	nc   net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	idle time.Time // when it went back to the pool
 }
 
 // newH1Pool returns the pool for a session's URL, or nil when net/http
@@ -88,7 +94,7 @@ func newH1Pool(rawURL string, hc *http.Client) *h1Pool {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
-	return &h1Pool{addr: addr, dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}}
+	return &h1Pool{addr: addr, dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, idleFor: t.IdleConnTimeout}
 }
 
 // do sends req and returns its response; the body must be closed.
@@ -156,7 +162,7 @@ func (p *h1Pool) get(ctx context.Context) (*h1Conn, error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if c.br.Buffered() == 0 && peekAlive(c.nc) {
+		if c.br.Buffered() == 0 && (p.idleFor <= 0 || time.Since(c.idle) < p.idleFor) && peekAlive(c.nc) {
 			return c, nil
 		}
 		_ = c.nc.Close() // closed by the backend, or unexpected bytes
@@ -176,6 +182,7 @@ func (p *h1Pool) put(c *h1Conn) {
 		_ = c.nc.Close()
 		return
 	}
+	c.idle = time.Now()
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
 }

@@ -128,6 +128,16 @@ func TestH1Pool(t *testing.T) {
 	if n := conns.Load(); n != 5 {
 		t.Fatalf("connections %d after a cancelled call, want 5", n)
 	}
+	// An idle connection past the transport's IdleConnTimeout is not reused.
+	if p.idleFor != 90*time.Second {
+		t.Errorf("idle timeout %s, want the transport's 90s", p.idleFor)
+	}
+	p.idleFor = time.Nanosecond
+	call("after idle timeout")
+	if n := conns.Load(); n != 6 {
+		t.Fatalf("connections %d after the idle timeout, want 6", n)
+	}
+	p.idleFor = 90 * time.Second
 	// Closing the pool closes its idle connections; calls still work.
 	p.close()
 	call("after pool close")
