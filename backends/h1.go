@@ -146,7 +146,18 @@ func (c *h1Conn) exchange(req *http.Request) (*http.Response, error) {
 	if err := c.bw.Flush(); err != nil {
 		return nil, err
 	}
-	return http.ReadResponse(c.br, req)
+	for {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		// Informational responses (103 Early Hints, …) come before the
+		// response and carry no body: net/http skips them too.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		return resp, nil
+	}
 }
 
 // get takes a live idle connection or dials one.

@@ -58,6 +58,11 @@ func TestH1Pool(t *testing.T) {
 			<-r.Context().Done()
 		case string(b) == "hang":
 			<-r.Context().Done()
+		case string(b) == "hints":
+			w.Header().Set("Link", "</x>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"echo":%q}`, b)
 		default:
 			if closeNext.Swap(false) {
 				w.Header().Set("Connection", "close")
@@ -85,6 +90,7 @@ func TestH1Pool(t *testing.T) {
 	for i := range 20 {
 		call(fmt.Sprint("m", i))
 	}
+	call("hints") // a 103 before the response is skipped
 	if n := conns.Load(); n != 1 {
 		t.Fatalf("20 sequential calls used %d connections, want 1", n)
 	}
