@@ -558,9 +558,10 @@ func listAll(ctx context.Context, cl *client.Client, method, field string) ([]js
 
 func (c *Conn) disconnect() {
 	c.mu.Lock()
-	cl := c.client
+	cl, raw := c.client, c.raw
 	c.client, c.raw = nil, nil
 	c.mu.Unlock()
+	raw.closeIdle()
 	if cl != nil {
 		_ = cl.Close()
 	}
@@ -570,9 +571,10 @@ func (c *Conn) close() error {
 	c.mu.Lock()
 	c.closed = true
 	c.state = StateClosed
-	cl := c.client
+	cl, raw := c.client, c.raw
 	c.client, c.raw = nil, nil
 	c.mu.Unlock()
+	raw.closeIdle()
 	if cl != nil {
 		return cl.Close()
 	}

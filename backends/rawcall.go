@@ -64,6 +64,7 @@ type rawSession struct {
 	tap      *tap
 	protocol string
 	seq      atomic.Int64
+	h1       *h1Pool // plain-HTTP exchanges on the caller's goroutine (h1.go); nil: net/http
 }
 
 // rawIDBase keeps the lean path's JSON-RPC ids apart from mcp-go's (which
@@ -80,7 +81,7 @@ func newRawSession(c *Conn, tr transport.Interface, hc *http.Client, tp *tap, pr
 	if n, r := tp.handlers(); n == nil || r == nil {
 		return nil
 	}
-	rs := &rawSession{c: c, url: c.spec.URL, hc: hc, st: st, tap: tp, protocol: protocol}
+	rs := &rawSession{c: c, url: c.spec.URL, hc: hc, st: st, tap: tp, protocol: protocol, h1: newH1Pool(c.spec.URL, hc)}
 	rs.seq.Store(rawIDBase)
 	return rs
 }
@@ -163,7 +164,7 @@ func (rs *rawSession) callTool(ctx context.Context, tool string, args json.RawMe
 		return nil, transport.NewError(fmt.Errorf("failed to create request: %w", err))
 	}
 	rs.header(req.Header)
-	resp, err := rs.hc.Do(req)
+	resp, err := rs.do(req)
 	if err != nil {
 		return nil, transport.NewError(fmt.Errorf("failed to send request: %w", err))
 	}
@@ -379,7 +380,7 @@ func (rs *rawSession) serve(ctx context.Context, req transport.JSONRPCRequest, h
 		return
 	}
 	rs.header(hr.Header)
-	res, err := rs.hc.Do(hr)
+	res, err := rs.do(hr)
 	if err != nil {
 		if rctx.Err() == nil {
 			rs.c.m.log.Warn("sending the answer to a backend request failed", "backend", rs.c.spec.Name, "err", err)

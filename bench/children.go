@@ -42,6 +42,72 @@ type echoCounters struct {
 	Calls      atomic.Int64 // tools/call of echo
 	Lists      atomic.Int64 // tools/list
 	Conns      atomic.Int64 // TCP connections accepted
+
+	precise bool // service times by nanosleep(2), not the Go timer (--precise-sleep)
+	traceMu sync.Mutex
+	trace   []callTrace // echo calls with a service time, until GET /trace takes them
+}
+
+// callTrace is one echo call with a service time as the backend saw it:
+// when the HTTP request reached the backend's handler, how long the tool
+// actually slept, and when the response was written (Unix ns, comparable
+// with the bench process's clock: same machine).
+type callTrace struct {
+	Msg   string `json:"msg"`
+	In    int64  `json:"in"`
+	Want  int64  `json:"want_ns"`
+	Slept int64  `json:"slept_ns"`
+	Out   int64  `json:"out"`
+}
+
+type traceKey struct{}
+
+// maxTrace bounds the trace between two reads.
+const maxTrace = 1 << 16
+
+// traced records the echo calls with a service time that h serves.
+func (c *echoCounters) traced(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &callTrace{In: time.Now().UnixNano()}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), traceKey{}, rec)))
+		if rec.Want == 0 {
+			return
+		}
+		rec.Out = time.Now().UnixNano()
+		c.traceMu.Lock()
+		if len(c.trace) < maxTrace {
+			c.trace = append(c.trace, *rec)
+		}
+		c.traceMu.Unlock()
+	})
+}
+
+// serviceTime waits d, or until ctx ends. The Go timer of an otherwise idle
+// process fires late by up to about a millisecond (the runtime's netpoller
+// waits in whole milliseconds, truncated, then once more for the rest);
+// precise waits with nanosleep(2) on the goroutine's thread (a
+// high-resolution kernel timer; the runtime hands the P to another thread
+// meanwhile), so a service time is the same whoever calls.
+func serviceTime(ctx context.Context, d time.Duration, precise bool) error {
+	if precise {
+		ts := syscall.NsecToTimespec(int64(d))
+		for {
+			var rem syscall.Timespec
+			if err := syscall.Nanosleep(&ts, &rem); err != syscall.EINTR {
+				break
+			}
+			ts = rem
+		}
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		t.Stop()
+		return ctx.Err()
+	}
 }
 
 func (c *echoCounters) snapshot() map[string]int64 {
@@ -71,12 +137,13 @@ func newEchoServer(id, tools int, cnt *echoCounters) *mcpserver.MCPServer {
 			return mcp.NewToolResultError("bad arguments: " + err.Error()), nil
 		}
 		if in.SleepMS > 0 {
-			t := time.NewTimer(time.Duration(in.SleepMS * float64(time.Millisecond)))
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil, ctx.Err()
+			want := time.Duration(in.SleepMS * float64(time.Millisecond))
+			t0 := time.Now()
+			if err := serviceTime(ctx, want, cnt.precise); err != nil {
+				return nil, err
+			}
+			if rec, ok := ctx.Value(traceKey{}).(*callTrace); ok {
+				rec.Msg, rec.Want, rec.Slept = in.Msg, int64(want), int64(time.Since(t0))
 			}
 		}
 		return mcp.NewToolResultText(in.Msg), nil
@@ -116,24 +183,42 @@ func runEchoBackend(args []string) error {
 	endpoints := fs.Int("endpoints", 1, "MCP endpoints to serve (/mcp/0 …)")
 	tools := fs.Int("tools", 2, "tools per endpoint (echo, bump and fillers)")
 	stdio := fs.Bool("stdio", false, "serve one endpoint over stdin/stdout")
+	precise := fs.Bool("precise-sleep", false, "service times (sleep_ms) by nanosleep(2) instead of the Go timer")
 	_ = fs.Parse(args)
-	var cnt echoCounters
 	if *stdio {
+		var cnt echoCounters
 		return mcpserver.ServeStdio(newEchoServer(0, *tools, &cnt))
 	}
-	mux := http.NewServeMux()
-	for i := range *endpoints {
-		mux.Handle(fmt.Sprintf("/mcp/%d", i), mcpserver.NewStreamableHTTPServer(newEchoServer(i, *tools, &cnt)))
-	}
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(cnt.snapshot())
-	})
+	mux, cnt := echoMux(*endpoints, *tools, *precise)
 	return serveReady(mux, func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			cnt.Conns.Add(1)
 		}
 	})
+}
+
+// echoMux is the echo backend's HTTP handler: /mcp/0 … /mcp/N-1 (each its
+// own mcp-go server, traced), GET /stats and GET /trace.
+func echoMux(endpoints, tools int, precise bool) (*http.ServeMux, *echoCounters) {
+	cnt := &echoCounters{precise: precise}
+	mux := http.NewServeMux()
+	for i := range endpoints {
+		mux.Handle(fmt.Sprintf("/mcp/%d", i), cnt.traced(mcpserver.NewStreamableHTTPServer(newEchoServer(i, tools, cnt))))
+	}
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(cnt.snapshot())
+	})
+	// GET /trace: the echo calls with a service time since the last read.
+	mux.HandleFunc("GET /trace", func(w http.ResponseWriter, _ *http.Request) {
+		cnt.traceMu.Lock()
+		tr := cnt.trace
+		cnt.trace = nil
+		cnt.traceMu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(tr)
+	})
+	return mux, cnt
 }
 
 // runHTTPFloor: `bench http-floor`: POST /echo returns the body; PUT

@@ -15,7 +15,9 @@
 // pprof, for profiles and heap counts), procs.go (processes, /proc),
 // client.go (mcp-go and raw clients), stats.go (load loop, percentiles,
 // fit), floors.go and one file per scenario (overhead, lists, composite,
-// pause, memory, profiles), report.go (markdown + JSON).
+// pause, memory, profiles), trace.go (the echo backend's call trace: its
+// waits' lateness and a fan-out's timeline; the scheduler's CPU and run
+// counts; the wire check of scenario 1), report.go (markdown + JSON).
 package main
 
 import (

@@ -82,6 +82,9 @@ func (b *bench) overhead(ctx context.Context) error {
 	}
 	defer b.stopVMCP(vOff)
 
+	// The bytes first: vmcp's answer against the backend's own.
+	wire := wireCompare(ctx, b.echoURL(0), v.URL)
+
 	d := b.dur(700*time.Millisecond, 3*time.Second)
 	warm := b.n(5, 20)
 	// c=32 (the throughput target) runs in rounds: direct, vmcp and vmcp
@@ -197,7 +200,7 @@ func (b *bench) overhead(ctx context.Context) error {
 		"Direct = the same mcp-go client straight to the backend. One client per concurrent session, opened before timing; " +
 		fmt.Sprintf("%d untimed warm-up calls per session; each cell runs %s, except c=32 on 2025-11-25: %d rounds of %s per path (direct, vmcp, vmcp with its lean backend call path off, back to back in each round), the row showing each path's median round by throughput. ", warm, d, rounds, dRound) +
 		"*Lean path off*: a second `vmcp serve` with `VMCP_DISABLE_RAW_CALLS=1`, which handles every tools/call with mcp-go on both sides (mcp-go's server decodes it, mcp-go's client makes the backend call; docs/gateway.md), so the two rows show what the lean paths change in the same run. " +
-		"Every answer is checked (the echoed text must match). CPU per call comes from /proc/<pid>/stat (10 ms ticks; warm-up calls included in the division).\n"
+		"Every answer is checked (the echoed text must match). CPU per call comes from /proc/<pid>/stat (10 ms ticks; warm-up calls included in the division); thread runs per call (in the JSON: how often one of a process's threads was put on a CPU) from /proc/<pid>/task/*/schedstat.\n"
 	var rr [][]string
 	for _, raw := range []bool{false, true} {
 		client := "mcp-go"
@@ -252,11 +255,17 @@ func (b *bench) overhead(ctx context.Context) error {
 		b.rep.ratio("throughput vmcp ÷ direct at c=32, "+client+fmt.Sprintf(" (median of %d rounds)", rounds), sp.med, fmt.Sprintf("min–max %.2f–%.2f; median round %.0f ÷ %.0f calls/s", sp.lo, sp.hi, vc.OpsPerS, dc.OpsPerS))
 		b.rep.ratio("throughput vmcp with its lean path off ÷ direct at c=32, "+client, off.med, fmt.Sprintf("min–max %.2f–%.2f (same rounds)", off.lo, off.hi))
 		met := sp.med >= 0.55
-		why := fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows CPU per call: vmcp %s, backend %s (direct: %s), client %s per call in the median round (Profiles → echo). "+
-			"Done: a plain call on a 2025-11-25 session is served before mcp-go's server decodes it, and its backend call to a streamable-HTTP backend is written directly and its result bytes relayed without mcp-go's client decode: vmcp CPU per call %s with these lean paths, %s without them (%.2f × direct with them off, same rounds). "+
-			"What remains is HTTP on both sides (net/http server and client, syscalls: see the profile), the request's and the result's JSON, and the one-node plan; on 2 cores shared by client, vmcp and backend, every µs of any of the three lowers the ratio",
-			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]),
-			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(oc.Extra["vmcp_cpu_us_per_call"]), off.med)
+		d8 := cells[key{eraLegacy, "direct", 8, false}]
+		why := fmt.Sprintf("client, vmcp and backend share 2 cores, so throughput follows their CPU per call added up: vmcp %s, backend %s (direct: %s), client %s (direct: %s) per call in the median round (Profiles → echo). "+
+			"The backend's and the client's rise through vmcp is not in what vmcp sends or answers: the bytes are the same (wire check under scenario 1: %s; vmcp's request to the backend carries the same headers as a direct client's and differs only by a longer JSON-RPC id). "+
+			"It is their rate: through vmcp each serves fewer calls per second, and a Go server's CPU per call rises as its load falls (fewer calls per wake-up): times one of the backend's threads was put on a CPU per call %.2f direct → %.2f through vmcp, the client's %.2f → %.2f; "+
+			"the direct cell at c=8 shows the same at a comparable rate (%.0f calls/s: backend %s, client %s per call). "+
+			"Done: a plain call on a 2025-11-25 session is served before mcp-go's server decodes it, its response written without mcp-go's marshal, and its backend call to a streamable-HTTP backend is written directly (to a plain-HTTP backend, on the calling goroutine, without net/http's per-connection reader and writer) and its result bytes relayed without mcp-go's client decode: vmcp CPU per call %s with these lean paths, %s without them (%.2f × direct with them off, same rounds). "+
+			"What remains is HTTP on both sides: vmcp reads the request, writes the backend's, reads its answer and writes the response (each a loopback TCP syscall of tens of µs on this VM), %.1f thread runs per call; on 2 cores shared by client, vmcp and backend, every µs of any of the three lowers the ratio",
+			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(vc.Extra["backend_cpu_us_per_call"]), fmtUS(dc.Extra["backend_cpu_us_per_call"]), fmtUS(vc.Extra["bench_cpu_us_per_call"]), fmtUS(dc.Extra["bench_cpu_us_per_call"]),
+			wireVerdict(wire), dc.Extra["backend_runs_per_call"], vc.Extra["backend_runs_per_call"], dc.Extra["bench_runs_per_call"], vc.Extra["bench_runs_per_call"],
+			d8.OpsPerS, fmtUS(d8.Extra["backend_cpu_us_per_call"]), fmtUS(d8.Extra["bench_cpu_us_per_call"]),
+			fmtUS(vc.Extra["vmcp_cpu_us_per_call"]), fmtUS(oc.Extra["vmcp_cpu_us_per_call"]), off.med, vc.Extra["vmcp_runs_per_call"])
 		b.rep.target("1 overhead", "throughput at c=32 ("+client+")", "≥ 0.55 × direct",
 			fmt.Sprintf("%.2f × (median of %d rounds, min–max %.2f–%.2f; %.0f vs %.0f calls/s in the median round)", sp.med, rounds, sp.lo, sp.hi, vc.OpsPerS, dc.OpsPerS), ptr(met),
 			ifMissed(met, why))
@@ -269,6 +278,7 @@ func (b *bench) overhead(ctx context.Context) error {
 	b.rep.target("1 overhead", "backend sessions opened (initialize + server/discover)", "flat = number of backends (1)",
 		fmt.Sprintf("%d at startup, %d during %d proxied calls (%.2f per 1,000); /status connects = %d", startupSessions, vmcpSessions, vmcpCalls, per1000, connects),
 		ptr(vmcpSessions == 0 && startupSessions <= 1), "")
+	body += "\n**Wire check** (one tools/call with the same body and id, raw client, vmcp vs the backend directly): " + wire + ".\n"
 	body += fmt.Sprintf("\nBackend sessions: vmcp opened %d backend session(s) at startup (counted by the echo backend: `initialize` + `server/discover`) and **%d during %d proxied calls** (%.2f per 1,000 calls); `/status` reports `connects: %d`. "+
 		"vmcp speaks protocol `%s` to the backend whatever the client's era; the backend's CPU per call through vmcp is to be compared with the direct cell of the same era, "+
 		"and it also pays for the new TCP connections (last column).\n",
@@ -368,11 +378,13 @@ func (b *bench) echoCell(ctx context.Context, p echoPath, conc int, raw bool, er
 		pids = append(pids, p.pid)
 	}
 	cpu := startCPU(pids...)
+	runs := startPreciseCPU(pids...)
 	l := runLoad(ctx, conc, warm, d, 0, 0, func(ctx context.Context, w int) error {
 		seq[w]++
 		return call(ctx, w, fmt.Sprintf("m-%d-%d", w, seq[w]))
 	})
 	per := cpu.perOp(l.N() + conc*warm)
+	rpc := runs.runsPerOp(l.N() + conc*warm)
 	sb, _ := echoStats(b.echoSrv.Addr)
 	closeFn()
 	client := "mcp-go"
@@ -380,9 +392,12 @@ func (b *bench) echoCell(ctx context.Context, p echoPath, conc int, raw bool, er
 		client = "raw"
 	}
 	c := cell(sc, "", map[string]any{"path": p.name, "concurrency": conc, "era": era, "client": client}, l)
-	c.Extra = map[string]float64{"bench_cpu_us_per_call": per[1], "backend_cpu_us_per_call": per[0]}
+	// Runs: how often one of the process's threads was put on a CPU
+	// (wake-ups and preemptions, from schedstat) per call.
+	c.Extra = map[string]float64{"bench_cpu_us_per_call": per[1], "backend_cpu_us_per_call": per[0], "bench_runs_per_call": rpc[1], "backend_runs_per_call": rpc[0]}
 	if p.pid != 0 {
 		c.Extra["vmcp_cpu_us_per_call"] = per[2]
+		c.Extra["vmcp_runs_per_call"] = rpc[2]
 		c.Extra["backend_sessions_opened"] = float64(sessionsOpened(sa, sb))
 		c.Extra["backend_calls"] = float64(sb["calls"] - sa["calls"])
 	}

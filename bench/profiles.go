@@ -36,7 +36,7 @@ func (b *bench) profiles(ctx context.Context) error {
 	}
 	workloads := []profWorkload{
 		{"echo", "echo through the gateway, 8 concurrent mcp-go sessions (scenario 1)",
-			[]string{"server.(*Gateway).fastCall", "mcp-go/server.(*StreamableHTTPServer).handlePost", "backends.(*Conn).callTool", "backends.(*rawSession).callTool", "mcp-go/client.(*Client).CallTool", "encoding/json.Unmarshal", "encoding/json.Marshal", "syscall.Syscall", "runtime.gcBgMarkWorker"}, 8,
+			[]string{"server.(*Gateway).fastCall", "mcp-go/server.(*StreamableHTTPServer).handlePost", "backends.(*Conn).callTool", "backends.(*rawSession).callTool", "backends.(*h1Pool).do", "mcp-go/client.(*Client).CallTool", "encoding/json.Unmarshal", "encoding/json.Marshal", "syscall.Syscall", "runtime.gcBgMarkWorker"}, 8,
 			func() (func(context.Context, int) error, func(), error) {
 				ss, err := dialN(ctx, 8, v.URL, eraLegacy)
 				if err != nil {
@@ -47,7 +47,7 @@ func (b *bench) profiles(ctx context.Context) error {
 				}), func() { closeAll(ss) }, nil
 			}},
 		{"chain", "chain of 50 echo steps, service time 0, one call at a time (scenario 3)",
-			[]string{"engine.(*runState).persist", "state.(*Store).Checkpoint", "bbolt.(*DB).Update", "bbolt.(*Tx).Commit", "backends.(*Conn).callTool", "backends.(*rawSession).callTool", "encoding/json.Marshal", "encoding/json.Unmarshal", "syscall.Syscall"}, 1,
+			[]string{"backends.(*Conn).callTool", "engine.(*runState).loop", "bbolt.(*DB).Update", "engine.(*runState).persist", "backends.(*h1Pool).do", "encoding/json.Marshal", "encoding/json.Unmarshal", "syscall.Syscall"}, 1,
 			func() (func(context.Context, int) error, func(), error) {
 				ss, err := dialN(ctx, 1, v.URL, eraLegacy)
 				if err != nil {
@@ -60,6 +60,25 @@ func (b *bench) profiles(ctx context.Context) error {
 						return err
 					}
 					return checkStructured(res, map[string]any{"msg": msg})
+				}), func() { closeAll(ss) }, nil
+			}},
+		{"fan", "fan-out of 32 echo calls with a 10 ms service time, one call at a time (scenario 3)",
+			[]string{"engine.(*Engine).forEach", "backends.(*rawSession).callTool", "bbolt.(*DB).Update", "backends.(*h1Pool).do", "server.(*Gateway).callComposite", "runtime.findRunnable", "runtime.gcBgMarkWorker", "syscall.Syscall"}, 1,
+			func() (func(context.Context, int) error, func(), error) {
+				ss, err := dialN(ctx, 1, v.URL, eraLegacy)
+				if err != nil {
+					return nil, nil, err
+				}
+				return sessionsOp(ss, func(ctx context.Context, s *session, i int) error {
+					items := make([]any, 32)
+					for k := range items {
+						items[k] = fmt.Sprintf("f-%d-%d", i, k)
+					}
+					res, err := callTool(ctx, s, "fan", map[string]any{"items": items, "sleep_ms": 10})
+					if err != nil {
+						return err
+					}
+					return checkStructured(res, map[string]any{"msgs": items})
 				}), func() { closeAll(ss) }, nil
 			}},
 		{"pause", "pause + resume cycles, 16 concurrent 2026-07-28 clients (scenario 4)",

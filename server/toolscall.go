@@ -254,10 +254,97 @@ func (g *Gateway) fastCall(w http.ResponseWriter, r *http.Request, ls *liveSessi
 		out = mcp.JSONRPCError{JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(int64(0)),
 			Error: mcp.NewJSONRPCErrorDetails(mcp.INTERNAL_ERROR, fmt.Sprintf("tool '%s' handler returned no result", name), nil)}
 	default:
+		if b, ok := encodeCallResult(res, msg.ID); ok {
+			stream.finish(b)
+			return true
+		}
 		out = mcp.NewJSONRPCResultResponse(mcp.NewRequestId(int64(0)), res)
 	}
 	stream.finish(withID(out, msg.ID))
 	return true
+}
+
+// encodeCallResult writes the response to a tools/call whose result
+// passThrough rebuilt (every content item the backend's raw bytes) without
+// encoding/json's reflection over mcp-go's types: the bytes json.Marshal
+// makes of mcp.NewJSONRPCResultResponse(id, res). mcp.CallToolResult
+// marshals as a map (keys sorted: _meta, content, isError,
+// structuredContent), and encoding/json compacts, with HTML escaping, what
+// each Marshaler returns — every raw item, then the result, then the
+// envelope: one compacting pass over the assembled result is the same
+// (compacting is idempotent). ok is false for anything else (a field
+// this does not write, a content item that is not raw bytes, invalid
+// JSON): the caller then marshals as before, errors included.
+func encodeCallResult(res *mcp.CallToolResult, id json.RawMessage) ([]byte, bool) {
+	if res.ResultType != "" || len(res.InputRequests) > 0 || res.RequestState != "" ||
+		(res.StructuredContent != nil && len(res.RawStructuredContent) == 0) {
+		return nil, false
+	}
+	n := 64
+	for _, c := range res.Content {
+		// passThrough's items are single JSON values (json.Unmarshal
+		// split them); an empty one would be mcp-go's marshal error.
+		rc, ok := c.(rawContent)
+		if !ok || len(bytes.TrimSpace(rc.raw)) == 0 {
+			return nil, false
+		}
+		n += len(rc.raw) + 1
+	}
+	n += len(res.RawStructuredContent)
+	r := make([]byte, 0, n)
+	r = append(r, '{')
+	if res.Meta != nil {
+		mb, err := json.Marshal(res.Meta)
+		if err != nil {
+			return nil, false
+		}
+		r = append(r, `"_meta":`...)
+		r = append(append(r, mb...), ',')
+	}
+	r = append(r, `"content":[`...)
+	for i, c := range res.Content {
+		if i > 0 {
+			r = append(r, ',')
+		}
+		r = append(r, c.(rawContent).raw...)
+	}
+	r = append(r, ']')
+	if res.IsError {
+		r = append(r, `,"isError":true`...)
+	}
+	if len(res.RawStructuredContent) > 0 {
+		r = append(r, `,"structuredContent":`...)
+		r = append(r, res.RawStructuredContent...)
+	}
+	r = append(r, '}')
+	var b bytes.Buffer
+	b.Grow(len(respHead) + len(id) + len(r) + 16)
+	b.Write(respHead)
+	b.Write(id)
+	b.WriteString(`,"result":`)
+	if err := compactHTML(&b, r); err != nil {
+		return nil, false
+	}
+	b.WriteByte('}')
+	return b.Bytes(), true
+}
+
+// compactHTML appends src compacted with <, >, &, U+2028 and U+2029
+// escaped in strings: what encoding/json does with a Marshaler's output.
+func compactHTML(dst *bytes.Buffer, src []byte) error {
+	n := dst.Len()
+	if err := json.Compact(dst, src); err != nil {
+		dst.Truncate(n)
+		return err
+	}
+	c := dst.Bytes()[n:]
+	if bytes.IndexAny(c, "<>&\u2028\u2029") < 0 {
+		return nil
+	}
+	esc := append([]byte(nil), c...)
+	dst.Truncate(n)
+	json.HTMLEscape(dst, esc)
+	return nil
 }
 
 // withID encodes a response made with id 0 and puts the request's own id

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -220,5 +221,49 @@ func TestRebuildWithoutChangesNotifiesNobody(t *testing.T) {
 	}
 	if n := len(ls.notify) - before; n != 0 {
 		t.Fatalf("%d notifications queued by a rebuild that changed nothing", n)
+	}
+}
+
+// encodeCallResult writes exactly what json.Marshal makes of mcp-go's
+// response for every result passThrough builds, and declines the rest.
+func TestEncodeCallResultMatchesMarshal(t *testing.T) {
+	raw := func(s ...string) []mcp.Content {
+		out := []mcp.Content{}
+		for _, x := range s {
+			out = append(out, rawContent{raw: []byte(x)})
+		}
+		return out
+	}
+	for i, res := range []*mcp.CallToolResult{
+		{Content: raw(`{"type":"text","text":"hello"}`)},
+		{Content: raw()},
+		{Content: raw(` { "type" : "text",`+"\n\t"+`"text":"<b>&amp;</b> \u2028 é `+"\u2028\u2029"+`" } `, `{"type":"image","data":"aGk=","mimeType":"image/png"}`)},
+		{Content: raw(`{"type":"text","text":"x"}`), IsError: true},
+		{Content: raw(`{"type":"hologram","payload":{"a":[1, 2.50, 1e3]},"x":null}`), RawStructuredContent: json.RawMessage(` {"n": 1, "s":"<>"} `)},
+		{Result: mcp.Result{Meta: &mcp.Meta{AdditionalFields: map[string]any{"k": "<v>", "a": 1}}}, Content: raw(`{"type":"text","text":"m"}`), IsError: true, RawStructuredContent: json.RawMessage(`[1,2]`)},
+		{Result: mcp.Result{Meta: &mcp.Meta{ProgressToken: "p"}}, Content: raw(`{"type":"text","text":"m"}`)},
+	} {
+		for _, id := range []string{"7", `"str-id"`, "-3"} {
+			got, ok := encodeCallResult(res, json.RawMessage(id))
+			if !ok {
+				t.Errorf("%d: declined", i)
+				continue
+			}
+			want := withID(mcp.NewJSONRPCResultResponse(mcp.NewRequestId(int64(0)), res), json.RawMessage(id))
+			if string(got) != string(want) {
+				t.Errorf("%d: encodeCallResult wrote\n%s\njson.Marshal writes\n%s", i, got, want)
+			}
+		}
+	}
+	for i, res := range []*mcp.CallToolResult{
+		{Content: raw(`{"type":"text","text":`)}, // invalid: the caller reports the encoding error
+		{Content: raw(``)},
+		{Content: []mcp.Content{mcp.NewTextContent("typed")}},
+		{Content: raw(`{}`), StructuredContent: map[string]any{"a": 1}},
+		{Result: mcp.Result{ResultType: mcp.ResultTypeComplete}, Content: raw(`{}`)},
+	} {
+		if b, ok := encodeCallResult(res, json.RawMessage("1")); ok {
+			t.Errorf("%d: wrote %s, want it declined", i, b)
+		}
 	}
 }
