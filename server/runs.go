@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmcp-dev/vmcp/dsl"
@@ -432,21 +433,31 @@ func pendingOf(run *state.Run) (string, uint64, error) {
 // isNotFound reports a run that does not exist (or is not the caller's).
 func isNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }
 
+// deadlineWorkers is how many runs whose deadline passed continue at once
+// in this process. A due question is claimed only when a worker is free
+// for it, so a claimed run always starts at once (on shutdown none is left
+// claimed and not started), and slow on_cancel paths hold up further
+// claims only when all of them are busy.
+const deadlineWorkers = 32
+
 // sweepDeadlines applies on_cancel to every question whose deadline has
 // passed, including deadlines that passed while vmcp was down. One loop
 // for all runs: no goroutine or timer per waiting run. Due questions are
 // claimed up to 100 per commit (ClaimDue: once across every process
-// sharing the store), then each run continues on its own goroutine (at
-// most 8 at once), so a long workflow after one deadline does not delay
-// the next deadline.
+// sharing the store), as many as there are free workers; each claimed run
+// continues on its own goroutine.
 func (r *runs) sweepDeadlines(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	slots := make(chan struct{}, 8)
+	freed := make(chan struct{}, 1) // a worker finished
+	var busy atomic.Int64
 	timeout, _ := json.Marshal(engine.Answer{Action: engine.ActionCancel, Timeout: true})
 	for {
 		wait := time.Second
-		if at, ok, err := r.store.NextDeadline(ctx); err == nil && ok {
+		var onFreed <-chan struct{}
+		if busy.Load() >= deadlineWorkers {
+			onFreed = freed // all busy: claim again when one finishes
+		} else if at, ok, err := r.store.NextDeadline(ctx); err == nil && ok {
 			wait = min(max(time.Until(at), 10*time.Millisecond), time.Second)
 		}
 		t := time.NewTimer(wait)
@@ -455,9 +466,15 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-onFreed:
+			t.Stop()
 		}
 		for {
-			claimed, err := r.store.ClaimDue(ctx, time.Now(), 100, timeout)
+			want := min(100, int(deadlineWorkers-busy.Load()))
+			if want <= 0 {
+				break
+			}
+			claimed, err := r.store.ClaimDue(ctx, time.Now(), want, timeout)
 			if err != nil {
 				if ctx.Err() == nil {
 					r.g.log.Error("claiming due questions", "err", err)
@@ -466,15 +483,19 @@ func (r *runs) sweepDeadlines(ctx context.Context) {
 			}
 			for _, run := range claimed {
 				r.supersede(run.ID) // a stale execution of it here, if any, stops
-				slots <- struct{}{}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { <-slots }()
+				busy.Add(1)
+				wg.Go(func() {
+					defer func() {
+						busy.Add(-1)
+						select {
+						case freed <- struct{}{}:
+						default:
+						}
+					}()
 					r.fireDeadline(ctx, run)
-				}()
+				})
 			}
-			if len(claimed) < 100 {
+			if len(claimed) < want {
 				break
 			}
 		}
