@@ -41,7 +41,7 @@ type batcher struct {
 
 	mu      sync.Mutex
 	queue   []queued
-	spare   []queued // the other buffer (swapped at export)
+	spare   []queued                // the other buffer (swapped at export)
 	ro      []sdktrace.ReadOnlySpan // export scratch for another exporter
 	stopped bool
 

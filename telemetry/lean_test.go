@@ -293,18 +293,32 @@ func TestLeanSpanNotReusedWhileQueued(t *testing.T) {
 // their structs go back to the pool at once.
 func TestLeanSpanDroppedWhenQueueFull(t *testing.T) {
 	sink := newTraceSink(t)
+	sink.hold, sink.arrived = make(chan struct{}), make(chan struct{}, 8)
 	tel := otlpTel(t, sink, 1, map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "3600000", "OTEL_BSP_MAX_QUEUE_SIZE": "3"}, Options{})
-	for i := range 5 {
-		ctx, op := tel.StartServer(context.Background(), Request{Method: "tools/call", Tool: fmt.Sprint("t", i)})
-		op.End(ctx, "", "")
+	end := func(n int) {
+		for i := range n {
+			ctx, op := tel.StartServer(context.Background(), Request{Method: "tools/call", Tool: fmt.Sprint("t", i)})
+			op.End(ctx, "", "")
+		}
 	}
+	end(3)         // a full batch: the export loop takes it
+	<-sink.arrived // and is stuck posting it
+	end(5)         // 3 queued, 2 dropped
 	if d := tel.lean.b.Dropped(); d != 2 {
 		t.Fatalf("dropped %d, want 2", d)
 	}
-	_, ss := collect(t, tel, sink)
-	if len(ss.Spans) != 3 {
-		t.Fatalf("%d spans exported, want 3", len(ss.Spans))
+	close(sink.hold)
+	if err := tel.ForceFlush(t.Context()); err != nil {
+		t.Fatal(err)
 	}
+	n := 0
+	for _, r := range sink.take(t) {
+		n += len(r.ResourceSpans[0].ScopeSpans[0].Spans)
+	}
+	if n != 6 {
+		t.Fatalf("%d spans exported, want 6", n)
+	}
+	end(3) // the pool still works
 }
 
 // Limits: the attribute count limit of the environment applies (drops
