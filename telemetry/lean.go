@@ -249,7 +249,7 @@ func (l *leanSpan) finish(now time.Time) {
 
 // release returns the span to its pool (after export or a drop).
 func (l *leanSpan) release() {
-	clear(l.slots[:])
+	clear(l.attrs) // the used slots (or a grown slice): they hold strings
 	l.sc, l.parent, l.name, l.kind = trace.SpanContext{}, trace.SpanContext{}, "", 0
 	l.start, l.end, l.status, l.attrs, l.dropped = time.Time{}, time.Time{}, sdktrace.Status{}, nil, 0
 	l.state.Store(leanFree)
