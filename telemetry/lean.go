@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,7 +175,12 @@ func newLeanTracer(res *resource.Resource, ratio float64, b *batcher) (*leanTrac
 // start begins a span named name of kind under ctx's span context: the
 // context to pass on and the span (nil when not sampled).
 func (lt *leanTracer) start(ctx context.Context, name string, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
-	psc := trace.SpanContextFromContext(ctx)
+	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), name, kind, now)
+}
+
+// startUnder is start with the parent psc (ctx's, or the remote parent of
+// a request's _meta, which then need not be put in a context first).
+func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, name string, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
 	var scc trace.SpanContextConfig
 	if psc.TraceID().IsValid() {
 		scc.TraceID, scc.SpanID = psc.TraceID(), newSpanID()
@@ -258,3 +264,62 @@ func (l *leanSpan) release() {
 
 // tracerName is the instrumentation scope of vmcp's spans.
 const tracerName = "github.com/vmcp-dev/vmcp"
+
+// remoteParent is the span context propagation.TraceContext extracts
+// from a W3C traceparent and tracestate (the same rules: version 00
+// exactly, later versions with extra fields, lower-case hex, the
+// sampled and random flags kept, an unparsable tracestate ignored),
+// without the context Extract returns it in. Invalid: the zero value.
+func remoteParent(tp, ts string) trace.SpanContext {
+	var ver [1]byte
+	if !hexPart(ver[:], &tp, 2) || ver[0] == 0xff {
+		return trace.SpanContext{}
+	}
+	var scc trace.SpanContextConfig
+	var opts [1]byte
+	if !hexPart(scc.TraceID[:], &tp, 32) || !hexPart(scc.SpanID[:], &tp, 16) || !hexPart(opts[:], &tp, 2) {
+		return trace.SpanContext{}
+	}
+	if ver[0] == 0 && (tp != "" || opts[0] > 3) {
+		return trace.SpanContext{}
+	}
+	scc.TraceFlags = trace.TraceFlags(opts[0]) & (trace.FlagsSampled | trace.FlagsRandom)
+	if ts != "" {
+		scc.TraceState, _ = trace.ParseTraceState(ts)
+	}
+	scc.Remote = true
+	sc := trace.NewSpanContext(scc)
+	if !sc.IsValid() {
+		return trace.SpanContext{}
+	}
+	return sc
+}
+
+// hexPart decodes the next "-"-separated part of *h, n lower-case hex
+// digits, into dst.
+func hexPart(dst []byte, h *string, n int) bool {
+	part, left, _ := strings.Cut(*h, "-")
+	*h = left
+	if len(part) != n {
+		return false
+	}
+	for i := 0; i < n; i += 2 {
+		hi, ok1 := unhex(part[i])
+		lo, ok2 := unhex(part[i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i/2] = hi<<4 | lo
+	}
+	return true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -353,5 +354,36 @@ func TestLeanSpanLimitsAndFallbacks(t *testing.T) {
 	}
 	if tel := otlpTel(t, sink, 1, nil, Options{SpanProcessor: tracetest.NewSpanRecorder()}); tel.lean != nil {
 		t.Fatal("another span processor kept lean spans")
+	}
+}
+
+// remoteParent reads a traceparent and tracestate as
+// propagation.TraceContext does: the same span context (or none) for
+// valid, malformed and mutated headers.
+func TestRemoteParentMatchesPropagator(t *testing.T) {
+	base := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	cases := []string{base, "", "00", "zz-" + base[3:], "ff" + base[2:], "01" + base[2:] + "-extra", "01" + base[2:],
+		"00" + base[2:] + "-extra", base[:53] + "03", base[:53] + "04", base[:53] + "02", base[:53] + "ff",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		strings.ToUpper(base), base + "-", "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "0123456789abcdefABF-zx"
+	for range 20000 {
+		b := []byte(base)
+		for range 1 + rng.IntN(2) {
+			b[rng.IntN(len(b))] = alphabet[rng.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for i, tp := range cases {
+		ts := []string{"", "vendor=abc,other=1", "not a tracestate!"}[i%3]
+		c := propagation.MapCarrier{"traceparent": tp}
+		if ts != "" {
+			c["tracestate"] = ts
+		}
+		want := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), c))
+		if got := remoteParent(tp, ts); !got.Equal(want) {
+			t.Fatalf("traceparent %q tracestate %q: got %v, propagator %v", tp, ts, got, want)
+		}
 	}
 }

@@ -152,10 +152,16 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		target = r.Prompt
 	}
 	if t.lean != nil {
-		if _, ok := r.Meta["traceparent"]; ok {
-			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+		psc := trace.SpanContextFromContext(ctx)
+		if tp, ok := r.Meta["traceparent"]; ok {
+			if t.baggage { // baggage goes in ctx too: the propagator
+				ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+				psc = trace.SpanContextFromContext(ctx)
+			} else if sc := remoteParent(metaString(tp), metaString(r.Meta["tracestate"])); sc.IsValid() {
+				psc = sc // what Extract would put in ctx, without the context
+			}
 		}
-		ctx, op.lean = t.lean.start(ctx, t.spanName(r.Method, target), trace.SpanKindServer, op.start)
+		ctx, op.lean = t.lean.startUnder(ctx, psc, t.spanName(r.Method, target), trace.SpanKindServer, op.start)
 		if op.lean != nil {
 			p := attrPool.Get().(*[]attribute.KeyValue)
 			kv := t.appendServerAttrs((*p)[:0], r)
@@ -513,6 +519,12 @@ func traceParent(sc trace.SpanContext) string {
 	flags := sc.TraceFlags() & trace.FlagsSampled
 	hex.Encode(b[53:55], []byte{byte(flags)})
 	return string(b[:])
+}
+
+// metaString is a _meta value as MetaCarrier.Get reads it.
+func metaString(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // MetaCarrier adapts an MCP _meta object to the propagation API.
