@@ -58,7 +58,7 @@ type leanSpan struct {
 	attrs      []attribute.KeyValue
 	dropped    int
 	slots      [12]attribute.KeyValue
-	// state guards the pool (tests): leanFree, leanLive, leanQueued.
+	// state guards the pool: leanFree, leanLive, leanQueued.
 	state atomic.Int32
 }
 
@@ -77,6 +77,7 @@ type leanTracer struct {
 	countLimit int // < 0: unlimited
 	b          *batcher
 	pool       sync.Pool
+	misuse     atomic.Int64 // pooled spans found live or queued (must stay 0)
 }
 
 // leanSampler is ParentBased(TraceIDRatioBased(ratio)) with the SDK's
@@ -201,7 +202,11 @@ func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, nam
 	}
 	l := lt.pool.Get().(*leanSpan)
 	if !l.state.CompareAndSwap(leanFree, leanLive) {
-		panic("telemetry: a lean span was reused before it was released")
+		// A span handed back while still live or queued (a bug): leave
+		// it alone, count it (tests require 0) and use a new one.
+		lt.misuse.Add(1)
+		l = &leanSpan{tr: lt}
+		l.state.Store(leanLive)
 	}
 	l.sc, l.parent, l.name, l.kind, l.start = sc, psc, name, kind, now
 	l.attrs = l.slots[:0]

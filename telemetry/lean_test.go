@@ -285,6 +285,9 @@ func TestLeanSpanNotReusedWhileQueued(t *testing.T) {
 			}
 		}
 	}
+	if n := tel.lean.misuse.Load(); n != 0 {
+		t.Fatalf("%d pooled spans were handed out while live or queued", n)
+	}
 	if len(seen) != workers*per {
 		t.Fatalf("%d distinct spans exported, want %d", len(seen), workers*per)
 	}
