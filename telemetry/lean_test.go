@@ -25,9 +25,14 @@ import (
 // the OTEL_* variables and the sampling ratio given.
 func otlpTel(t *testing.T, sink *traceSink, ratio float64, env map[string]string, opts Options) *T {
 	t.Helper()
+	return otlpTelBaggage(t, sink, ratio, env, opts, false)
+}
+
+func otlpTelBaggage(t *testing.T, sink *traceSink, ratio float64, env map[string]string, opts Options, baggage bool) *T {
+	t.Helper()
 	opts.Getenv = func(k string) string { return env[k] }
 	tel, err := New(t.Context(), Config{ServiceName: "vmcp-test", ServiceVersion: "1.2.3",
-		Traces: TracesConfig{Exporter: "otlp", Endpoint: sink.srv.URL, SamplingRatio: &ratio}}, &opts)
+		Traces: TracesConfig{Exporter: "otlp", Endpoint: sink.srv.URL, SamplingRatio: &ratio, PropagateBaggage: baggage}}, &opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +98,16 @@ func normalised(s *tracepb.Span) *tracepb.Span {
 // scope, names, kinds, attributes, statuses, trace state, flags, and the
 // same parent structure (ids and times aside).
 func TestLeanSpanMatchesSDK(t *testing.T) {
+	for _, baggage := range []bool{false, true} { // the _meta read differs
+		t.Run(fmt.Sprint("baggage=", baggage), func(t *testing.T) { leanMatchesSDK(t, baggage) })
+	}
+}
+
+func leanMatchesSDK(t *testing.T, baggage bool) {
 	leanSink, sdkSink := newTraceSink(t), newTraceSink(t)
-	lean := otlpTel(t, leanSink, 1, nil, Options{})
+	lean := otlpTelBaggage(t, leanSink, 1, nil, Options{}, baggage)
 	// INSECURE is implemented by the SDK's exporter only: the SDK path.
-	sdk := otlpTel(t, sdkSink, 1, map[string]string{"OTEL_EXPORTER_OTLP_INSECURE": "true"}, Options{})
+	sdk := otlpTelBaggage(t, sdkSink, 1, map[string]string{"OTEL_EXPORTER_OTLP_INSECURE": "true"}, Options{}, baggage)
 	if lean.lean == nil || sdk.lean != nil {
 		t.Fatalf("lean spans: %v and %v, want on and off", lean.lean != nil, sdk.lean != nil)
 	}
