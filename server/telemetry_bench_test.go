@@ -19,7 +19,8 @@ import (
 // BenchmarkTelemetryProxiedCall: one plain call through vmcp to an HTTP
 // echo backend, telemetry off vs on (every span sampled and batched to a
 // no-op exporter, metrics recorded with a Prometheus reader), and on-otlp
-// (spans exported over OTLP/HTTP to a receiver here). cpu-ns/op is the
+// (spans exported over OTLP/HTTP to a receiver here: lean spans), and
+// on-otlp-sdk (the same with SDK spans, Options.SDKSpans). cpu-ns/op is the
 // process's CPU per call: client, vmcp, backend and exporter together.
 func BenchmarkTelemetryProxiedCall(b *testing.B) {
 	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
@@ -36,14 +37,15 @@ func BenchmarkTelemetryProxiedCall(b *testing.B) {
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	b.Cleanup(rcv.Close)
-	for _, name := range []string{"off", "metrics", "traces", "on", "on-otlp"} {
+	for _, name := range []string{"off", "metrics", "traces", "on", "on-otlp", "on-otlp-sdk"} {
 		var tel *telemetry.T
 		if name != "off" {
 			cfg := telemetry.Config{Metrics: telemetry.MetricsConfig{Prometheus: name != "traces"}}
 			opts := &telemetry.Options{Getenv: func(string) string { return "" }}
 			switch name {
-			case "on-otlp": // spans exported for real, as vmcp serve does
+			case "on-otlp", "on-otlp-sdk": // spans exported for real, as vmcp serve does
 				cfg.Traces = telemetry.TracesConfig{Exporter: "otlp", Endpoint: rcv.URL}
+				opts.SDKSpans = name == "on-otlp-sdk"
 			case "traces", "on":
 				opts.SpanProcessor = telemetry.NewBatchSpanProcessor(tracetest.NewNoopExporter(), nil)
 			}

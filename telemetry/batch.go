@@ -35,9 +35,14 @@ type batcher struct {
 	maxBatch int
 	warn     func(dropped int64)
 
+	// enc is exp when it is vmcp's OTLP encoder, which also writes lean
+	// spans (lean.go); nil otherwise (only SDK spans are queued then).
+	enc *otlpExporter
+
 	mu      sync.Mutex
-	queue   []sdktrace.ReadOnlySpan
-	spare   []sdktrace.ReadOnlySpan // the other buffer (swapped at export)
+	queue   []queued
+	spare   []queued                // the other buffer (swapped at export)
+	ro      []sdktrace.ReadOnlySpan // export scratch for another exporter
 	stopped bool
 
 	wake    chan struct{}   // capacity 1: a batch is full
@@ -83,8 +88,9 @@ func newBatcher(exp sdktrace.SpanExporter, getenv func(string) string, warn func
 		b.maxBatch = b.maxQueue
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.queue = make([]sdktrace.ReadOnlySpan, 0, b.maxBatch)
-	b.spare = make([]sdktrace.ReadOnlySpan, 0, b.maxBatch)
+	b.enc, _ = exp.(*otlpExporter)
+	b.queue = make([]queued, 0, b.maxBatch)
+	b.spare = make([]queued, 0, b.maxBatch)
 	go b.loop()
 	return b
 }
@@ -96,13 +102,33 @@ func (b *batcher) OnEnd(s sdktrace.ReadOnlySpan) {
 	if !s.SpanContext().IsSampled() {
 		return
 	}
+	b.enqueue(queued{s: s})
+}
+
+// queued is a span waiting for export: an SDK span or a lean span.
+type queued struct {
+	s sdktrace.ReadOnlySpan
+	l *leanSpan
+}
+
+// enqueueLean queues a lean span beside the SDK spans (same queue, same
+// limits). false: it was not queued (the queue is full, counted as
+// dropped, or the batcher is shut down) and the caller still owns it.
+func (b *batcher) enqueueLean(l *leanSpan) bool {
+	if b.enc == nil {
+		return false
+	}
+	return b.enqueue(queued{l: l})
+}
+
+func (b *batcher) enqueue(q queued) bool {
 	b.mu.Lock()
 	if b.stopped || len(b.queue) >= b.maxQueue {
 		b.mu.Unlock()
 		b.dropped.Add(1)
-		return
+		return false
 	}
-	b.queue = append(b.queue, s)
+	b.queue = append(b.queue, q)
 	full := len(b.queue) == b.maxBatch
 	b.mu.Unlock()
 	if full {
@@ -111,6 +137,7 @@ func (b *batcher) OnEnd(s sdktrace.ReadOnlySpan) {
 		default:
 		}
 	}
+	return true
 }
 
 // Dropped is the number of spans dropped because the queue was full.
@@ -153,8 +180,13 @@ func (b *batcher) export(ctx context.Context) error {
 		for len(batch) > 0 {
 			n := min(len(batch), b.maxBatch)
 			ectx, cancel := context.WithTimeout(ctx, b.timeout)
-			err = errors.Join(err, b.exp.ExportSpans(ectx, batch[:n]))
+			err = errors.Join(err, b.exportBatch(ectx, batch[:n]))
 			cancel()
+			for _, q := range batch[:n] {
+				if q.l != nil {
+					q.l.release() // exported: its pool may reuse it
+				}
+			}
 			clear(batch[:n]) // the spans are garbage now
 			batch = batch[n:]
 		}
@@ -170,6 +202,23 @@ func (b *batcher) export(ctx context.Context) error {
 		b.warn(d - b.warned)
 		b.warned = d
 	}
+	return err
+}
+
+// exportBatch hands one batch to the exporter (under expMu).
+func (b *batcher) exportBatch(ctx context.Context, batch []queued) error {
+	if b.enc != nil {
+		return b.enc.exportQueued(ctx, batch)
+	}
+	ro := b.ro[:0]
+	for _, q := range batch {
+		if q.s != nil {
+			ro = append(ro, q.s)
+		}
+	}
+	err := b.exp.ExportSpans(ctx, ro)
+	clear(ro)
+	b.ro = ro[:0]
 	return err
 }
 

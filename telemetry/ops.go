@@ -54,6 +54,7 @@ type Call struct {
 type Op struct {
 	t      *T
 	span   trace.Span
+	lean   *leanSpan // instead of span (lean.go); nil once ended
 	start  time.Time
 	hist   metric.Float64Histogram
 	labels labelKey
@@ -90,7 +91,16 @@ func (op *Op) SetTarget(tool, prompt string) {
 	if op == nil || (tool == "" && prompt == "") {
 		return
 	}
-	if op.span != nil && op.span.IsRecording() {
+	if l := op.lean; l != nil {
+		method := op.method.Value.AsString()
+		if tool != "" {
+			l.name = op.t.spanName(method, tool)
+			l.setAttributes(KeyToolName.String(tool), KeyOperationName.String("execute_tool"))
+		} else {
+			l.name = op.t.spanName(method, prompt)
+			l.setAttributes(KeyPromptName.String(prompt))
+		}
+	} else if op.span != nil && op.span.IsRecording() {
 		method := op.method.Value.AsString()
 		if tool != "" {
 			op.span.SetName(op.t.spanName(method, tool))
@@ -141,7 +151,24 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 	if r.Prompt != "" {
 		target = r.Prompt
 	}
-	if t.tracer != nil {
+	if t.lean != nil {
+		psc := trace.SpanContextFromContext(ctx)
+		if tp, ok := r.Meta["traceparent"]; ok {
+			if t.baggage { // baggage goes in ctx too: the propagator
+				ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
+				psc = trace.SpanContextFromContext(ctx)
+			} else if sc := remoteParent(metaString(tp), metaString(r.Meta["tracestate"])); sc.IsValid() {
+				psc = sc // what Extract would put in ctx, without the context
+			}
+		}
+		ctx, op.lean = t.lean.startUnder(ctx, psc, t.spanName(r.Method, target), trace.SpanKindServer, op.start)
+		if op.lean != nil {
+			p := attrPool.Get().(*[]attribute.KeyValue)
+			kv := t.appendServerAttrs((*p)[:0], r)
+			op.lean.setAttributes(kv...)
+			putAttrs(p, kv)
+		}
+	} else if t.tracer != nil {
 		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
@@ -230,11 +257,15 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 	if target == "" {
 		target = c.Step
 	}
-	if t.tracer != nil {
+	switch {
+	case t.lean != nil:
+		ctx, op.lean = t.lean.start(ctx, t.spanName(c.Method, target), trace.SpanKindClient, op.start)
+		meta = t.InjectMeta(ctx, meta)
+	case t.tracer != nil:
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
 		meta = t.InjectMeta(ctx, meta)
 	}
-	if op.span != nil && op.span.IsRecording() {
+	if op.lean != nil || (op.span != nil && op.span.IsRecording()) {
 		p := attrPool.Get().(*[]attribute.KeyValue)
 		kv := append((*p)[:0], op.method)
 		if c.Tool != "" {
@@ -252,7 +283,11 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		if c.Server != "" {
 			kv = append(kv, KeyServerAddress.String(c.Server))
 		}
-		op.span.SetAttributes(kv...)
+		if op.lean != nil {
+			op.lean.setAttributes(kv...)
+		} else {
+			op.span.SetAttributes(kv...)
+		}
 		putAttrs(p, kv)
 	}
 	if t.m != nil {
@@ -275,6 +310,16 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if errType == "" {
 		errType, msg = op.errType, op.errMsg
 	}
+	var now time.Time // one clock read: the span's end and the duration
+	if l := op.lean; l != nil {
+		if errType != "" {
+			l.setAttributes(KeyErrorType.String(errType))
+			l.setStatus(codes.Error, msg)
+		}
+		now = time.Now()
+		op.lean = nil // queued: the batcher owns it now
+		l.finish(now)
+	}
 	if op.span != nil {
 		if errType != "" {
 			op.span.SetAttributes(KeyErrorType.String(errType))
@@ -285,7 +330,10 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if op.hist != nil {
 		// The span's context (still in ctx) makes the exemplar.
 		op.labels.errType = errType
-		op.hist.Record(ctx, time.Since(op.start).Seconds(), op.t.m.sets.get(op.labels)...)
+		if now.IsZero() {
+			now = time.Now()
+		}
+		op.hist.Record(ctx, now.Sub(op.start).Seconds(), op.t.m.sets.get(op.labels)...)
 		if op.flight != nil {
 			op.flight.n.Add(-1)
 		}
@@ -333,7 +381,14 @@ func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Contex
 
 // SetAttributes adds span attributes (no metric labels).
 func (op *Op) SetAttributes(kv ...attribute.KeyValue) {
-	if op == nil || op.span == nil {
+	if op == nil {
+		return
+	}
+	if op.lean != nil {
+		op.lean.setAttributes(kv...)
+		return
+	}
+	if op.span == nil {
 		return
 	}
 	op.span.SetAttributes(kv...)
@@ -464,6 +519,12 @@ func traceParent(sc trace.SpanContext) string {
 	flags := sc.TraceFlags() & trace.FlagsSampled
 	hex.Encode(b[53:55], []byte{byte(flags)})
 	return string(b[:])
+}
+
+// metaString is a _meta value as MetaCarrier.Get reads it.
+func metaString(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // MetaCarrier adapts an MCP _meta object to the propagation API.

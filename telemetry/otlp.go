@@ -54,13 +54,14 @@ type otlpExporter struct {
 	zbuf    bytes.Buffer
 	zw      *gzip.Writer
 	groups  []spanGroup
+	qs      []queued // ExportSpans' scratch
 	stopped atomic.Bool
 }
 
 type spanGroup struct {
 	res   *resource.Resource
 	scope instrumentation.Scope
-	spans []sdktrace.ReadOnlySpan
+	spans []queued
 }
 
 // otlpEnv returns the traces-specific variable or the general one.
@@ -138,6 +139,27 @@ func (e *otlpExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	qs := e.qs[:0]
+	for _, s := range spans {
+		qs = append(qs, queued{s: s})
+	}
+	defer func() { clear(qs); e.qs = qs[:0] }()
+	return e.send(ctx, qs)
+}
+
+// exportQueued encodes and POSTs one batch of the batcher's (SDK and
+// lean spans).
+func (e *otlpExporter) exportQueued(ctx context.Context, spans []queued) error {
+	if e.stopped.Load() || len(spans) == 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.send(ctx, spans)
+}
+
+// send encodes spans and POSTs them (under e.mu).
+func (e *otlpExporter) send(ctx context.Context, spans []queued) error {
 	e.buf = e.encode(e.buf[:0], spans)
 	body := e.buf
 	if e.gzip {
@@ -341,13 +363,19 @@ func unixNano(t time.Time) uint64 { return uint64(max(0, t.UnixNano())) }
 
 // encode appends an ExportTraceServiceRequest holding spans, grouped by
 // resource and instrumentation scope as the SDK's transform groups them.
-func (e *otlpExporter) encode(b []byte, spans []sdktrace.ReadOnlySpan) []byte {
+func (e *otlpExporter) encode(b []byte, spans []queued) []byte {
 	groups := e.groups[:0]
 	for _, s := range spans {
-		if s == nil {
+		var res *resource.Resource
+		var scope instrumentation.Scope
+		switch {
+		case s.l != nil:
+			res, scope = s.l.tr.res, s.l.tr.scope
+		case s.s != nil:
+			res, scope = s.s.Resource(), s.s.InstrumentationScope()
+		default:
 			continue
 		}
-		res, scope := s.Resource(), s.InstrumentationScope()
 		i := 0
 		for ; i < len(groups); i++ {
 			g := &groups[i]
@@ -356,7 +384,7 @@ func (e *otlpExporter) encode(b []byte, spans []sdktrace.ReadOnlySpan) []byte {
 			}
 		}
 		if i == len(groups) {
-			var reuse []sdktrace.ReadOnlySpan
+			var reuse []queued
 			if i < cap(groups) {
 				reuse = groups[:i+1][i].spans[:0]
 			}
@@ -411,7 +439,11 @@ func appendScopeSpans(b []byte, g *spanGroup) []byte {
 		b = end(b, start)
 	}
 	for _, s := range g.spans {
-		b = appendSpan(b, s)
+		if s.l != nil {
+			b = appendLeanSpan(b, s.l)
+		} else {
+			b = appendSpan(b, s.s)
+		}
 	}
 	b = appendString(b, fSSSchemaURL, g.scope.SchemaURL)
 	return end(b, ss)
@@ -485,6 +517,49 @@ func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	}
 	b = end(b, start)
 	b = appendFixed32(b, fSpanFlags, spanFlags(sc.TraceFlags(), parent))
+	return end(b, sp)
+}
+
+// appendLeanSpan appends a lean span: the fields appendSpan writes for
+// an SDK span, in the same order (a lean span has no events or links).
+func appendLeanSpan(b []byte, s *leanSpan) []byte {
+	var sp, start int
+	b, sp = begin(b, fSSSpans)
+	tid, sid := s.sc.TraceID(), s.sc.SpanID()
+	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
+	b = protowire.AppendBytes(b, tid[:])
+	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
+	b = protowire.AppendBytes(b, sid[:])
+	if ts := s.sc.TraceState(); ts.Len() > 0 {
+		b = appendString(b, fSpanTraceState, ts.String())
+	}
+	if psid := s.parent.SpanID(); psid.IsValid() {
+		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
+		b = protowire.AppendBytes(b, psid[:])
+	}
+	b = appendString(b, fSpanName, s.name)
+	if k := spanKindNumber(s.kind); k != 0 {
+		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
+		b = protowire.AppendVarint(b, k)
+	}
+	b = appendFixed64(b, fSpanStart, unixNano(s.start))
+	b = appendFixed64(b, fSpanEnd, unixNano(s.end))
+	for _, kv := range s.attrs {
+		b = appendKV(b, fSpanAttributes, kv)
+	}
+	b = appendUint32(b, fSpanDroppedAttributes, s.dropped)
+	b, start = begin(b, fSpanStatus)
+	b = appendString(b, fStatusMessage, s.status.Description)
+	switch s.status.Code {
+	case codes.Ok:
+		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	case codes.Error:
+		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
+		b = protowire.AppendVarint(b, 2)
+	}
+	b = end(b, start)
+	b = appendFixed32(b, fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
 	return end(b, sp)
 }
 

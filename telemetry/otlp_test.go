@@ -31,11 +31,18 @@ type traceSink struct {
 	headers []http.Header
 	status  []int // answered first, in order (then 200)
 	srv     *httptest.Server
+	// hold, when set, blocks each request until it is closed (arrived
+	// is signalled first).
+	hold, arrived chan struct{}
 }
 
 func newTraceSink(t *testing.T) *traceSink {
 	s := &traceSink{}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.hold != nil {
+			s.arrived <- struct{}{}
+			<-s.hold
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if r.URL.Path != "/v1/traces" {

@@ -82,6 +82,9 @@ type Options struct {
 	MetricReader sdkmetric.Reader
 	// AuditWriter receives audit lines instead of Audit.Path.
 	AuditWriter io.Writer
+	// SDKSpans keeps SDK spans for requests and calls even where lean
+	// spans would be used (lean.go): benchmarks and tests compare both.
+	SDKSpans bool
 }
 
 // T is vmcp's telemetry. A nil *T is off.
@@ -89,6 +92,7 @@ type T struct {
 	log       *slog.Logger
 	tp        *sdktrace.TracerProvider
 	tracer    trace.Tracer // nil: no tracing
+	lean      *leanTracer  // non-nil: requests and calls use lean spans
 	prop      propagation.TextMapPropagator
 	mp        *sdkmetric.MeterProvider
 	m         *instruments // nil: no metrics
@@ -224,7 +228,13 @@ func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, getenv 
 			}
 			exp = e
 		}
-		to = append(to, sdktrace.WithSpanProcessor(t.newBatcher(exp, getenv)))
+		b := t.newBatcher(exp, getenv)
+		to = append(to, sdktrace.WithSpanProcessor(b))
+		// Lean spans when vmcp's encoder writes them and no other
+		// processor sees spans (it would miss the lean ones).
+		if b.enc != nil && opts.SpanProcessor == nil && !opts.SDKSpans {
+			t.lean, _ = newLeanTracer(res, ratio, b)
+		}
 	case "stdout":
 		exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stderr))
 		if err != nil {
@@ -237,7 +247,7 @@ func (t *T) buildTracing(ctx context.Context, cfg Config, opts *Options, getenv 
 	}
 	t.tp = sdktrace.NewTracerProvider(to...)
 	t.closers = append(t.closers, t.tp.Shutdown)
-	t.tracer = t.tp.Tracer("github.com/vmcp-dev/vmcp")
+	t.tracer = t.tp.Tracer(tracerName)
 	props := []propagation.TextMapPropagator{propagation.TraceContext{}}
 	if cfg.Traces.PropagateBaggage {
 		props = append(props, propagation.Baggage{})
