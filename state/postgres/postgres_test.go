@@ -39,7 +39,10 @@ func freshSchema(t *testing.T) (string, *postgres.Options) {
 			t.Error(err)
 		}
 	})
-	return dsn, &postgres.Options{Schema: schema, SweepInterval: -1, MaxConns: 4}
+	// StepRowsAbove -1: every checkpoint with steps goes to step rows, so
+	// the small checkpoints of the tests exercise them (the default size
+	// threshold: TestContractDefaultStepRows, TestStepRowsAboveThreshold).
+	return dsn, &postgres.Options{Schema: schema, SweepInterval: -1, MaxConns: 4, StepRowsAbove: -1}
 }
 
 func open(t *testing.T, dsn string, o *postgres.Options) *postgres.Store {
@@ -54,6 +57,16 @@ func open(t *testing.T, dsn string, o *postgres.Options) *postgres.Store {
 func TestContract(t *testing.T) {
 	statetest.Run(t, func(t *testing.T) statetest.Opener {
 		dsn, o := freshSchema(t)
+		return func(t *testing.T) state.Driver { return open(t, dsn, o) }
+	})
+}
+
+// The contract again with the default step-rows threshold: the tests'
+// small checkpoints are stored whole, as vmcp stores them.
+func TestContractDefaultStepRows(t *testing.T) {
+	statetest.Run(t, func(t *testing.T) statetest.Opener {
+		dsn, o := freshSchema(t)
+		o.StepRowsAbove = 0
 		return func(t *testing.T) state.Driver { return open(t, dsn, o) }
 	})
 }

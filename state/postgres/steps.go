@@ -44,14 +44,16 @@ type splitCP struct {
 	vals   [][]byte // vals[i] is step ids[i]'s state
 }
 
-// splitCheckpoint splits cp if reassembly gives back its bytes exactly.
+// splitCheckpoint splits cp if its steps take more than above bytes
+// (negative: whatever their size) and reassembly gives back its bytes
+// exactly.
 // It scans cp once without decoding the step states (they stay slices of
 // cp); whatever it makes of cp, a split is kept only if joining it gives
 // cp back byte for byte.
-func splitCheckpoint(cp []byte) splitCP {
+func splitCheckpoint(cp []byte, above int) splitCP {
 	whole := splitCP{stored: nilIfEmpty(cp)}
 	start, end, ok := stepsSpan(cp)
-	if !ok || cp[start] != '{' || start > 1<<31-3 {
+	if !ok || cp[start] != '{' || start > 1<<31-3 || (above >= 0 && end-start <= above) {
 		return whole
 	}
 	var ids []string

@@ -20,7 +20,7 @@ func TestSplitCheckpoint(t *testing.T) {
 		`{"x":"\"steps\":{}","steps":{"a":{"output":"q\"u}o\\"},"b\"c":{"o":["]",{"k":"{"}]}},"y":{"steps":1}}`, // quotes, escapes, brackets in strings
 	}
 	for _, cp := range split {
-		sp := splitCheckpoint([]byte(cp))
+		sp := splitCheckpoint([]byte(cp), -1)
 		if sp.at == nil {
 			t.Errorf("not split: %s", cp)
 			continue
@@ -61,7 +61,7 @@ func TestSplitCheckpoint(t *testing.T) {
 		`{"steps":{"a":{"output":1}}`,          // truncated
 	}
 	for _, cp := range whole {
-		sp := splitCheckpoint([]byte(cp))
+		sp := splitCheckpoint([]byte(cp), -1)
 		if sp.at != nil || string(sp.stored) != cp || len(sp.ids) != 0 {
 			t.Errorf("%s: split (%v, %q), want it whole", cp, sp.at, sp.ids)
 		}
@@ -89,7 +89,7 @@ func TestSplitEncodingJSONOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp := splitCheckpoint(b)
+	sp := splitCheckpoint(b, -1)
 	if sp.at == nil || len(sp.ids) != 5 {
 		t.Fatalf("not split: %s", b)
 	}
@@ -132,7 +132,7 @@ func BenchmarkSplitCheckpoint(b *testing.B) {
 	cp := []byte(sb.String())
 	b.SetBytes(int64(len(cp)))
 	for b.Loop() {
-		sp := splitCheckpoint(cp)
+		sp := splitCheckpoint(cp, -1)
 		if sp.at == nil {
 			b.Fatal("not split")
 		}
@@ -145,7 +145,7 @@ func BenchmarkSplitCheckpoint(b *testing.B) {
 func TestSplitJoinsBackWhateverTheInput(t *testing.T) {
 	base := `{"version":1,"steps":{"a":{"output":"q\"u}o\\"},"b\"c":{"o":["]",{"k":"{"}],"n":1.0}},"z":{"steps":{}}}`
 	check := func(cp string) {
-		sp := splitCheckpoint([]byte(cp))
+		sp := splitCheckpoint([]byte(cp), -1)
 		if sp.at == nil {
 			return
 		}

@@ -324,3 +324,46 @@ func TestCheckpointFromBeforeStepRows(t *testing.T) {
 		t.Fatalf("whole checkpoint read back: %v\n%s", err, got.Checkpoint)
 	}
 }
+
+// With the default threshold, a run's checkpoint stays whole in its row
+// while its steps are small, moves to step rows once they take more than
+// DefaultStepRowsAbove bytes, and reads back byte for byte both ways.
+func TestStepRowsAboveThreshold(t *testing.T) {
+	dsn, o := freshSchema(t)
+	o.StepRowsAbove = 0 // the default
+	s := open(t, dsn, o)
+	ctx := t.Context()
+	steps := bigSteps(2, 1<<10)
+	r := statetest.NewRun("alice", "deploy")
+	r.Checkpoint = statetest.Checkpoint(steps, "")
+	if err := s.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, wantRows int) {
+		t.Helper()
+		if n := len(stepRows(t, s, r.ID)); n != wantRows {
+			t.Fatalf("%s: %d step rows, want %d", what, n, wantRows)
+		}
+		got, err := s.Get(ctx, r.ID)
+		if err != nil || string(got.Checkpoint) != string(statetest.Checkpoint(steps, "")) {
+			t.Fatalf("%s: checkpoint read back differs (%v)", what, err)
+		}
+	}
+	check("two 1 KiB steps", 0)
+	for i := 2; i < 12; i++ {
+		steps[fmt.Sprintf("step_%02d", i)] = statetest.StepState(i, 1<<10)
+	}
+	if err := s.Checkpoint(ctx, r.ID, statetest.Checkpoint(steps, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	check("twelve 1 KiB steps", 12)
+	n := s.StepWrites()
+	steps["step_12"] = statetest.StepState(12, 100)
+	if err := s.Checkpoint(ctx, r.ID, statetest.Checkpoint(steps, ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	check("a step added", 13)
+	if sent := s.StepWrites() - n; sent != 1 {
+		t.Fatalf("%d step rows sent for one new step", sent)
+	}
+}

@@ -145,7 +145,7 @@ func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessa
 			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def)
 	}
 	step, deadline := pendingCols(r)
-	sp := splitCheckpoint(checkpoint)
+	sp := splitCheckpoint(checkpoint, s.splitAbove)
 	w.Queue(`INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
 		def_hash, doc, summary, checkpoint, steps_at, created_at, updated_at, finished_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
@@ -283,7 +283,7 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	w := &pgx.Batch{}
 	after := known // the step rows' sums after the commit (nil: unknown)
 	if rw.checkpoint {
-		sp := splitCheckpoint(r.Checkpoint)
+		sp := splitCheckpoint(r.Checkpoint, s.splitAbove)
 		setCP = `, checkpoint = $12, steps_at = $13`
 		args = append(args, sp.stored, sp.at)
 		// Queued after the run's row: a refused transition (fenced) never
