@@ -52,8 +52,8 @@ func TestStateMigrateAndCopy(t *testing.T) {
 		switch i % 3 {
 		case 1:
 			cp := json.RawMessage(`{"cp":` + strings.Repeat("2", i%4+1) + `}`)
-			if i%2 == 1 { // the engine's form: stored as step rows in PostgreSQL
-				cp = statetest.Checkpoint(map[string]string{"a": statetest.StepState(i, 100), "b": `{"status":"completed","output":1.0}`}, "")
+			if i%2 == 1 { // the engine's form, over 8 KiB of steps: stored as step rows in PostgreSQL
+				cp = statetest.Checkpoint(map[string]string{"a": statetest.StepState(i, 9<<10), "b": `{"status":"completed","output":1.0}`}, "")
 			}
 			if _, err := src.Pause(ctx, r.ID, cp, state.Question{Step: "ok", Message: "ok?", Deadline: time.Now().Add(time.Hour)}); err != nil {
 				t.Fatal(err)
