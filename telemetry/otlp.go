@@ -618,40 +618,15 @@ func appendValue(b []byte, field protowire.Number, v attribute.Value) []byte {
 		b = protowire.AppendTag(b, fAnyBytes, protowire.BytesType)
 		b = protowire.AppendBytes(b, v.AsByteSlice())
 	case attribute.BOOLSLICE:
-		var a int
-		b, a = begin(b, fAnyArray)
-		for _, x := range v.AsBoolSlice() {
-			b = appendValue(b, fArrayValues, attribute.BoolValue(x))
-		}
-		b = end(b, a)
+		b = appendArray(b, v.AsBoolSlice(), attribute.BoolValue)
 	case attribute.INT64SLICE:
-		var a int
-		b, a = begin(b, fAnyArray)
-		for _, x := range v.AsInt64Slice() {
-			b = appendValue(b, fArrayValues, attribute.Int64Value(x))
-		}
-		b = end(b, a)
+		b = appendArray(b, v.AsInt64Slice(), attribute.Int64Value)
 	case attribute.FLOAT64SLICE:
-		var a int
-		b, a = begin(b, fAnyArray)
-		for _, x := range v.AsFloat64Slice() {
-			b = appendValue(b, fArrayValues, attribute.Float64Value(x))
-		}
-		b = end(b, a)
+		b = appendArray(b, v.AsFloat64Slice(), attribute.Float64Value)
 	case attribute.STRINGSLICE:
-		var a int
-		b, a = begin(b, fAnyArray)
-		for _, x := range v.AsStringSlice() {
-			b = appendValue(b, fArrayValues, attribute.StringValue(x))
-		}
-		b = end(b, a)
+		b = appendArray(b, v.AsStringSlice(), attribute.StringValue)
 	case attribute.SLICE:
-		var a int
-		b, a = begin(b, fAnyArray)
-		for _, x := range v.AsSlice() {
-			b = appendValue(b, fArrayValues, x)
-		}
-		b = end(b, a)
+		b = appendArray(b, v.AsSlice(), func(x attribute.Value) attribute.Value { return x })
 	case attribute.MAP:
 		var a int
 		b, a = begin(b, fAnyKVList)
@@ -665,4 +640,14 @@ func appendValue(b []byte, field protowire.Number, v attribute.Value) []byte {
 		b = protowire.AppendString(b, "INVALID")
 	}
 	return end(b, start)
+}
+
+// appendArray writes xs as an AnyValue holding an ArrayValue, each
+// element converted to an attribute value.
+func appendArray[T any](b []byte, xs []T, value func(T) attribute.Value) []byte {
+	b, a := begin(b, fAnyArray)
+	for _, x := range xs {
+		b = appendValue(b, fArrayValues, value(x))
+	}
+	return end(b, a)
 }
