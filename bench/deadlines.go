@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
+	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
 // deadlineWorkflowConfig serves dl: a question with a timeout whose
@@ -134,17 +135,12 @@ func (b *bench) pgDeadlines(ctx context.Context, dsn, schema string) (Cell, int6
 					return
 				}
 				id, tag := state.NewRunID(), fmt.Sprintf("dl-%05d", i)
-				r := *tmpl
-				r.ID, r.Status, r.Created, r.Updated, r.History, r.Seq = id, state.StatusWaiting, time.Time{}, time.Time{}, nil, 0
-				r.Params = bytes.ReplaceAll(tmpl.Params, []byte("TEMPLATE-TAG"), []byte(tag))
-				r.Checkpoint = bytes.ReplaceAll(bytes.ReplaceAll(tmpl.Checkpoint, []byte(tmpl.ID), []byte(id)), []byte("TEMPLATE-TAG"), []byte(tag))
-				q := *tmpl.Pending
-				q.Deadline = start.Add(spread * time.Duration(i) / time.Duration(n))
-				if earliest := time.Now().Add(lead); q.Deadline.Before(earliest) {
-					q.Deadline = earliest
+				due := start.Add(spread * time.Duration(i) / time.Duration(n))
+				if earliest := time.Now().Add(lead); due.Before(earliest) {
+					due = earliest
 				}
-				r.Pending = &q
-				if err := st.Create(ctx, &r); err != nil {
+				r := statetest.CloneWaiting(tmpl, id, "TEMPLATE-TAG", tag, due)
+				if err := st.Create(ctx, r); err != nil {
 					mu.Lock()
 					seedErr = fmt.Errorf("storing copy %d: %w", i, err)
 					mu.Unlock()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmcp-dev/vmcp/state"
 	"github.com/vmcp-dev/vmcp/state/postgres"
+	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
 // deadlineWorkflow asks a question with a timeout whose on_cancel
@@ -121,17 +122,12 @@ func TestPostgresDeadlines10k(t *testing.T) {
 					return
 				}
 				id, tag := state.NewRunID(), fmt.Sprintf("dl-%05d", i)
-				r := *tmpl
-				r.ID, r.Status, r.Created, r.Updated, r.History, r.Seq = id, state.StatusWaiting, time.Time{}, time.Time{}, nil, 0
-				r.Params = bytes.ReplaceAll(tmpl.Params, []byte("TEMPLATE-TAG"), []byte(tag))
-				r.Checkpoint = bytes.ReplaceAll(bytes.ReplaceAll(tmpl.Checkpoint, []byte(tmplID), []byte(id)), []byte("TEMPLATE-TAG"), []byte(tag))
-				q := *tmpl.Pending
-				q.Deadline = start.Add(spread * time.Duration(i) / time.Duration(runs))
-				if earliest := time.Now().Add(lead); q.Deadline.Before(earliest) {
-					q.Deadline = earliest
+				at := start.Add(spread * time.Duration(i) / time.Duration(runs))
+				if earliest := time.Now().Add(lead); at.Before(earliest) {
+					at = earliest
 				}
-				r.Pending = &q
-				if err := s.Create(ctx, &r); err != nil {
+				r := statetest.CloneWaiting(tmpl, id, "TEMPLATE-TAG", tag, at)
+				if err := s.Create(ctx, r); err != nil {
 					t.Errorf("store copy %d: %v", i, err)
 					return
 				}
