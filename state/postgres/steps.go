@@ -303,9 +303,8 @@ func sums(ids []string, vals [][]byte) map[string][32]byte {
 // only if no later transition took it out meanwhile.
 type stepCache struct {
 	seq   uint64
-	valid bool
 	epoch int64
-	sums  map[string][32]byte
+	sums  map[string][32]byte // nil: unknown
 }
 
 // checkoutSteps invalidates run id's entry and returns the ticket for
@@ -319,28 +318,21 @@ func (s *Store) checkoutSteps(id string, epoch int64) (ticket uint64, known map[
 		e = &stepCache{}
 		s.steps[id] = e
 	}
-	if e.valid && e.epoch == epoch {
+	if e.sums != nil && e.epoch == epoch {
 		known = e.sums
 	}
-	e.seq, e.valid, e.sums = s.stepSeq, false, nil
+	e.seq, e.sums = s.stepSeq, nil
 	return s.stepSeq, known
 }
 
-// installSteps records sums as run id's stored steps at epoch, unless a
-// later transition took the entry out since ticket.
+// installSteps records sums (not nil) as run id's stored steps at epoch,
+// unless a later transition took the entry out since ticket.
 func (s *Store) installSteps(id string, ticket uint64, epoch int64, m map[string][32]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e := s.steps[id]; e != nil && e.seq == ticket {
-		e.valid, e.epoch, e.sums = true, epoch, m
+		e.epoch, e.sums = epoch, m
 	}
-}
-
-// forgetSteps drops run id's entry (the replica no longer holds it).
-func (s *Store) forgetSteps(id string) {
-	s.mu.Lock()
-	delete(s.steps, id)
-	s.mu.Unlock()
 }
 
 // StepWrites counts step rows this replica's transitions sent for

@@ -107,7 +107,10 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		tx.rollback(ctx)
 		return fmt.Errorf("create run %s: %w", id, err)
 	}
-	ticket, _ := s.checkoutSteps(id, 1)
+	var ticket uint64
+	if holder != nil { // a run created waiting is held by no replica: nothing to know
+		ticket, _ = s.checkoutSteps(id, 1)
+	}
 	if err := tx.commit(ctx, w); err != nil {
 		if isUniqueViolation(err) {
 			return &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
@@ -119,8 +122,6 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		if stepSums != nil {
 			s.installSteps(id, ticket, 1, stepSums)
 		}
-	} else {
-		s.forgetSteps(id)
 	}
 	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
 		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History, out.Seq, out.Pending
@@ -280,25 +281,20 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	step, deadline := pendingCols(r)
 	setCP := ""
 	args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
-	w := &pgx.Batch{}
-	after := known // the step rows' sums after the commit (nil: unknown)
+	var sp splitCP
 	if rw.checkpoint {
-		sp := splitCheckpoint(r.Checkpoint, s.splitAbove)
+		sp = splitCheckpoint(r.Checkpoint, s.splitAbove)
 		setCP = `, checkpoint = $12, steps_at = $13`
 		args = append(args, sp.stored, sp.at)
+	}
+	w := &pgx.Batch{}
+	w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
+		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
+	after := known // the step rows' sums after the commit (nil: unknown)
+	if rw.checkpoint {
 		// Queued after the run's row: a refused transition (fenced) never
 		// gets here, and a failed one rolls back with it.
-		sw := &pgx.Batch{}
-		after = s.queueSteps(sw, id, cp.at, known, sp, epoch, now)
-		w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
-		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
-		w.QueuedQueries = append(w.QueuedQueries, sw.QueuedQueries...)
-	} else {
-		if full && cp.at != nil {
-			after = sums(cp.ids, cp.vals) // read whole under the lock
-		}
-		w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
-		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11 WHERE id = $1`, args...)
+		after = s.queueSteps(w, id, cp.at, known, sp, epoch, now)
 	}
 	if err := tx.commit(ctx, w); err != nil {
 		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
@@ -309,8 +305,13 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	case r.Status != state.StatusRunning:
 		s.released(id)
 	}
-	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me && after != nil {
-		s.installSteps(id, ticket, epoch, after)
+	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me {
+		if !rw.checkpoint && full && cp.at != nil {
+			after = sums(cp.ids, cp.vals) // the rows read whole under the lock, hashed after it
+		}
+		if after != nil {
+			s.installSteps(id, ticket, epoch, after)
+		}
 	}
 	if rw.hint {
 		s.changed(id, r.Status)
@@ -612,10 +613,10 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	}
 	var out []*state.Run
 	var epochs []int64
-	var stepSums []map[string][32]byte
+	var stored []storedCP // the runs' step rows, hashed after the commit
 	var tickets []uint64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out, epochs, stepSums, tickets = nil, nil, nil, nil
+		out, epochs, stored, tickets = nil, nil, nil, nil
 		rows, err := tx.Query(ctx, `SELECT r.doc, r.checkpoint, d.source, r.epoch, clock_timestamp(), `+stepCols+`
 			FROM vmcp_runs r LEFT JOIN vmcp_definitions d ON d.hash = r.def_hash
 			WHERE r.status = 'waiting' AND r.deadline <= least($1::timestamptz, now())
@@ -671,13 +672,9 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 			r.Checkpoint, r.Definition = cp, d.def
 			out = append(out, r)
 			epochs = append(epochs, d.epoch+1)
-			var known map[string][32]byte
-			if d.cp.at != nil {
-				known = sums(d.cp.ids, d.cp.vals)
-			}
 			// Taken out while the row is locked (see stepCache).
 			ticket, _ := s.checkoutSteps(r.ID, d.epoch)
-			stepSums, tickets = append(stepSums, known), append(tickets, ticket)
+			stored, tickets = append(stored, d.cp), append(tickets, ticket)
 		}
 		if len(list) == 0 {
 			return nil
@@ -689,8 +686,8 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 	}
 	for i, r := range out {
 		s.claimed(r.ID, epochs[i])
-		if stepSums[i] != nil {
-			s.installSteps(r.ID, tickets[i], epochs[i], stepSums[i])
+		if c := stored[i]; c.at != nil {
+			s.installSteps(r.ID, tickets[i], epochs[i], sums(c.ids, c.vals))
 		}
 		s.changed(r.ID, state.StatusRunning)
 	}
