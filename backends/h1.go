@@ -50,8 +50,11 @@ import (
 
 // h1Pool is a session's keep-alive connections to its backend.
 type h1Pool struct {
-	addr   string // host:port
-	dialer net.Dialer
+	addr string // host:port
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// maxIdle bounds the idle connections kept (the transport's
+	// MaxIdleConnsPerHost).
+	maxIdle int
 	// idleFor is how long an idle connection is kept (the transport's
 	// IdleConnTimeout; 0: no limit).
 	idleFor time.Duration
@@ -59,10 +62,6 @@ type h1Pool struct {
 	idle    []*h1Conn
 	closed  bool
 }
-
-// h1MaxIdle bounds the idle connections kept (pooledClient keeps 256 per
-// host).
-const h1MaxIdle = 256
 
 type h1Conn struct {
 	nc   net.Conn
@@ -94,7 +93,15 @@ func newH1Pool(rawURL string, hc *http.Client) *h1Pool {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "80")
 	}
-	return &h1Pool{addr: addr, dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, idleFor: t.IdleConnTimeout}
+	dial := t.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	maxIdle := t.MaxIdleConnsPerHost
+	if maxIdle <= 0 {
+		maxIdle = http.DefaultMaxIdleConnsPerHost
+	}
+	return &h1Pool{addr: addr, dial: dial, maxIdle: maxIdle, idleFor: t.IdleConnTimeout}
 }
 
 // do sends req and returns its response; the body must be closed.
@@ -116,9 +123,7 @@ func (p *h1Pool) do(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return fail(err)
 	}
-	var fired atomic.Bool
 	stop := context.AfterFunc(ctx, func() {
-		fired.Store(true)
 		_ = c.nc.SetDeadline(time.Unix(1, 0)) // interrupts a blocked write or read
 	})
 	resp, err := c.exchange(req)
@@ -127,7 +132,7 @@ func (p *h1Pool) do(req *http.Request) (*http.Response, error) {
 		_ = c.nc.Close()
 		return fail(err)
 	}
-	resp.Body = &h1Body{p: p, c: c, body: resp.Body, stop: stop, fired: &fired, keep: !resp.Close}
+	resp.Body = &h1Body{p: p, c: c, body: resp.Body, stop: stop, keep: !resp.Close}
 	return resp, nil
 }
 
@@ -178,7 +183,7 @@ func (p *h1Pool) get(ctx context.Context) (*h1Conn, error) {
 		}
 		_ = c.nc.Close() // closed by the backend, or unexpected bytes
 	}
-	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	nc, err := p.dial(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +193,7 @@ func (p *h1Pool) get(ctx context.Context) (*h1Conn, error) {
 // put returns a connection whose exchange is complete.
 func (p *h1Pool) put(c *h1Conn) {
 	p.mu.Lock()
-	if p.closed || len(p.idle) >= h1MaxIdle {
+	if p.closed || len(p.idle) >= p.maxIdle {
 		p.mu.Unlock()
 		_ = c.nc.Close()
 		return
@@ -216,7 +221,6 @@ type h1Body struct {
 	c      *h1Conn
 	body   io.ReadCloser
 	stop   func() bool
-	fired  *atomic.Bool
 	keep   bool
 	eof    atomic.Bool
 	closed atomic.Bool
@@ -237,7 +241,8 @@ func (b *h1Body) Close() error {
 		return nil
 	}
 	stopped := b.stop()
-	if b.eof.Load() && stopped && !b.fired.Load() && b.keep {
+	// stopped: the context's end never touched the connection's deadline.
+	if b.eof.Load() && stopped && b.keep {
 		b.p.put(b.c)
 		return nil
 	}
