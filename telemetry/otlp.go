@@ -452,31 +452,7 @@ func appendScopeSpans(b []byte, g *spanGroup) []byte {
 func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	var sp, start int
 	b, sp = begin(b, fSSSpans)
-	sc := s.SpanContext()
-	tid, sid := sc.TraceID(), sc.SpanID()
-	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
-	b = protowire.AppendBytes(b, tid[:])
-	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
-	b = protowire.AppendBytes(b, sid[:])
-	if ts := sc.TraceState(); ts.Len() > 0 {
-		b = appendString(b, fSpanTraceState, ts.String())
-	}
-	parent := s.Parent()
-	if psid := parent.SpanID(); psid.IsValid() {
-		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
-		b = protowire.AppendBytes(b, psid[:])
-	}
-	b = appendString(b, fSpanName, s.Name())
-	if k := spanKindNumber(s.SpanKind()); k != 0 {
-		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-		b = protowire.AppendVarint(b, k)
-	}
-	b = appendFixed64(b, fSpanStart, unixNano(s.StartTime()))
-	b = appendFixed64(b, fSpanEnd, unixNano(s.EndTime()))
-	for _, kv := range s.Attributes() {
-		b = appendKV(b, fSpanAttributes, kv)
-	}
-	b = appendUint32(b, fSpanDroppedAttributes, s.DroppedAttributes())
+	b = appendSpanHead(b, s.SpanContext(), s.Parent(), s.Name(), s.SpanKind(), s.StartTime(), s.EndTime(), s.Attributes(), s.DroppedAttributes())
 	for _, ev := range s.Events() {
 		b, start = begin(b, fSpanEvents)
 		b = appendFixed64(b, fEventTime, unixNano(ev.Time))
@@ -503,8 +479,52 @@ func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 		b = end(b, start)
 	}
 	b = appendUint32(b, fSpanDroppedLinks, s.DroppedLinks())
-	// Status is always present (the SDK's transform always sets it).
-	st := s.Status()
+	b = appendSpanTail(b, s.Status(), s.SpanContext(), s.Parent())
+	return end(b, sp)
+}
+
+// appendLeanSpan appends a lean span: the fields appendSpan writes for
+// an SDK span, in the same order (a lean span has no events or links).
+func appendLeanSpan(b []byte, s *leanSpan) []byte {
+	var sp int
+	b, sp = begin(b, fSSSpans)
+	b = appendSpanHead(b, s.sc, s.parent, s.name, s.kind, s.start, s.end, s.attrs, s.dropped)
+	b = appendSpanTail(b, s.status, s.sc, s.parent)
+	return end(b, sp)
+}
+
+// appendSpanHead writes a span's fields from its ids to its dropped
+// attributes count, in field order (events and links follow).
+func appendSpanHead(b []byte, sc, parent trace.SpanContext, name string, kind trace.SpanKind, startT, endT time.Time, attrs []attribute.KeyValue, dropped int) []byte {
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
+	b = protowire.AppendBytes(b, tid[:])
+	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
+	b = protowire.AppendBytes(b, sid[:])
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		b = appendString(b, fSpanTraceState, ts.String())
+	}
+	if psid := parent.SpanID(); psid.IsValid() {
+		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
+		b = protowire.AppendBytes(b, psid[:])
+	}
+	b = appendString(b, fSpanName, name)
+	if k := spanKindNumber(kind); k != 0 {
+		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
+		b = protowire.AppendVarint(b, k)
+	}
+	b = appendFixed64(b, fSpanStart, unixNano(startT))
+	b = appendFixed64(b, fSpanEnd, unixNano(endT))
+	for _, kv := range attrs {
+		b = appendKV(b, fSpanAttributes, kv)
+	}
+	return appendUint32(b, fSpanDroppedAttributes, dropped)
+}
+
+// appendSpanTail writes a span's status (always present: the SDK's
+// transform always sets it) and flags.
+func appendSpanTail(b []byte, st sdktrace.Status, sc, parent trace.SpanContext) []byte {
+	var start int
 	b, start = begin(b, fSpanStatus)
 	b = appendString(b, fStatusMessage, st.Description)
 	switch st.Code {
@@ -516,51 +536,7 @@ func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 		b = protowire.AppendVarint(b, 2)
 	}
 	b = end(b, start)
-	b = appendFixed32(b, fSpanFlags, spanFlags(sc.TraceFlags(), parent))
-	return end(b, sp)
-}
-
-// appendLeanSpan appends a lean span: the fields appendSpan writes for
-// an SDK span, in the same order (a lean span has no events or links).
-func appendLeanSpan(b []byte, s *leanSpan) []byte {
-	var sp, start int
-	b, sp = begin(b, fSSSpans)
-	tid, sid := s.sc.TraceID(), s.sc.SpanID()
-	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
-	b = protowire.AppendBytes(b, tid[:])
-	b = protowire.AppendTag(b, fSpanSpanID, protowire.BytesType)
-	b = protowire.AppendBytes(b, sid[:])
-	if ts := s.sc.TraceState(); ts.Len() > 0 {
-		b = appendString(b, fSpanTraceState, ts.String())
-	}
-	if psid := s.parent.SpanID(); psid.IsValid() {
-		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
-		b = protowire.AppendBytes(b, psid[:])
-	}
-	b = appendString(b, fSpanName, s.name)
-	if k := spanKindNumber(s.kind); k != 0 {
-		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
-		b = protowire.AppendVarint(b, k)
-	}
-	b = appendFixed64(b, fSpanStart, unixNano(s.start))
-	b = appendFixed64(b, fSpanEnd, unixNano(s.end))
-	for _, kv := range s.attrs {
-		b = appendKV(b, fSpanAttributes, kv)
-	}
-	b = appendUint32(b, fSpanDroppedAttributes, s.dropped)
-	b, start = begin(b, fSpanStatus)
-	b = appendString(b, fStatusMessage, s.status.Description)
-	switch s.status.Code {
-	case codes.Ok:
-		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
-		b = protowire.AppendVarint(b, 1)
-	case codes.Error:
-		b = protowire.AppendTag(b, fStatusCode, protowire.VarintType)
-		b = protowire.AppendVarint(b, 2)
-	}
-	b = end(b, start)
-	b = appendFixed32(b, fSpanFlags, spanFlags(s.sc.TraceFlags(), s.parent))
-	return end(b, sp)
+	return appendFixed32(b, fSpanFlags, spanFlags(sc.TraceFlags(), parent))
 }
 
 func spanFlags(tf trace.TraceFlags, parent trace.SpanContext) uint32 {
