@@ -91,24 +91,18 @@ func (op *Op) SetTarget(tool, prompt string) {
 	if op == nil || (tool == "" && prompt == "") {
 		return
 	}
-	if l := op.lean; l != nil {
+	if op.recording() {
 		method := op.method.Value.AsString()
+		name, kv := op.t.spanName(method, prompt), []attribute.KeyValue{KeyPromptName.String(prompt)}
 		if tool != "" {
-			l.name = op.t.spanName(method, tool)
-			l.setAttributes(KeyToolName.String(tool), KeyOperationName.String("execute_tool"))
-		} else {
-			l.name = op.t.spanName(method, prompt)
-			l.setAttributes(KeyPromptName.String(prompt))
+			name, kv = op.t.spanName(method, tool), []attribute.KeyValue{KeyToolName.String(tool), KeyOperationName.String("execute_tool")}
 		}
-	} else if op.span != nil && op.span.IsRecording() {
-		method := op.method.Value.AsString()
-		if tool != "" {
-			op.span.SetName(op.t.spanName(method, tool))
-			op.span.SetAttributes(KeyToolName.String(tool), KeyOperationName.String("execute_tool"))
+		if l := op.lean; l != nil {
+			l.name = name
 		} else {
-			op.span.SetName(op.t.spanName(method, prompt))
-			op.span.SetAttributes(KeyPromptName.String(prompt))
+			op.span.SetName(name)
 		}
+		op.SetAttributes(kv...)
 	}
 	if op.hist != nil && op.t.toolLabel {
 		op.labels.tool, op.labels.prompt = tool, prompt
@@ -162,25 +156,19 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 			}
 		}
 		ctx, op.lean = t.lean.startUnder(ctx, psc, t.spanName(r.Method, target), trace.SpanKindServer, op.start)
-		if op.lean != nil {
-			p := attrPool.Get().(*[]attribute.KeyValue)
-			kv := t.appendServerAttrs((*p)[:0], r)
-			op.lean.setAttributes(kv...)
-			putAttrs(p, kv)
-		}
 	} else if t.tracer != nil {
 		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(r.Method, target), serverKind)
-		// Attributes only for a recorded span (the sampler reads none),
-		// from a pooled slice (the span copies them).
-		if op.span.IsRecording() {
-			p := attrPool.Get().(*[]attribute.KeyValue)
-			kv := t.appendServerAttrs((*p)[:0], r)
-			op.span.SetAttributes(kv...)
-			putAttrs(p, kv)
-		}
+	}
+	// Attributes only for a recorded span (the sampler reads none), from
+	// a pooled slice (the span copies them).
+	if op.recording() {
+		p := attrPool.Get().(*[]attribute.KeyValue)
+		kv := t.appendServerAttrs((*p)[:0], r)
+		op.SetAttributes(kv...)
+		putAttrs(p, kv)
 	}
 	if t.m != nil {
 		op.hist = t.m.serverDur
@@ -265,7 +253,7 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
 		meta = t.InjectMeta(ctx, meta)
 	}
-	if op.lean != nil || (op.span != nil && op.span.IsRecording()) {
+	if op.recording() {
 		p := attrPool.Get().(*[]attribute.KeyValue)
 		kv := append((*p)[:0], op.method)
 		if c.Tool != "" {
@@ -283,11 +271,7 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 		if c.Server != "" {
 			kv = append(kv, KeyServerAddress.String(c.Server))
 		}
-		if op.lean != nil {
-			op.lean.setAttributes(kv...)
-		} else {
-			op.span.SetAttributes(kv...)
-		}
+		op.SetAttributes(kv...)
 		putAttrs(p, kv)
 	}
 	if t.m != nil {
@@ -310,10 +294,12 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	if errType == "" {
 		errType, msg = op.errType, op.errMsg
 	}
+	if errType != "" {
+		op.SetAttributes(KeyErrorType.String(errType))
+	}
 	var now time.Time // one clock read: the span's end and the duration
 	if l := op.lean; l != nil {
 		if errType != "" {
-			l.setAttributes(KeyErrorType.String(errType))
 			l.setStatus(codes.Error, msg)
 		}
 		now = time.Now()
@@ -322,7 +308,6 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 	}
 	if op.span != nil {
 		if errType != "" {
-			op.span.SetAttributes(KeyErrorType.String(errType))
 			op.span.SetStatus(codes.Error, msg)
 		}
 		op.span.End()
@@ -377,6 +362,12 @@ func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Contex
 		return ctx
 	}
 	return t.prop.Extract(ctx, MetaCarrier(meta))
+}
+
+// recording reports whether the operation's span records (lean spans
+// exist only when sampled).
+func (op *Op) recording() bool {
+	return op.lean != nil || (op.span != nil && op.span.IsRecording())
 }
 
 // SetAttributes adds span attributes (no metric labels).
