@@ -110,11 +110,10 @@ func lookup(tx *bbolt.Tx, id string) []byte {
 
 // loadDoc reads run id (nil, nil if there is none).
 func loadDoc(tx *bbolt.Tx, id string) (*runDoc, error) {
-	pos := lookup(tx, id)
-	if pos == nil {
+	raw, found := rawDoc(tx, id)
+	if !found {
 		return nil, nil
 	}
-	raw := tx.Bucket(bRuns).Get(docKey(pos))
 	if raw == nil {
 		return nil, fmt.Errorf("run %s: id without a document: run Check", id)
 	}
@@ -123,6 +122,16 @@ func loadDoc(tx *bbolt.Tx, id string) (*runDoc, error) {
 		return nil, fmt.Errorf("run %s: stored document: %w", id, err)
 	}
 	return d, nil
+}
+
+// rawDoc is run id's stored document, valid for the life of tx (found:
+// the id is known; raw nil with found: an id without a document).
+func rawDoc(tx *bbolt.Tx, id string) (raw []byte, found bool) {
+	pos := lookup(tx, id)
+	if pos == nil {
+		return nil, false
+	}
+	return tx.Bucket(bRuns).Get(docKey(pos)), true
 }
 
 // entry is one index key (and value) a run document implies.

@@ -221,11 +221,7 @@ type predecoded struct {
 func (s *Store) predecode(id string) *predecoded {
 	var p *predecoded
 	_ = s.db.View(func(tx *bbolt.Tx) error {
-		pos := lookup(tx, id)
-		if pos == nil {
-			return nil
-		}
-		raw := tx.Bucket(bRuns).Get(docKey(pos))
+		raw, _ := rawDoc(tx, id)
 		if raw == nil {
 			return nil
 		}
@@ -244,7 +240,8 @@ func (p *predecoded) load(tx *bbolt.Tx, id string) (*runDoc, error) {
 	if p != nil && p.d != nil {
 		d := p.d
 		p.d = nil
-		if pos := lookup(tx, id); pos != nil && bytes.Equal(tx.Bucket(bRuns).Get(docKey(pos)), p.raw) {
+		raw, found := rawDoc(tx, id)
+		if found && bytes.Equal(raw, p.raw) {
 			return d, nil
 		}
 	}
