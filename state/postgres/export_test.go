@@ -1,6 +1,10 @@
 package postgres
 
-import "time"
+import (
+	"time"
+
+	"github.com/vmcp-dev/vmcp/state"
+)
 
 // Crash stops the replica as SIGKILL would: no more heartbeats, and its
 // row stays until its lease expires.
@@ -21,4 +25,27 @@ func ChannelName(schema string) string { return channelName(schema) }
 func SetListenCheck(t interface{ Cleanup(func()) }, d time.Duration) {
 	old := listenCheck.Swap(int64(d))
 	t.Cleanup(func() { listenCheck.Store(old) })
+}
+
+// SkewClock moves this replica's estimate of the database's clock by d.
+func (s *Store) SkewClock(d time.Duration) {
+	if c := s.clock.Load(); c != nil {
+		s.clock.Store(&dbClock{db: c.db.Add(d), local: c.local})
+	}
+}
+
+// KeptDoc returns the document this replica keeps for run id and the
+// encoding of the run it keeps beside it (ok false: none kept).
+func (s *Store) KeptDoc(id string) (doc, reencoded []byte, ok bool) {
+	s.mu.Lock()
+	h, ok := s.docs[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, nil, false
+	}
+	reencoded, _, err := state.EncodeDocument(copyRun(&h))
+	if err != nil {
+		panic(err)
+	}
+	return h.doc, reencoded, true
 }

@@ -139,6 +139,12 @@ type Store struct {
 	steps      map[string]*stepCache
 	stepSeq    uint64
 	stepWrites atomic.Uint64
+	// docs: the stored documents of runs this replica holds, for
+	// transitions in one round trip (held.go); clock: the database's
+	// clock as last read.
+	docs       map[string]heldDoc
+	clock      atomic.Pointer[dbClock]
+	fastWrites atomic.Uint64
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)
@@ -224,7 +230,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{splitAbove: o.StepRowsAbove, pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, steps: map[string]*stepCache{}, notifyQ: make(chan string, 4096),
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, steps: map[string]*stepCache{}, docs: map[string]heldDoc{}, notifyQ: make(chan string, 4096),
 		onTakeover: o.OnTakeover, onSweep: o.OnSweep}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
@@ -496,6 +502,7 @@ func (s *Store) Release(ctx context.Context, id string, epoch int64) error {
 	if s.held[id] == epoch {
 		delete(s.held, id)
 		delete(s.steps, id)
+		delete(s.docs, id)
 	}
 	s.mu.Unlock()
 	return nil

@@ -37,6 +37,7 @@ func (s *Store) released(id string) {
 	s.mu.Lock()
 	delete(s.held, id)
 	delete(s.steps, id)
+	delete(s.docs, id)
 	s.mu.Unlock()
 }
 
@@ -82,6 +83,7 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		tx.rollback(ctx)
 		return mapErr(fmt.Errorf("create run %s: %w", id, err))
 	}
+	s.sawClock(now, time.Now())
 	now = now.UTC()
 	created := r.Created.UTC()
 	if r.Created.IsZero() {
@@ -102,7 +104,7 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		out.Seq, out.History, holder = 1, append(out.History, ev), nil
 	}
 	w := &pgx.Batch{}
-	stepSums, err := s.queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1)
+	doc, stepSums, err := s.queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1)
 	if err != nil {
 		tx.rollback(ctx)
 		return fmt.Errorf("create run %s: %w", id, err)
@@ -121,6 +123,8 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		s.claimed(id, 1)
 		if stepSums != nil {
 			s.installSteps(id, ticket, 1, stepSums)
+		} else { // stored whole: the next transition can take one round trip
+			s.keepDoc(id, 1, doc, &out)
 		}
 	}
 	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
@@ -129,12 +133,12 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 }
 
 // queueInsert queues the writes of a new run row (and its definition and
-// step rows); it returns the sums of the step rows (nil: none, the
-// checkpoint is stored whole).
-func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) (map[string][32]byte, error) {
+// step rows); it returns the run's document and the sums of the step rows
+// (nil: none, the checkpoint is stored whole).
+func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) ([]byte, map[string][32]byte, error) {
 	doc, summary, err := state.EncodeDocument(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var defHash *string
 	if len(def) > 0 {
@@ -152,7 +156,7 @@ func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessa
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
 		defHash, doc, summary, sp.stored, sp.at, r.Created, r.Updated, zeroNil(r.Finished))
-	return s.queueSteps(w, r.ID, nil, nil, sp, epoch, r.Updated), nil
+	return doc, s.queueSteps(w, r.ID, nil, nil, sp, epoch, r.Updated), nil
 }
 
 func pendingCols(r *state.Run) (step []byte, deadline *time.Time) {
@@ -194,6 +198,11 @@ const (
 // checkpoint and definition are loaded too (else both are empty, and
 // the stored checkpoint stays unless fn sets row.checkpoint).
 func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, fn func(r *row, now time.Time) error) (*state.Run, error) {
+	if mode == wait && !full {
+		if r, ok, err := s.modifyHeld(ctx, op, id, fn); ok {
+			return r, err
+		}
+	}
 	// Only a transition that returns the run whole reads the checkpoint
 	// (no 2 KiB+ read per pause or checkpoint).
 	// The step rows are read only with the checkpoint.
@@ -234,6 +243,7 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	if err != nil {
 		return fail(err)
 	}
+	s.sawClock(now, time.Now())
 	// The row is locked: what this replica knows of its step rows is
 	// taken out until this transition's outcome is known.
 	ticket, known := s.checkoutSteps(id, rw.epoch)
@@ -304,6 +314,15 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 		s.claimed(id, epoch)
 	case r.Status != state.StatusRunning:
 		s.released(id)
+	}
+	stepsAt := cp.at // the run's step rows after the commit
+	if rw.checkpoint {
+		stepsAt = sp.at
+	}
+	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me && stepsAt == nil {
+		s.keepDoc(id, epoch, newDoc, r) // the next transition can take one round trip
+	} else {
+		s.dropDoc(id)
 	}
 	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me {
 		if !rw.checkpoint && full && cp.at != nil {
@@ -590,7 +609,7 @@ func (s *Store) Import(ctx context.Context, r *state.Run) error {
 		return fmt.Errorf("import run: no run or no id: %w", state.ErrInvalid)
 	}
 	w := &pgx.Batch{}
-	if _, err := s.queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
+	if _, _, err := s.queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
 		return fmt.Errorf("import run %s: %w", r.ID, err)
 	}
 	err := s.pool.SendBatch(ctx, w).Close() // one implicit transaction
