@@ -2,14 +2,19 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/vmcp-dev/vmcp/state"
 )
 
-// The one-round-trip path of a transition (modifyHeld).
+// The one-round-trip path of a transition (modifyHeld) and of a create
+// (Create, with queueInsert's guard).
 //
 // A transition of an existing run is, in general, two round trips: lock
 // the row and read the run (with the database's clock), then write it
@@ -36,7 +41,11 @@ import (
 // or a create) advanced by this process's monotonic clock since, and the
 // UPDATE itself checks it against clock_timestamp(): not after it, and at
 // most maxClockLag behind it (else no row matches and the usual path
-// runs). The copy is at most maxAnchorAge old.
+// runs). The reading is at most maxAnchorAge old.
+//
+// A create has no row to check, only the time: its insert is guarded by
+// the same clock check (a run whose checkpoint goes to step rows takes
+// the usual path).
 
 const (
 	maxClockLag  = time.Second
@@ -121,6 +130,38 @@ func (s *Store) dropDoc(id string) {
 	s.mu.Unlock()
 }
 
+// clockCheck is the SQL condition that time parameter $n (an estimate
+// of the database's clock) is not after clock_timestamp() and at most
+// parameter $n+1 (an interval: maxClockLag) behind it.
+func clockCheck(n int) string {
+	return fmt.Sprintf(`$%d::timestamptz <= clock_timestamp() AND $%d::timestamptz > clock_timestamp() - $%d::interval`, n, n, n+1)
+}
+
+// errGuard: a guarded write (sendGuarded) was refused by its clock check.
+var errGuard = errors.New("the database refused this replica's estimate of its clock")
+
+// sendGuarded sends w, whose last statement is a guarded insert of one
+// row, as one implicit transaction; errGuard if that inserted no row.
+// What the statements before it did stays (queueInsert: the definition's
+// upsert, which the usual path repeats).
+func (s *Store) sendGuarded(ctx context.Context, w *pgx.Batch) error {
+	br := s.pool.SendBatch(ctx, w)
+	var err error
+	var tag pgconn.CommandTag
+	for range w.Len() {
+		if tag, err = br.Exec(); err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && tag.RowsAffected() != 1 {
+		err = errGuard
+	}
+	return err
+}
+
 // FastTransitions counts the transitions this replica applied in one round
 // trip (modifyHeld), for tests and benchmarks.
 func (s *Store) FastTransitions() uint64 { return s.fastWrites.Load() }
@@ -175,8 +216,7 @@ func (s *Store) modifyHeld(ctx context.Context, op, id string, fn func(r *row, n
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5,
 		holder = $6, doc = $7, summary = $8, updated_at = $9, finished_at = $10`+setCP+`
-		WHERE id = $1 AND epoch = $11 AND holder = $12 AND doc = $13 AND steps_at IS NULL
-		AND $14::timestamptz <= clock_timestamp() AND $14::timestamptz > clock_timestamp() - $15::interval`, args...)
+		WHERE id = $1 AND epoch = $11 AND holder = $12 AND doc = $13 AND steps_at IS NULL AND `+clockCheck(14), args...)
 	if err != nil {
 		// As a failed COMMIT on the usual path: the outcome is unknown
 		// to this replica, so its copy is too.

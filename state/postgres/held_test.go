@@ -69,12 +69,23 @@ func TestHeldTransitionsInOneRoundTrip(t *testing.T) {
 	o.StepRowsAbove = 0 // the default threshold (8 KiB): these checkpoints are stored whole
 	s := replica(t, dsn, *o)
 	ctx := t.Context()
+	first := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, first); err != nil { // reads the database's clock
+		t.Fatal(err)
+	}
+	before := s.FastTransitions()
 	r := statetest.NewRun("alice", "deploy")
 	if err := s.Create(ctx, r); err != nil {
 		t.Fatal(err)
 	}
+	if s.FastTransitions()-before != 1 {
+		t.Error("a create with a recent reading of the database's clock took two round trips")
+	}
+	if err := s.Create(ctx, r); !errors.Is(err, state.ErrExists) {
+		t.Errorf("the same run created twice: %v", err)
+	}
 	checkKept(t, s, r.ID, true)
-	before := s.FastTransitions()
+	before = s.FastTransitions()
 	cp := json.RawMessage(`{"version":1,"steps":{"a":{"status":"completed","output":"x"}}}`)
 	if err := s.Checkpoint(ctx, r.ID, cp, []string{"b"}); err != nil {
 		t.Fatal(err)
@@ -246,6 +257,26 @@ func TestHeldClockIsCheckedByTheDatabase(t *testing.T) {
 	got, err := s.Get(ctx, r.ID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	checkHistory(t, got, dbClock(t, s))
+
+	// The same for a create (the pause's locking read set the clock
+	// right; skew it again).
+	s.SkewClock(10 * time.Second)
+	r = statetest.NewRun("alice", "deploy")
+	r.Definition = []byte("name: deploy\nsteps: []\n")
+	before = s.FastTransitions()
+	if err := s.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.FastTransitions() - before; n != 0 {
+		t.Errorf("a create timed 10 s in the database's future took one round trip")
+	}
+	if got, err = s.Get(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if end := dbClock(t, s); got.Created.After(end) || string(got.Definition) != string(r.Definition) {
+		t.Errorf("created at %s (database clock %s), definition %q", got.Created, end, got.Definition)
 	}
 	checkHistory(t, got, dbClock(t, s))
 }

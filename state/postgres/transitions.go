@@ -73,17 +73,37 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	if err := state.CheckNewRun(id, r); err != nil {
 		return err
 	}
+	sp := splitCheckpoint(r.Checkpoint, s.splitAbove)
+	// One round trip (held.go) when the checkpoint is stored whole and
+	// this replica read the database's clock recently; if the database
+	// refuses the estimate, the usual two.
+	if now, ok := s.dbNow(); ok && sp.at == nil {
+		if done, err := s.create(ctx, id, r, sp, now, true); done || err != nil {
+			return err
+		}
+	}
+	_, err := s.create(ctx, id, r, sp, time.Time{}, false)
+	return err
+}
+
+// create is Create in one round trip (fast: at now, estimated; done is
+// false if the database refused the estimate, nothing written) or in two
+// (BEGIN with the database's clock, then the writes with COMMIT).
+func (s *Store) create(ctx context.Context, id string, r *state.Run, sp splitCP, now time.Time, fast bool) (done bool, _ error) {
 	var hash string
 	if len(r.Definition) > 0 {
 		hash = state.DefinitionHash(r.Definition)
 	}
-	var now time.Time
-	tx, err := s.begin(ctx, `SELECT clock_timestamp()`, nil, func(r pgx.Row) error { return r.Scan(&now) })
-	if err != nil {
-		tx.rollback(ctx)
-		return mapErr(fmt.Errorf("create run %s: %w", id, err))
+	var tx *ptx
+	if !fast {
+		var err error
+		tx, err = s.begin(ctx, `SELECT clock_timestamp()`, nil, func(r pgx.Row) error { return r.Scan(&now) })
+		if err != nil {
+			tx.rollback(ctx)
+			return false, mapErr(fmt.Errorf("create run %s: %w", id, err))
+		}
+		s.sawClock(now, time.Now())
 	}
-	s.sawClock(now, time.Now())
 	now = now.UTC()
 	created := r.Created.UTC()
 	if r.Created.IsZero() {
@@ -104,20 +124,37 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 		out.Seq, out.History, holder = 1, append(out.History, ev), nil
 	}
 	w := &pgx.Batch{}
-	doc, stepSums, err := s.queueInsert(w, &out, r.Checkpoint, r.Definition, holder, 1)
+	var guard *time.Time
+	if fast {
+		guard = &now
+	}
+	doc, stepSums, err := s.queueInsert(w, &out, sp, r.Definition, holder, 1, guard)
 	if err != nil {
-		tx.rollback(ctx)
-		return fmt.Errorf("create run %s: %w", id, err)
+		if tx != nil {
+			tx.rollback(ctx)
+		}
+		return false, fmt.Errorf("create run %s: %w", id, err)
 	}
 	var ticket uint64
 	if holder != nil { // a run created waiting is held by no replica: nothing to know
 		ticket, _ = s.checkoutSteps(id, 1)
 	}
-	if err := tx.commit(ctx, w); err != nil {
+	if fast {
+		err = s.sendGuarded(ctx, w)
+	} else {
+		err = tx.commit(ctx, w)
+	}
+	if errors.Is(err, errGuard) {
+		return false, nil
+	}
+	if err != nil {
 		if isUniqueViolation(err) {
-			return &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
+			return false, &state.TransitionError{Op: "create", RunID: id, Err: state.ErrExists}
 		}
-		return mapErr(fmt.Errorf("create run %s: %w", id, err))
+		return false, mapErr(fmt.Errorf("create run %s: %w", id, err))
+	}
+	if fast {
+		s.fastWrites.Add(1)
 	}
 	if holder != nil {
 		s.claimed(id, 1)
@@ -129,13 +166,19 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	}
 	r.ID, r.Status, r.Created, r.Updated, r.FormatVersion, r.DefinitionHash, r.History, r.Seq, r.Pending =
 		out.ID, out.Status, out.Created, out.Updated, out.FormatVersion, out.DefinitionHash, out.History, out.Seq, out.Pending
-	return nil
+	return true, nil
 }
 
 // queueInsert queues the writes of a new run row (and its definition and
 // step rows); it returns the run's document and the sums of the step rows
-// (nil: none, the checkpoint is stored whole).
-func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessage, def []byte, holder *string, epoch int64) ([]byte, map[string][32]byte, error) {
+// (nil: none, the checkpoint is stored whole). With guard, the row is
+// inserted only if *guard passes the database's clock check (held.go);
+// sendGuarded reports when it does not. A guarded insert must not have
+// step rows.
+func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, sp splitCP, def []byte, holder *string, epoch int64, guard *time.Time) ([]byte, map[string][32]byte, error) {
+	if guard != nil && sp.at != nil {
+		return nil, nil, errors.New("a guarded insert with step rows")
+	}
 	doc, summary, err := state.EncodeDocument(r)
 	if err != nil {
 		return nil, nil, err
@@ -150,12 +193,20 @@ func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, checkpoint json.RawMessa
 			ON CONFLICT (hash) DO UPDATE SET hash = EXCLUDED.hash`, h, def)
 	}
 	step, deadline := pendingCols(r)
-	sp := splitCheckpoint(checkpoint, s.splitAbove)
-	w.Queue(`INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
+	args := []any{r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
+		defHash, doc, summary, sp.stored, sp.at, r.Created, r.Updated, zeroNil(r.Finished)}
+	q := `INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
 		def_hash, doc, summary, checkpoint, steps_at, created_at, updated_at, finished_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
-		r.ID, []byte(r.Owner), []byte(r.Workflow), r.Status, int64(r.Seq), step, deadline, epoch, holder,
-		defHash, doc, summary, sp.stored, sp.at, r.Created, r.Updated, zeroNil(r.Finished))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`
+	if guard != nil {
+		q = `INSERT INTO vmcp_runs (id, owner, workflow, status, seq, pending_step, deadline, epoch, holder,
+		def_hash, doc, summary, checkpoint, steps_at, created_at, updated_at, finished_at)
+		SELECT $1::text, $2::bytea, $3::bytea, $4::text, $5::bigint, $6::bytea, $7::timestamptz, $8::bigint, $9::text,
+			$10::text, $11::bytea, $12::bytea, $13::bytea, $14::int, $15::timestamptz, $16::timestamptz, $17::timestamptz
+		WHERE ` + clockCheck(18)
+		args = append(args, *guard, maxClockLag)
+	}
+	w.Queue(q, args...)
 	return doc, s.queueSteps(w, r.ID, nil, nil, sp, epoch, r.Updated), nil
 }
 
@@ -609,7 +660,7 @@ func (s *Store) Import(ctx context.Context, r *state.Run) error {
 		return fmt.Errorf("import run: no run or no id: %w", state.ErrInvalid)
 	}
 	w := &pgx.Batch{}
-	if _, _, err := s.queueInsert(w, r, r.Checkpoint, r.Definition, nil, 0); err != nil {
+	if _, _, err := s.queueInsert(w, r, splitCheckpoint(r.Checkpoint, s.splitAbove), r.Definition, nil, 0, nil); err != nil {
 		return fmt.Errorf("import run %s: %w", r.ID, err)
 	}
 	err := s.pool.SendBatch(ctx, w).Close() // one implicit transaction
