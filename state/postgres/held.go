@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/vmcp-dev/vmcp/state"
 )
@@ -140,12 +141,12 @@ func clockCheck(n int) string {
 // errGuard: a guarded write (sendGuarded) was refused by its clock check.
 var errGuard = errors.New("the database refused this replica's estimate of its clock")
 
-// sendGuarded sends w, whose last statement is a guarded insert of one
+// sendGuarded sends w on conn, whose last statement is a guarded insert of one
 // row, as one implicit transaction; errGuard if that inserted no row.
 // What the statements before it did stays (queueInsert: the definition's
 // upsert, which the usual path repeats).
-func (s *Store) sendGuarded(ctx context.Context, w *pgx.Batch) error {
-	br := s.pool.SendBatch(ctx, w)
+func sendGuarded(ctx context.Context, conn *pgxpool.Conn, w *pgx.Batch) error {
+	br := conn.SendBatch(ctx, w)
 	var err error
 	var tag pgconn.CommandTag
 	for range w.Len() {
@@ -180,6 +181,13 @@ func (s *Store) modifyHeld(ctx context.Context, op, id string, fn func(r *row, n
 	if !kept || !held || h.epoch != mine {
 		return nil, false, nil
 	}
+	// The connection first: the time is estimated just before it is sent,
+	// not before a wait for a free connection.
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, nil // the usual path reports it
+	}
+	defer conn.Release()
 	now, ok := s.dbNow()
 	if !ok {
 		return nil, false, nil
@@ -214,7 +222,7 @@ func (s *Store) modifyHeld(ctx context.Context, op, id string, fn func(r *row, n
 		setCP = `, checkpoint = $16`
 		args = append(args, sp.stored)
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5,
+	tag, err := conn.Exec(ctx, `UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5,
 		holder = $6, doc = $7, summary = $8, updated_at = $9, finished_at = $10`+setCP+`
 		WHERE id = $1 AND epoch = $11 AND holder = $12 AND doc = $13 AND steps_at IS NULL AND `+clockCheck(14), args...)
 	if err != nil {

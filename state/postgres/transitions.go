@@ -77,19 +77,32 @@ func (s *Store) Create(ctx context.Context, r *state.Run) error {
 	// One round trip (held.go) when the checkpoint is stored whole and
 	// this replica read the database's clock recently; if the database
 	// refuses the estimate, the usual two.
-	if now, ok := s.dbNow(); ok && sp.at == nil {
-		if done, err := s.create(ctx, id, r, sp, now, true); done || err != nil {
+	if sp.at == nil && s.clock.Load() != nil {
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return mapErr(fmt.Errorf("create run %s: %w", id, err))
+		}
+		// Estimated with the connection in hand: no wait for one after.
+		now, ok := s.dbNow()
+		done := false
+		if ok {
+			done, err = s.create(ctx, conn, id, r, sp, now)
+		}
+		conn.Release()
+		if done || err != nil {
 			return err
 		}
 	}
-	_, err := s.create(ctx, id, r, sp, time.Time{}, false)
+	_, err := s.create(ctx, nil, id, r, sp, time.Time{})
 	return err
 }
 
-// create is Create in one round trip (fast: at now, estimated; done is
-// false if the database refused the estimate, nothing written) or in two
-// (BEGIN with the database's clock, then the writes with COMMIT).
-func (s *Store) create(ctx context.Context, id string, r *state.Run, sp splitCP, now time.Time, fast bool) (done bool, _ error) {
+// create is Create in one round trip on conn (at now, estimated; done is
+// false if the database refused the estimate, nothing written) or, with
+// conn nil, in two (BEGIN with the database's clock, then the writes with
+// COMMIT).
+func (s *Store) create(ctx context.Context, conn *pgxpool.Conn, id string, r *state.Run, sp splitCP, now time.Time) (done bool, _ error) {
+	fast := conn != nil
 	var hash string
 	if len(r.Definition) > 0 {
 		hash = state.DefinitionHash(r.Definition)
@@ -140,7 +153,7 @@ func (s *Store) create(ctx context.Context, id string, r *state.Run, sp splitCP,
 		ticket, _ = s.checkoutSteps(id, 1)
 	}
 	if fast {
-		err = s.sendGuarded(ctx, w)
+		err = sendGuarded(ctx, conn, w)
 	} else {
 		err = tx.commit(ctx, w)
 	}
