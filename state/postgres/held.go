@@ -163,9 +163,13 @@ func sendGuarded(ctx context.Context, conn *pgxpool.Conn, w *pgx.Batch) error {
 	return err
 }
 
-// FastTransitions counts the transitions this replica applied in one round
-// trip (modifyHeld), for tests and benchmarks.
+// FastTransitions counts the transitions of existing runs this replica
+// applied in one round trip (modifyHeld), and FastCreates its creates in
+// one round trip, for tests and benchmarks.
 func (s *Store) FastTransitions() uint64 { return s.fastWrites.Load() }
+
+// FastCreates: see FastTransitions.
+func (s *Store) FastCreates() uint64 { return s.fastCreates.Load() }
 
 // modifyHeld runs transition fn (see modify) in one round trip against the
 // kept document of a run this replica holds. ok is false when it does not

@@ -142,9 +142,10 @@ type Store struct {
 	// docs: the stored documents of runs this replica holds, for
 	// transitions in one round trip (held.go); clock: the database's
 	// clock as last read.
-	docs       map[string]heldDoc
-	clock      atomic.Pointer[dbClock]
-	fastWrites atomic.Uint64
+	docs        map[string]heldDoc
+	clock       atomic.Pointer[dbClock]
+	fastWrites  atomic.Uint64 // transitions in one round trip
+	fastCreates atomic.Uint64
 
 	hbMu   sync.Mutex
 	lastHB time.Time // last successful heartbeat (this process's monotonic clock)

@@ -167,7 +167,7 @@ func (s *Store) create(ctx context.Context, conn *pgxpool.Conn, id string, r *st
 		return false, mapErr(fmt.Errorf("create run %s: %w", id, err))
 	}
 	if fast {
-		s.fastWrites.Add(1)
+		s.fastCreates.Add(1)
 	}
 	if holder != nil {
 		s.claimed(id, 1)
