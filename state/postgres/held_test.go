@@ -37,6 +37,20 @@ func checkHistory(t *testing.T, r *state.Run, end time.Time) {
 	}
 }
 
+// heldRun is a replica with the default step-row threshold (the tests'
+// small checkpoints are stored whole) and a run it created and holds.
+func heldRun(t *testing.T) (*postgres.Store, *state.Run) {
+	t.Helper()
+	dsn, o := freshSchema(t)
+	o.StepRowsAbove = 0
+	s := replica(t, dsn, *o)
+	r := statetest.NewRun("alice", "deploy")
+	if err := s.Create(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	return s, r
+}
+
 // checkKept fails unless the replica keeps run id's document exactly as
 // stored, and the run kept beside it encodes to those bytes (want: whether
 // a copy should be kept at all).
@@ -195,14 +209,8 @@ func TestHeldCopyNeverOverwritesAnotherReplica(t *testing.T) {
 // history) all apply: of two one-round-trip writes from the same copy,
 // the second matches no row and runs the usual way.
 func TestHeldConcurrentTransitionsLoseNothing(t *testing.T) {
-	dsn, o := freshSchema(t)
-	o.StepRowsAbove = 0
-	s := replica(t, dsn, *o)
+	s, r := heldRun(t)
 	ctx := t.Context()
-	r := statetest.NewRun("alice", "deploy")
-	if err := s.Create(ctx, r); err != nil {
-		t.Fatal(err)
-	}
 	const workers, each = 4, 25
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -238,14 +246,8 @@ func TestHeldConcurrentTransitionsLoseNothing(t *testing.T) {
 // last read; if that estimate is off (here: set 10 s ahead), the database
 // refuses the write and the usual path runs with the database's own time.
 func TestHeldClockIsCheckedByTheDatabase(t *testing.T) {
-	dsn, o := freshSchema(t)
-	o.StepRowsAbove = 0
-	s := replica(t, dsn, *o)
+	s, r := heldRun(t)
 	ctx := t.Context()
-	r := statetest.NewRun("alice", "deploy")
-	if err := s.Create(ctx, r); err != nil {
-		t.Fatal(err)
-	}
 	s.SkewClock(10 * time.Second)
 	before := s.FastTransitions()
 	if _, err := s.Pause(ctx, r.ID, nil, state.Question{Step: "approve", Message: "ok?"}); err != nil {
