@@ -507,7 +507,10 @@ func traceParent(sc trace.SpanContext) string {
 	b[35] = '-'
 	hex.Encode(b[36:52], sid[:])
 	b[52] = '-'
-	flags := sc.TraceFlags() & trace.FlagsSampled
+	// The flags W3C Trace Context level 2 defines, sampled (0x01) and
+	// random (0x02), pass on; other bits are not propagated (what
+	// propagation.TraceContext.Inject keeps).
+	flags := sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom)
 	hex.Encode(b[53:55], []byte{byte(flags)})
 	return string(b[:])
 }

@@ -125,6 +125,39 @@ func TestMetaPropagation(t *testing.T) {
 	}
 }
 
+// The W3C level-2 random flag (0x02) a client sends reaches the backend
+// with vmcp's span as the parent, on the SDK's spans and on lean spans
+// alike, as propagation.TraceContext would carry it (the sampler is
+// parent-based: an unsampled client keeps vmcp's spans unsampled).
+func TestMetaPropagationKeepsRandomFlag(t *testing.T) {
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	sdkTel, _, _ := newRecorded(t)
+	sink := newTraceSink(t)
+	leanTel := otlpTel(t, sink, 1, nil, Options{})
+	if leanTel.lean == nil {
+		t.Fatal("OTLP telemetry without lean spans")
+	}
+	for _, tc := range []struct{ in, want string }{{"03", "03"}, {"02", "02"}, {"01", "01"}, {"00", "00"}} {
+		for name, tel := range map[string]*T{"sdk": sdkTel, "lean": leanTel} {
+			in := map[string]any{"traceparent": "00-" + clientTrace + "-00f067aa0ba902b7-" + tc.in}
+			ctx, op := tel.StartServer(t.Context(), Request{Method: "tools/call", Tool: "echo", Meta: in})
+			cctx, cop, out := tel.StartClient(ctx, Call{Method: "tools/call", Backend: "b", Tool: "echo"}, nil)
+			sc := trace.SpanContextFromContext(cctx)
+			cop.End(cctx, "", "")
+			op.End(ctx, "", "")
+			want := "00-" + clientTrace + "-" + sc.SpanID().String() + "-" + tc.want
+			if out["traceparent"] != want {
+				t.Errorf("%s: client flags %s: backend traceparent %v, want %s", name, tc.in, out["traceparent"], want)
+			}
+			prop := propagation.MapCarrier{}
+			propagation.TraceContext{}.Inject(cctx, prop)
+			if out["traceparent"] != prop["traceparent"] {
+				t.Errorf("%s: client flags %s: backend traceparent %v, propagator %s", name, tc.in, out["traceparent"], prop["traceparent"])
+			}
+		}
+	}
+}
+
 // A resumed segment links to the one that paused.
 func TestSegmentLink(t *testing.T) {
 	tel, rec, rd := newRecorded(t)
@@ -242,7 +275,8 @@ func TestInjectMetaMatchesPropagator(t *testing.T) {
 	}
 	defer tel.Shutdown(context.Background())
 	ts, _ := trace.ParseTraceState("vendor=abc,other=1")
-	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+	for f := 0; f < 256; f++ { // every flags byte: what the propagator keeps, InjectMeta keeps
+		flags := trace.TraceFlags(f)
 		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1, 2, 3}, SpanID: trace.SpanID{0, 0xf0, 0x67, 9}, TraceFlags: flags, TraceState: ts})
 		ctx := trace.ContextWithSpanContext(context.Background(), sc)
 		in := map[string]any{"traceparent": "00-client-client-01", "tracestate": "x=y", "progressToken": 3}
