@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -288,6 +290,46 @@ func TestInjectMetaMatchesPropagator(t *testing.T) {
 		}
 		if in["traceparent"] != "00-client-client-01" {
 			t.Error("InjectMeta modified its argument")
+		}
+	}
+}
+
+// TraceMeta gives what InjectMeta writes (every flags byte, with and
+// without tracestate, with and without baggage propagation, no span).
+func TestTraceMetaMatchesInjectMeta(t *testing.T) {
+	ts, _ := trace.ParseTraceState(`vendor=abc,other=1`)
+	bg, _ := baggage.Parse("user=alice") // one member: String() orders members at random
+	for _, prop := range []bool{false, true} {
+		tel, err := New(context.Background(), Config{Traces: TracesConfig{PropagateBaggage: prop}},
+			&Options{SpanProcessor: tracetest.NewSpanRecorder(), Getenv: func(string) string { return "" }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tel.Shutdown(context.Background())
+		ctxs := []context.Context{context.Background(), baggage.ContextWithBaggage(context.Background(), bg)}
+		for f := 0; f < 256; f++ {
+			for _, state := range []trace.TraceState{{}, ts} {
+				sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1}, SpanID: trace.SpanID{0, 0xf0, 9}, TraceFlags: trace.TraceFlags(f), TraceState: state})
+				ctxs = append(ctxs, trace.ContextWithSpanContext(baggage.ContextWithBaggage(context.Background(), bg), sc))
+			}
+		}
+		for i, ctx := range ctxs {
+			want := tel.InjectMeta(ctx, nil)
+			var tp [55]byte
+			ok, st, bag := tel.TraceMeta(ctx, &tp)
+			got := map[string]any{}
+			if ok {
+				got["traceparent"] = string(tp[:])
+			}
+			if st != "" {
+				got["tracestate"] = st
+			}
+			if bag != "" {
+				got["baggage"] = bag
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("baggage %v, context %d: TraceMeta %v, InjectMeta %v", prop, i, got, want)
+			}
 		}
 	}
 }
