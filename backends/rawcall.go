@@ -121,7 +121,7 @@ var errNoResult = errors.New("no result")
 
 // encodeCall writes the tools/call request (meta: see meta.go).
 func encodeCall(id int64, tool string, args json.RawMessage, meta *callMeta) ([]byte, error) {
-	bs := make([]byte, 0, 160+len(tool)+len(args))
+	bs := make([]byte, 0, 224+len(tool)+len(args)) // room for the traceparent _meta
 	bs = append(bs, `{"jsonrpc":"2.0","id":`...)
 	bs = strconv.AppendInt(bs, id, 10)
 	bs = append(bs, `,"method":"tools/call","params":{`...)
