@@ -650,21 +650,16 @@ func (c *Conn) record(err error) {
 	}
 }
 
-func (c *Conn) track(ctx context.Context, meta map[string]any) (context.Context, uint64, map[string]any) {
+// track registers a call in flight and returns its context and id, and
+// the progress token vmcp sends in place of the caller's ("" when the
+// caller's meta has none): the caller's meta is not copied or modified.
+func (c *Conn) track(ctx context.Context, meta map[string]any) (context.Context, uint64, string) {
 	id := c.seq.Add(1)
 	ci := &callInfo{ctx: ctx, start: time.Now()}
-	var out map[string]any
-	if meta != nil {
-		out = make(map[string]any, len(meta))
-		for k, v := range meta {
-			out[k] = v
-		}
-	}
 	tok := ""
-	if t, ok := out["progressToken"]; ok && t != nil {
+	if t, ok := meta["progressToken"]; ok && t != nil {
 		ci.token = t
 		tok = "vmcp-" + strconv.FormatUint(id, 10)
-		out["progressToken"] = tok
 	}
 	c.mu.Lock()
 	c.inflight[id] = ci
@@ -672,7 +667,7 @@ func (c *Conn) track(ctx context.Context, meta map[string]any) (context.Context,
 		c.tokens[tok] = ci
 	}
 	c.mu.Unlock()
-	return context.WithValue(detach(ctx), callKey{}, ci), id, out
+	return context.WithValue(detach(ctx), callKey{}, ci), id, tok
 }
 
 // detach returns a context with ctx's cancellation and deadline but none
@@ -690,10 +685,10 @@ func (c valuelessCtx) Done() <-chan struct{}       { return c.parent.Done() }
 func (c valuelessCtx) Err() error                  { return c.parent.Err() }
 func (c valuelessCtx) Value(any) any               { return nil }
 
-func (c *Conn) untrack(id uint64, meta map[string]any) {
+func (c *Conn) untrack(id uint64, tok string) {
 	c.mu.Lock()
 	delete(c.inflight, id)
-	if tok, ok := meta["progressToken"].(string); ok {
+	if tok != "" {
 		delete(c.tokens, tok)
 	}
 	c.mu.Unlock()
@@ -741,34 +736,39 @@ func Ambiguous(ctx context.Context) bool {
 // begin prepares one request to the backend: the session (state and
 // circuit checked), the configured timeout, and tracking of the call so
 // that what the backend sends back can be routed. ctx keeps the timeout
-// (the caller's deadline check); tctx is what goes to the client.
-func (c *Conn) begin(ctx context.Context, meta map[string]any) (cl *client.Client, rs *rawSession, tctx, ctxOut context.Context, sentMeta map[string]any, end func(), err error) {
+// (the caller's deadline check); tctx is what goes to the client; tok is
+// the progress token substituted for the caller's (track).
+func (c *Conn) begin(ctx context.Context, meta map[string]any) (cl *client.Client, rs *rawSession, tctx, ctxOut context.Context, tok string, end func(), err error) {
 	cl, rs, err = c.acquire()
 	if err != nil {
-		return nil, nil, nil, nil, nil, nil, err
+		return nil, nil, nil, nil, "", nil, err
 	}
 	cancel := func() {}
 	if c.spec.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, c.spec.Timeout)
 	}
-	tctx, id, sentMeta := c.track(ctx, meta)
-	return cl, rs, tctx, ctx, sentMeta, func() { c.untrack(id, sentMeta); cancel() }, nil
+	tctx, id, tok := c.track(ctx, meta)
+	return cl, rs, tctx, ctx, tok, func() { c.untrack(id, tok); cancel() }, nil
 }
 
 func (c *Conn) callTool(ctx context.Context, tool string, args json.RawMessage, meta map[string]any) (*CallResult, error) {
-	cl, rs, tctx, ctx, sentMeta, end, err := c.begin(ctx, meta)
+	// The trace context is the CLIENT span's in the caller's ctx (tctx
+	// is detached from its values).
+	cm := c.m.newCallMeta(ctx, meta, "")
+	cl, rs, tctx, ctx, tok, end, err := c.begin(ctx, meta)
 	if err != nil {
 		return nil, err
 	}
 	defer end()
+	cm.token = tok
 	if len(args) == 0 {
 		args = json.RawMessage("{}")
 	}
 	var r *rawResult
 	if rs != nil {
-		r, err = rs.callTool(tctx, tool, args, sentMeta)
+		r, err = rs.callTool(tctx, tool, args, &cm)
 	} else {
-		r, err = c.callToolClient(cl, tctx, tool, args, sentMeta)
+		r, err = c.callToolClient(cl, tctx, tool, args, cm.asMap())
 	}
 	if r == nil {
 		if errors.Is(err, errUnreadable) {

@@ -123,6 +123,12 @@ type Options struct {
 	// never the lean path of streamable-HTTP backends (rawcall.go): for
 	// comparisons and diagnosis.
 	DisableRawCalls bool
+	// TraceContext, when set, gives the W3C trace context a tools/call
+	// sends in its _meta for a call made with ctx (vmcp's CLIENT span:
+	// telemetry traces on), written over the caller's traceparent,
+	// tracestate and baggage (meta.go). ok false: the caller's _meta
+	// passes as given. Unset: the caller's _meta passes as given.
+	TraceContext func(ctx context.Context) (tc TraceContext, ok bool)
 }
 
 // Manager owns every backend connection.

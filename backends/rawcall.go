@@ -119,38 +119,50 @@ type rawEnvelope struct {
 // errNoResult is a response with neither result nor error.
 var errNoResult = errors.New("no result")
 
-// encodeCall writes the tools/call request.
-func encodeCall(id int64, tool string, args json.RawMessage, meta map[string]any) ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(96 + len(tool) + len(args))
-	b.WriteString(`{"jsonrpc":"2.0","id":`)
-	b.WriteString(strconv.FormatInt(id, 10))
-	b.WriteString(`,"method":"tools/call","params":{`)
-	if meta != nil {
-		mb, err := json.Marshal(meta)
-		if err != nil {
+// encodeCall writes the tools/call request (meta: see meta.go).
+func encodeCall(id int64, tool string, args json.RawMessage, meta *callMeta) ([]byte, error) {
+	bs := make([]byte, 0, 224+len(tool)+len(args)) // room for the traceparent _meta
+	bs = append(bs, `{"jsonrpc":"2.0","id":`...)
+	bs = strconv.AppendInt(bs, id, 10)
+	bs = append(bs, `,"method":"tools/call","params":{`...)
+	if meta != nil && !meta.empty() {
+		var err error
+		bs = append(bs, `"_meta":`...)
+		if bs, err = meta.appendJSON(bs); err != nil {
 			return nil, fmt.Errorf("failed to marshal request: %w", err)
 		}
-		b.WriteString(`"_meta":`)
-		b.Write(mb)
-		b.WriteByte(',')
+		bs = append(bs, ',')
 	}
-	nb, _ := json.Marshal(tool)
-	b.WriteString(`"name":`)
-	b.Write(nb)
-	b.WriteString(`,"arguments":`)
-	if err := json.Compact(&b, args); err != nil {
+	bs = append(bs, `"name":`...)
+	bs = appendJSONString(bs, tool)
+	bs = append(bs, `,"arguments":`...)
+	b := bytes.NewBuffer(bs)
+	if err := json.Compact(b, args); err != nil {
 		return nil, fmt.Errorf("failed to marshal request: arguments: %w", err)
 	}
 	b.WriteString("}}")
 	return b.Bytes(), nil
 }
 
+// appendJSONString appends s as encoding/json encodes a string: plain
+// printable ASCII as is, anything else through json.Marshal.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			sb, _ := json.Marshal(s)
+			return append(b, sb...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // callTool sends one tools/call and returns its result. ctx is the
 // tracked call context (conn.begin): its deadline and cancellation end the
 // HTTP request, and it is what server requests received mid-call are
 // handled with.
-func (rs *rawSession) callTool(ctx context.Context, tool string, args json.RawMessage, meta map[string]any) (*rawResult, error) {
+func (rs *rawSession) callTool(ctx context.Context, tool string, args json.RawMessage, meta *callMeta) (*rawResult, error) {
 	id := rs.seq.Add(1)
 	body, err := encodeCall(id, tool, args, meta)
 	if err != nil {

@@ -362,3 +362,75 @@ func TestRawCallCancel(t *testing.T) {
 		t.Fatalf("a cancelled call counted against the backend: %+v", st)
 	}
 }
+
+// With Options.TraceContext set (telemetry traces on), both call paths
+// send the backend a valid _meta carrying that traceparent (and the
+// substituted progress token when the client sent one), whatever the
+// client's _meta was; the client's own trace keys are replaced, its other
+// keys kept.
+func TestCallInjectsTraceContext(t *testing.T) {
+	b, url := startScripted(t)
+	tc := TraceContext{Parent: testParent("03"), HasParent: true, State: "vmcp=1"}
+	managers := map[string]*Manager{}
+	for name, disable := range map[string]bool{"lean": false, "mcp-go": true} {
+		m, err := NewManager([]Spec{{Name: "s", URL: url}}, &Options{DisableRawCalls: disable, Health: HealthPolicy{FailureThreshold: 100},
+			TraceContext: func(context.Context) (TraceContext, bool) { return tc, true }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Start(t.Context())
+		t.Cleanup(func() { _ = m.Close() })
+		managers[name] = m
+	}
+	for mn, raw := range map[string]string{
+		"none":         ``,
+		"empty":        `{}`,
+		"other":        `{"k":"<v>","n":[1,{"x":null}]}`,
+		"client trace": `{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"c=1","baggage":"u=1","k":1}`,
+		"token":        `{"progressToken":"client-tok","trace\u0070arent":"esc"}`,
+	} {
+		var meta map[string]any
+		if raw != "" {
+			_ = json.Unmarshal([]byte(raw), &meta)
+		}
+		for name, m := range managers {
+			b.mu.Lock()
+			n := len(b.calls)
+			b.mu.Unlock()
+			if _, err := m.CallTool(t.Context(), "s", "text", json.RawMessage(`{}`), meta); err != nil {
+				t.Fatalf("%s %s: %v", mn, name, err)
+			}
+			b.mu.Lock()
+			seen := b.calls[n]
+			b.mu.Unlock()
+			var p struct {
+				Meta map[string]any `json:"_meta"`
+			}
+			if err := json.Unmarshal(seen.params, &p); err != nil || p.Meta == nil {
+				t.Fatalf("%s %s: params %s: %v", mn, name, seen.params, err)
+			}
+			want := map[string]any{"traceparent": string(tc.Parent[:]), "tracestate": "vmcp=1"}
+			for k, v := range meta {
+				if !traceKey(k) {
+					want[k] = v
+				}
+			}
+			if tok, ok := p.Meta["progressToken"].(string); meta["progressToken"] != nil {
+				if !ok || !strings.HasPrefix(tok, "vmcp-") {
+					t.Errorf("%s %s: progressToken %v", mn, name, p.Meta["progressToken"])
+				}
+				want["progressToken"] = tok
+			}
+			if fmt.Sprint(p.Meta) != fmt.Sprint(want) {
+				t.Errorf("%s %s: backend _meta %v, want %v", mn, name, p.Meta, want)
+			}
+			var orig map[string]any
+			if raw != "" {
+				_ = json.Unmarshal([]byte(raw), &orig)
+			}
+			if fmt.Sprint(meta) != fmt.Sprint(orig) {
+				t.Errorf("%s %s: the caller's _meta was modified: %v", mn, name, meta)
+			}
+		}
+	}
+}

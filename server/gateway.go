@@ -159,6 +159,7 @@ func New(cfg *dsl.Config, opts *Options) (*Gateway, error) {
 		OnStateChange: g.noteBackendChange,
 		ClientName:    "vmcp", ClientVersion: g.ver,
 		DisableRawCalls: opts.DisableRawCalls,
+		TraceContext:    g.backendTraceContext(),
 	})
 	if err != nil {
 		return nil, err

@@ -444,10 +444,11 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 		return nil, err
 	}
 	c.g.observeResume(ctx)
-	ctx, op, meta := c.t.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt}, call.Meta)
-	sent := *call
-	sent.Meta = meta
-	r, err := c.send(ctx, &sent)
+	// The backend call's _meta gets this span's trace context from the
+	// backends package (Options.TraceContext: backendTraceContext),
+	// written into the request without a copy of the map.
+	ctx, op := c.t.StartCall(ctx, telemetry.Call{Method: string(mcp.MethodToolsCall), Backend: call.Backend, Tool: call.Tool, Step: call.Step, Attempt: call.Attempt})
+	r, err := c.send(ctx, call)
 	switch {
 	case err != nil:
 		op.End(ctx, errorType(err), err.Error())
@@ -457,6 +458,21 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 		op.End(ctx, "", "")
 	}
 	return r, err
+}
+
+// backendTraceContext is the trace context backend tools/calls carry in
+// their _meta when traces are on: the CLIENT span tracedCaller started,
+// as telemetry.InjectMeta would write it (nil when traces are off: the
+// caller's _meta passes as given).
+func (g *Gateway) backendTraceContext() func(context.Context) (backends.TraceContext, bool) {
+	if !g.tel.Tracing() {
+		return nil
+	}
+	tel := g.tel
+	return func(ctx context.Context) (tc backends.TraceContext, ok bool) {
+		tc.HasParent, tc.State, tc.Baggage = tel.TraceMeta(ctx, &tc.Parent)
+		return tc, true
+	}
 }
 
 // tracedEngine gives each execution segment of a durable (composite) run
@@ -680,7 +696,7 @@ func (g *Gateway) noteFinished(ctx context.Context, workflow, runID, status stri
 
 // startElicitation starts the CLIENT span of a live elicitation.
 func (g *Gateway) startElicitation(ctx context.Context, step string) (context.Context, *telemetry.Op) {
-	ctx, op, _ := g.tel.StartClient(ctx, telemetry.Call{Method: string(mcp.MethodElicitationCreate), Step: step}, nil)
+	ctx, op := g.tel.StartCall(ctx, telemetry.Call{Method: string(mcp.MethodElicitationCreate), Step: step})
 	return ctx, op
 }
 

@@ -14,8 +14,9 @@ import (
 )
 
 // BenchmarkRequestHooks is the telemetry cost of one proxied plain call:
-// a SERVER span and a CLIENT span (sampled), _meta extraction and
-// injection, two histogram records and the in-flight gauge. "off" is the
+// a SERVER span and a CLIENT span (sampled), _meta extraction, the
+// backend call's traceparent (TraceMeta, as the backends package writes
+// it), two histogram records and the in-flight gauge. "off" is the
 // nil *T; metrics, traces and both batch SDK spans to a no-op exporter;
 // both-otlp exports lean spans over OTLP/HTTP to a discarding receiver
 // (what vmcp serve does), both-otlp-sdk the same with SDK spans.
@@ -34,7 +35,9 @@ func BenchmarkRequestHooks(b *testing.B) {
 		cpu := processCPU()
 		for b.Loop() {
 			sctx, op := tel.StartServer(ctx, Request{Method: "tools/call", Tool: "echo_echo", ID: int64(7), Session: "s", Transport: "tcp", Client: "127.0.0.1", Meta: in})
-			cctx, cop, _ := tel.StartClient(sctx, Call{Method: "tools/call", Backend: "echo", Tool: "echo"}, nil)
+			cctx, cop := tel.StartCall(sctx, Call{Method: "tools/call", Backend: "echo", Tool: "echo"})
+			var tp [55]byte // the backend call's traceparent, as vmcp writes it
+			_, _, _ = tel.TraceMeta(cctx, &tp)
 			cop.End(cctx, "", "")
 			op.End(sctx, "", "")
 		}

@@ -15,8 +15,10 @@
 //	mux.Handle("/metrics", t.MetricsHandler())
 //
 // Trace context travels in MCP's params._meta (SEP-414): ExtractMeta reads
-// the client's traceparent, InjectMeta writes vmcp's own client span into
-// each backend call. A paused run keeps no span open: its checkpoint
+// the client's traceparent, and each backend call carries vmcp's own
+// client span: StartCall starts it and TraceMeta gives its traceparent,
+// tracestate and baggage for the backends package to write into the
+// request (InjectMeta is the same as a _meta map). A paused run keeps no span open: its checkpoint
 // stores the traceparent of the segment that paused (TraceParent), and the
 // segment that resumes it carries a span link to that context.
 package telemetry

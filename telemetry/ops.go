@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -237,8 +238,19 @@ func (t *T) appendServerAttrs(kv []attribute.KeyValue, r Request) []attribute.Ke
 // (overwriting any the client sent: the backend's parent is vmcp's call).
 // meta is not modified.
 func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (context.Context, *Op, map[string]any) {
+	ctx, op := t.StartCall(ctx, c)
+	if t.Tracing() {
+		meta = t.InjectMeta(ctx, meta)
+	}
+	return ctx, op, meta
+}
+
+// StartCall starts the CLIENT span of a call vmcp makes, as StartClient,
+// for a caller that writes the trace context into the request itself
+// (TraceMeta: the backends' tools/call writer) or sends none.
+func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	if t == nil || (t.tracer == nil && t.m == nil) {
-		return ctx, nil, meta
+		return ctx, nil
 	}
 	op := &Op{t: t, start: time.Now(), method: KeyMethod.String(c.Method)}
 	target := c.Tool
@@ -248,10 +260,8 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 	switch {
 	case t.lean != nil:
 		ctx, op.lean = t.lean.start(ctx, t.spanName(c.Method, target), trace.SpanKindClient, op.start)
-		meta = t.InjectMeta(ctx, meta)
 	case t.tracer != nil:
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
-		meta = t.InjectMeta(ctx, meta)
 	}
 	if op.recording() {
 		p := attrPool.Get().(*[]attribute.KeyValue)
@@ -281,7 +291,7 @@ func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (conte
 			op.labels.tool = c.Tool
 		}
 	}
-	return ctx, op, meta
+	return ctx, op
 }
 
 // End finishes the operation. errType is "" on success, else the
@@ -498,18 +508,49 @@ func (t *T) InjectMeta(ctx context.Context, meta map[string]any) map[string]any 
 	return out
 }
 
+// TraceMeta is the trace context InjectMeta would add for ctx, for a
+// writer that puts it into the request without a map: the traceparent
+// written into tp (ok false, tp untouched, when ctx has no valid span
+// context), the tracestate and, with propagate_baggage, the baggage (""
+// when none: not sent). Only meaningful when Tracing().
+func (t *T) TraceMeta(ctx context.Context, tp *[55]byte) (ok bool, state, baggageHeader string) {
+	if t == nil || t.prop == nil {
+		return false, "", ""
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if t.baggage {
+		baggageHeader = baggage.FromContext(ctx).String()
+	}
+	if !sc.IsValid() {
+		return false, "", baggageHeader
+	}
+	putTraceParent(tp, sc)
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		state = ts.String()
+	}
+	return true, state, baggageHeader
+}
+
 // traceParent is sc's W3C traceparent header value.
 func traceParent(sc trace.SpanContext) string {
 	var b [55]byte
+	putTraceParent(&b, sc)
+	return string(b[:])
+}
+
+// putTraceParent writes sc's traceparent into b.
+func putTraceParent(b *[55]byte, sc trace.SpanContext) {
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b[0], b[1], b[2] = '0', '0', '-'
 	hex.Encode(b[3:35], tid[:])
 	b[35] = '-'
 	hex.Encode(b[36:52], sid[:])
 	b[52] = '-'
-	flags := sc.TraceFlags() & trace.FlagsSampled
+	// The flags W3C Trace Context level 2 defines, sampled (0x01) and
+	// random (0x02), pass on; other bits are not propagated (what
+	// propagation.TraceContext.Inject keeps).
+	flags := sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom)
 	hex.Encode(b[53:55], []byte{byte(flags)})
-	return string(b[:])
 }
 
 // metaString is a _meta value as MetaCarrier.Get reads it.

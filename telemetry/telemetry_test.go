@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -122,6 +124,39 @@ func TestMetaPropagation(t *testing.T) {
 	}
 	if _, ok := out["baggage"]; ok {
 		t.Fatal("baggage forwarded without propagate_baggage")
+	}
+}
+
+// The W3C level-2 random flag (0x02) a client sends reaches the backend
+// with vmcp's span as the parent, on the SDK's spans and on lean spans
+// alike, as propagation.TraceContext would carry it (the sampler is
+// parent-based: an unsampled client keeps vmcp's spans unsampled).
+func TestMetaPropagationKeepsRandomFlag(t *testing.T) {
+	const clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	sdkTel, _, _ := newRecorded(t)
+	sink := newTraceSink(t)
+	leanTel := otlpTel(t, sink, 1, nil, Options{})
+	if leanTel.lean == nil {
+		t.Fatal("OTLP telemetry without lean spans")
+	}
+	for _, tc := range []struct{ in, want string }{{"03", "03"}, {"02", "02"}, {"01", "01"}, {"00", "00"}} {
+		for name, tel := range map[string]*T{"sdk": sdkTel, "lean": leanTel} {
+			in := map[string]any{"traceparent": "00-" + clientTrace + "-00f067aa0ba902b7-" + tc.in}
+			ctx, op := tel.StartServer(t.Context(), Request{Method: "tools/call", Tool: "echo", Meta: in})
+			cctx, cop, out := tel.StartClient(ctx, Call{Method: "tools/call", Backend: "b", Tool: "echo"}, nil)
+			sc := trace.SpanContextFromContext(cctx)
+			cop.End(cctx, "", "")
+			op.End(ctx, "", "")
+			want := "00-" + clientTrace + "-" + sc.SpanID().String() + "-" + tc.want
+			if out["traceparent"] != want {
+				t.Errorf("%s: client flags %s: backend traceparent %v, want %s", name, tc.in, out["traceparent"], want)
+			}
+			prop := propagation.MapCarrier{}
+			propagation.TraceContext{}.Inject(cctx, prop)
+			if out["traceparent"] != prop["traceparent"] {
+				t.Errorf("%s: client flags %s: backend traceparent %v, propagator %s", name, tc.in, out["traceparent"], prop["traceparent"])
+			}
+		}
 	}
 }
 
@@ -242,7 +277,8 @@ func TestInjectMetaMatchesPropagator(t *testing.T) {
 	}
 	defer tel.Shutdown(context.Background())
 	ts, _ := trace.ParseTraceState("vendor=abc,other=1")
-	for _, flags := range []trace.TraceFlags{0, trace.FlagsSampled} {
+	for f := 0; f < 256; f++ { // every flags byte: what the propagator keeps, InjectMeta keeps
+		flags := trace.TraceFlags(f)
 		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1, 2, 3}, SpanID: trace.SpanID{0, 0xf0, 0x67, 9}, TraceFlags: flags, TraceState: ts})
 		ctx := trace.ContextWithSpanContext(context.Background(), sc)
 		in := map[string]any{"traceparent": "00-client-client-01", "tracestate": "x=y", "progressToken": 3}
@@ -254,6 +290,46 @@ func TestInjectMetaMatchesPropagator(t *testing.T) {
 		}
 		if in["traceparent"] != "00-client-client-01" {
 			t.Error("InjectMeta modified its argument")
+		}
+	}
+}
+
+// TraceMeta gives what InjectMeta writes (every flags byte, with and
+// without tracestate, with and without baggage propagation, no span).
+func TestTraceMetaMatchesInjectMeta(t *testing.T) {
+	ts, _ := trace.ParseTraceState(`vendor=abc,other=1`)
+	bg, _ := baggage.Parse("user=alice") // one member: String() orders members at random
+	for _, prop := range []bool{false, true} {
+		tel, err := New(context.Background(), Config{Traces: TracesConfig{PropagateBaggage: prop}},
+			&Options{SpanProcessor: tracetest.NewSpanRecorder(), Getenv: func(string) string { return "" }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tel.Shutdown(context.Background())
+		ctxs := []context.Context{context.Background(), baggage.ContextWithBaggage(context.Background(), bg)}
+		for f := 0; f < 256; f++ {
+			for _, state := range []trace.TraceState{{}, ts} {
+				sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0x4b, 0xf9, 1}, SpanID: trace.SpanID{0, 0xf0, 9}, TraceFlags: trace.TraceFlags(f), TraceState: state})
+				ctxs = append(ctxs, trace.ContextWithSpanContext(baggage.ContextWithBaggage(context.Background(), bg), sc))
+			}
+		}
+		for i, ctx := range ctxs {
+			want := tel.InjectMeta(ctx, nil)
+			var tp [55]byte
+			ok, st, bag := tel.TraceMeta(ctx, &tp)
+			got := map[string]any{}
+			if ok {
+				got["traceparent"] = string(tp[:])
+			}
+			if st != "" {
+				got["tracestate"] = st
+			}
+			if bag != "" {
+				got["baggage"] = bag
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("baggage %v, context %d: TraceMeta %v, InjectMeta %v", prop, i, got, want)
+			}
 		}
 	}
 }
