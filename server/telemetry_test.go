@@ -272,6 +272,37 @@ func recordedTelemetry(t *testing.T) (*telemetry.T, *tracetest.SpanRecorder) {
 	return tel, rec
 }
 
+// With telemetry off, a plain tool call passes the client's W3C trace
+// context to the backend as given (the trace goes on through vmcp), and
+// nothing else of its _meta but the progress token; a malformed
+// traceparent is not passed.
+func TestTraceContextPassesThroughWithoutTelemetry(t *testing.T) {
+	echo := newMetaBackend(t)
+	_, url := startObserved(t, observedConfig(t, echo.url, false), filepath.Join(t.TempDir(), "state.db"), nil)
+	c := sessionClient(t, url, "")
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, tc := range []struct {
+		name string
+		meta map[string]any
+		want map[string]any
+	}{
+		{"trace context", map[string]any{"traceparent": tp, "tracestate": "k=v", "baggage": "user=alice", "other": "x"},
+			map[string]any{"traceparent": tp, "tracestate": "k=v"}},
+		{"traceparent alone", map[string]any{"traceparent": tp}, map[string]any{"traceparent": tp}},
+		{"malformed traceparent", map[string]any{"traceparent": "00-zz-00f067aa0ba902b7-01", "tracestate": "k=v"}, map[string]any{}},
+		{"all-zero trace id", map[string]any{"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, map[string]any{}},
+		{"not a string", map[string]any{"traceparent": 7}, map[string]any{}},
+		{"no _meta", nil, map[string]any{}},
+	} {
+		if res := callMeta(t, c, "echo_echo", `{"message":"hi"}`, tc.meta); res.IsError {
+			t.Fatalf("%s: %s", tc.name, text(res))
+		}
+		if got := echo.last(); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: backend received _meta %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // Trace continuity: the client's traceparent parents the SERVER span, the
 // backend receives vmcp's CLIENT span as its parent, and a run paused,
 // the gateway restarted and the run answered yields a resume segment

@@ -15,6 +15,7 @@ import (
 	"github.com/vmcp-dev/vmcp/elicitation"
 	"github.com/vmcp-dev/vmcp/engine"
 	"github.com/vmcp-dev/vmcp/steps"
+	"github.com/vmcp-dev/vmcp/telemetry"
 )
 
 // caller routes the engine's backend calls to the manager.
@@ -106,13 +107,40 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 	}
 }
 
+// plainCallMeta is the caller's _meta a plain tool call sends its backend
+// (nil: none): the progress token, and, when vmcp does not trace, the
+// client's W3C trace context (traceparent, with its tracestate), so a
+// trace goes on through a gateway that records none of its own. When vmcp
+// traces, its CLIENT span's context is sent instead (backends, meta.go).
+// Nothing else of the client's _meta: baggage and other keys may be meant
+// for vmcp only, and backends may be untrusted.
+func (g *Gateway) plainCallMeta(m *mcp.Meta) map[string]any {
+	if m == nil {
+		return nil
+	}
+	var meta map[string]any
+	if m.ProgressToken != nil {
+		meta = map[string]any{"progressToken": m.ProgressToken}
+	}
+	if g.tel.Tracing() {
+		return meta
+	}
+	if tp, ok := m.AdditionalFields["traceparent"].(string); ok && telemetry.ValidTraceParent(tp) {
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["traceparent"] = tp
+		if ts, ok := m.AdditionalFields["tracestate"].(string); ok && ts != "" {
+			meta["tracestate"] = ts
+		}
+	}
+	return meta
+}
+
 // callPlain runs a backend tool's one-node plan and passes its result
 // through.
 func (g *Gateway) callPlain(ctx context.Context, te *toolEntry, req mcp.CallToolRequest, args json.RawMessage) (*mcp.CallToolResult, error) {
-	var meta map[string]any
-	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
-		meta = map[string]any{"progressToken": req.Params.Meta.ProgressToken}
-	}
+	meta := g.plainCallMeta(req.Params.Meta)
 	start := time.Now()
 	out, err := g.eng.Run(ctx, te.plan, args, &engine.RunOptions{Meta: meta})
 	g.noteToolCalled(ctx, te.name, te.backend, args, out, err, start)

@@ -374,6 +374,13 @@ func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Contex
 	return t.prop.Extract(ctx, MetaCarrier(meta))
 }
 
+// ValidTraceParent reports whether s is a W3C traceparent header value
+// the OpenTelemetry propagator accepts (a valid, remote span context).
+func ValidTraceParent(s string) bool {
+	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": s})
+	return trace.SpanContextFromContext(ctx).IsValid()
+}
+
 // recording reports whether the operation's span records (lean spans
 // exist only when sampled).
 func (op *Op) recording() bool {
