@@ -135,14 +135,30 @@ func callEcho(ctx context.Context, c *client.Client, tool, msg string, sleepMS i
 	req := mcp.CallToolRequest{}
 	req.Params.Name = tool
 	req.Params.Arguments = json.RawMessage(fmt.Sprintf(`{"msg":%q,"sleep_ms":%d}`, msg, sleepMS))
+	return echoed(c, ctx, req, msg)
+}
+
+// echoed makes the call and checks that it echoed msg.
+func echoed(c *client.Client, ctx context.Context, req mcp.CallToolRequest, msg string) error {
 	res, err := c.CallTool(ctx, req)
 	if err != nil {
 		return err
 	}
 	if got := resultText(res); res.IsError || got != msg {
-		return fmt.Errorf("%s: wrong answer %q (isError %v), want %q", tool, got, res.IsError, msg)
+		return fmt.Errorf("%s: wrong answer %q (isError %v), want %q", req.Params.Name, got, res.IsError, msg)
 	}
 	return nil
+}
+
+// callEchoTraced is callEcho with a W3C traceparent in the request's
+// _meta, as a traced agent sends one (a fixed trace per worker w).
+func callEchoTraced(ctx context.Context, c *client.Client, tool, msg string, w int) error {
+	req := mcp.CallToolRequest{}
+	req.Params.Name = tool
+	req.Params.Arguments = json.RawMessage(fmt.Sprintf(`{"msg":%q,"sleep_ms":0}`, msg))
+	req.Params.Meta = &mcp.Meta{AdditionalFields: map[string]any{
+		"traceparent": fmt.Sprintf("00-4bf92f3577b34da6a3ce929d%08x-00f067aa0ba902b7-01", w)}}
+	return echoed(c, ctx, req, msg)
 }
 
 func resultText(res *mcp.CallToolResult) string {
