@@ -49,3 +49,17 @@ func (s *Store) KeptDoc(id string) (doc, reencoded []byte, ok bool) {
 	}
 	return h.doc, reencoded, true
 }
+
+// SetHeldBudget sets the bytes of kept documents this replica allows in
+// all (see held.go); HeldBytes is what it keeps now.
+func (s *Store) SetHeldBudget(n int) {
+	s.mu.Lock()
+	s.docBudget = n
+	s.mu.Unlock()
+}
+
+func (s *Store) HeldBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.docBytes
+}

@@ -54,6 +54,11 @@ const (
 	// maxHeldDoc bounds a kept document: a run's history grows with its
 	// events, and a bigger document takes the usual path.
 	maxHeldDoc = 256 << 10
+	// defaultHeldBytes bounds the kept documents of all runs together
+	// (Store.docBudget): past it, a run's next transition takes the usual
+	// path. The decoded run kept beside each document takes about as
+	// much again.
+	defaultHeldBytes = 32 << 20
 )
 
 // heldDoc is the stored document of a run this replica holds, as this
@@ -105,11 +110,20 @@ func (s *Store) keepDoc(id string, epoch int64, doc []byte, r *state.Run) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if mine, ok := s.held[id]; !ok || mine != epoch || len(doc) > maxHeldDoc {
-		delete(s.docs, id)
+	s.forgetDocLocked(id)
+	if mine, ok := s.held[id]; !ok || mine != epoch || len(doc) > maxHeldDoc || s.docBytes+len(doc) > s.docBudget {
 		return
 	}
 	s.docs[id] = h
+	s.docBytes += len(doc)
+}
+
+// forgetDocLocked drops run id's kept document; s.mu is held.
+func (s *Store) forgetDocLocked(id string) {
+	if h, ok := s.docs[id]; ok {
+		s.docBytes -= len(h.doc)
+		delete(s.docs, id)
+	}
 }
 
 // copyRun is a kept run for a transition to change: a copy whose slices
@@ -127,7 +141,7 @@ func copyRun(h *heldDoc) *state.Run {
 
 func (s *Store) dropDoc(id string) {
 	s.mu.Lock()
-	delete(s.docs, id)
+	s.forgetDocLocked(id)
 	s.mu.Unlock()
 }
 

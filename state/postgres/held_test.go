@@ -282,3 +282,41 @@ func TestHeldClockIsCheckedByTheDatabase(t *testing.T) {
 	}
 	checkHistory(t, got, dbClock(t, s))
 }
+
+// The kept documents of all runs together stay within the replica's
+// budget: past it a run is not kept (its transitions take the usual path
+// and still apply), and what finished runs kept is given back.
+func TestHeldDocumentsStayWithinBudget(t *testing.T) {
+	s, first := heldRun(t)
+	ctx := t.Context()
+	doc, _, ok := s.KeptDoc(first.ID)
+	if !ok || s.HeldBytes() != len(doc) {
+		t.Fatalf("first run: kept %v, %d bytes kept in all, its document %d", ok, s.HeldBytes(), len(doc))
+	}
+	s.SetHeldBudget(len(doc) + len(doc)/2) // room for one run's document, not two
+	second := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	checkKept(t, s, second.ID, false)
+	before := s.FastTransitions()
+	if err := s.Checkpoint(ctx, second.ID, json.RawMessage(`{"n":1}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.FastTransitions() != before {
+		t.Error("a run not kept took one round trip")
+	}
+	for _, id := range []string{first.ID, second.ID} {
+		if err := s.Finish(ctx, id, state.StatusCompleted, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.HeldBytes(); n != 0 {
+		t.Errorf("%d bytes still kept after both runs finished", n)
+	}
+	third := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	checkKept(t, s, third.ID, true)
+}

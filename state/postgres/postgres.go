@@ -143,6 +143,8 @@ type Store struct {
 	// transitions in one round trip (held.go); clock: the database's
 	// clock as last read.
 	docs        map[string]heldDoc
+	docBytes    int // the kept documents' bytes, at most docBudget
+	docBudget   int
 	clock       atomic.Pointer[dbClock]
 	fastWrites  atomic.Uint64 // transitions in one round trip
 	fastCreates atomic.Uint64
@@ -231,7 +233,7 @@ func Open(ctx context.Context, dsn string, opts *Options) (*Store, error) {
 		id = "p_" + hex.EncodeToString(b[:])
 	}
 	s := &Store{splitAbove: o.StepRowsAbove, pool: pool, schema: o.Schema, me: id, ttl: o.LeaseTTL, keep: o.Retention,
-		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, steps: map[string]*stepCache{}, docs: map[string]heldDoc{}, notifyQ: make(chan string, 4096),
+		keys: o.TokenKeys, log: o.Logger, held: map[string]int64{}, steps: map[string]*stepCache{}, docs: map[string]heldDoc{}, docBudget: defaultHeldBytes, notifyQ: make(chan string, 4096),
 		onTakeover: o.OnTakeover, onSweep: o.OnSweep}
 	if o.ReplicaID != "" {
 		// A restart of this replica: what it held is orphaned.
@@ -503,7 +505,7 @@ func (s *Store) Release(ctx context.Context, id string, epoch int64) error {
 	if s.held[id] == epoch {
 		delete(s.held, id)
 		delete(s.steps, id)
-		delete(s.docs, id)
+		s.forgetDocLocked(id)
 	}
 	s.mu.Unlock()
 	return nil

@@ -37,7 +37,7 @@ func (s *Store) released(id string) {
 	s.mu.Lock()
 	delete(s.held, id)
 	delete(s.steps, id)
-	delete(s.docs, id)
+	s.forgetDocLocked(id)
 	s.mu.Unlock()
 }
 
