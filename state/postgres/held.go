@@ -38,8 +38,8 @@ import (
 //
 // Time: a transition's time is the database's, never the replica's
 // clock. The fast path has no read to take it from, so it uses the
-// database clock as last read by this replica (a transition's locked read
-// or a create) advanced by this process's monotonic clock since, and the
+// database clock as last read by this replica (a transition's locked read,
+// a create's BEGIN or a heartbeat, every 2 s by default) advanced by this process's monotonic clock since, and the
 // UPDATE itself checks it against clock_timestamp(): not after it, and at
 // most maxClockLag behind it (else no row matches and the usual path
 // runs). The reading is at most maxAnchorAge old.

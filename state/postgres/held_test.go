@@ -39,10 +39,13 @@ func checkHistory(t *testing.T, r *state.Run, end time.Time) {
 
 // heldRun is a replica with the default step-row threshold (the tests'
 // small checkpoints are stored whole) and a run it created and holds.
-func heldRun(t *testing.T) (*postgres.Store, *state.Run) {
+func heldRun(t *testing.T, opts ...func(*postgres.Options)) (*postgres.Store, *state.Run) {
 	t.Helper()
 	dsn, o := freshSchema(t)
 	o.StepRowsAbove = 0
+	for _, f := range opts {
+		f(o)
+	}
 	s := replica(t, dsn, *o)
 	r := statetest.NewRun("alice", "deploy")
 	if err := s.Create(t.Context(), r); err != nil {
@@ -246,7 +249,8 @@ func TestHeldConcurrentTransitionsLoseNothing(t *testing.T) {
 // last read; if that estimate is off (here: set 10 s ahead), the database
 // refuses the write and the usual path runs with the database's own time.
 func TestHeldClockIsCheckedByTheDatabase(t *testing.T) {
-	s, r := heldRun(t)
+	// No heartbeat during the test: only the test's own reads the clock.
+	s, r := heldRun(t, func(o *postgres.Options) { o.LeaseTTL, o.Heartbeat = time.Hour, 20*time.Minute })
 	ctx := t.Context()
 	s.SkewClock(10 * time.Second)
 	before := s.FastTransitions()
@@ -261,6 +265,24 @@ func TestHeldClockIsCheckedByTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHistory(t, got, dbClock(t, s))
+
+	// A heartbeat reads the database's clock again: the next transition
+	// of a held run takes one round trip.
+	held := statetest.NewRun("alice", "deploy")
+	if err := s.Create(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	s.SkewClock(10 * time.Second)
+	if err := s.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before = s.FastTransitions()
+	if err := s.Checkpoint(ctx, held.ID, json.RawMessage(`{"n":1}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if s.FastTransitions()-before != 1 {
+		t.Error("after a heartbeat, a held run's checkpoint took two round trips")
+	}
 
 	// The same for a create (the pause's locking read set the clock
 	// right; skew it again).

@@ -515,9 +515,15 @@ func (s *Store) Release(ctx context.Context, id string, epoch int64) error {
 // removed it).
 func (s *Store) Heartbeat(ctx context.Context) error {
 	start := time.Now()
-	tag, err := s.pool.Exec(ctx, `UPDATE vmcp_replicas SET heartbeat_at = now(), expires_at = now() + $2::interval WHERE id = $1`,
-		s.me, s.ttl)
-	if err == nil && tag.RowsAffected() == 0 {
+	// The database's clock comes back with it: the reading one-round-trip
+	// transitions estimate from (held.go) stays fresh.
+	var dbNow time.Time
+	err := s.pool.QueryRow(ctx, `UPDATE vmcp_replicas SET heartbeat_at = now(), expires_at = now() + $2::interval WHERE id = $1
+		RETURNING clock_timestamp()`, s.me, s.ttl).Scan(&dbNow)
+	if err == nil {
+		s.sawClock(dbNow, time.Now())
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
 		_, err = s.pool.Exec(ctx, `INSERT INTO vmcp_replicas (id, started_at, heartbeat_at, expires_at)
 			VALUES ($1, now(), now(), now() + $2::interval) ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at, heartbeat_at = EXCLUDED.heartbeat_at`,
 			s.me, s.ttl)
