@@ -23,7 +23,7 @@ import (
 //
 // When spans are exported with vmcp's own OTLP encoder (otlp.go) through
 // vmcp's batcher and nothing else consumes them, the SERVER span of a
-// request and the CLIENT span of a call (StartServer, StartClient,
+// request and the CLIENT span of a call (StartServer, StartCall,
 // Op.End) are not SDK spans but leanSpans: a pooled struct holding what
 // the encoder writes, filled without the SDK's span machinery (its
 // config building, locking, attribute dedup on read, span-processor

@@ -233,21 +233,10 @@ func (t *T) appendServerAttrs(kv []attribute.KeyValue, r Request) []attribute.Ke
 	return kv
 }
 
-// StartClient starts the CLIENT span of a call vmcp makes and returns the
-// _meta to send: meta's fields plus the W3C trace context of this span
-// (overwriting any the client sent: the backend's parent is vmcp's call).
-// meta is not modified.
-func (t *T) StartClient(ctx context.Context, c Call, meta map[string]any) (context.Context, *Op, map[string]any) {
-	ctx, op := t.StartCall(ctx, c)
-	if t.Tracing() {
-		meta = t.InjectMeta(ctx, meta)
-	}
-	return ctx, op, meta
-}
-
-// StartCall starts the CLIENT span of a call vmcp makes, as StartClient,
-// for a caller that writes the trace context into the request itself
-// (TraceMeta: the backends' tools/call writer) or sends none.
+// StartCall starts the CLIENT span of a call vmcp makes. The trace
+// context to send with the call is the span's in the returned ctx: the
+// backends' tools/call writer puts it into the request (TraceMeta; the
+// map form, InjectMeta, is its reference in the tests).
 func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	if t == nil || (t.tracer == nil && t.m == nil) {
 		return ctx, nil
