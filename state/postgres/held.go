@@ -228,20 +228,16 @@ func (s *Store) modifyHeld(ctx context.Context, op, id string, fn func(r *row, n
 			return nil, false, nil
 		}
 	}
-	newDoc, summary, err := state.EncodeDocument(r)
+	set, args, newDoc, err := runWrite(id, r, rw.nextHolder)
 	if err != nil {
 		return nil, false, nil
 	}
-	step, deadline := pendingCols(r)
-	args := []any{id, r.Status, int64(r.Seq), step, deadline, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished),
-		h.epoch, me, h.doc, now, maxClockLag}
-	setCP := ""
+	args = append(args, h.epoch, me, h.doc, now, maxClockLag)
 	if rw.checkpoint {
-		setCP = `, checkpoint = $16`
+		set += `, checkpoint = $16`
 		args = append(args, sp.stored)
 	}
-	tag, err := conn.Exec(ctx, `UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5,
-		holder = $6, doc = $7, summary = $8, updated_at = $9, finished_at = $10`+setCP+`
+	tag, err := conn.Exec(ctx, `UPDATE vmcp_runs SET `+set+`
 		WHERE id = $1 AND epoch = $11 AND holder = $12 AND doc = $13 AND steps_at IS NULL AND `+clockCheck(14), args...)
 	if err != nil {
 		// As a failed COMMIT on the usual path: the outcome is unknown
@@ -254,14 +250,7 @@ func (s *Store) modifyHeld(ctx context.Context, op, id string, fn func(r *row, n
 		return nil, false, nil
 	}
 	s.fastWrites.Add(1)
-	switch {
-	case r.Status != state.StatusRunning:
-		s.released(id)
-	case rw.nextHolder != nil && *rw.nextHolder == me:
-		s.keepDoc(id, h.epoch, newDoc, r)
-	default:
-		s.dropDoc(id)
-	}
+	s.written(id, r, rw, h.epoch, newDoc, true)
 	if rw.hint {
 		s.changed(id, r.Status)
 	}

@@ -223,6 +223,37 @@ func (s *Store) queueInsert(w *pgx.Batch, r *state.Run, sp splitCP, def []byte, 
 	return doc, s.queueSteps(w, r.ID, nil, nil, sp, epoch, r.Updated), nil
 }
 
+// runWrite encodes changed run r for its row's UPDATE: the SET list of
+// the columns every transition writes, over parameters $2 to $10 ($1 is
+// the run's id), their values (args[0] is id), and the document.
+func runWrite(id string, r *state.Run, holder *string) (set string, args []any, doc []byte, err error) {
+	doc, summary, err := state.EncodeDocument(r)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	step, deadline := pendingCols(r)
+	return `status = $2, seq = $3, pending_step = $4, deadline = $5, holder = $6, doc = $7, summary = $8, updated_at = $9, finished_at = $10`,
+		[]any{id, r.Status, int64(r.Seq), step, deadline, holder, doc, summary, r.Updated, zeroNil(r.Finished)}, doc, nil
+}
+
+// written records, after the commit of a transition of run id (now r, at
+// epoch), what this replica holds: a claim, a release, and the document
+// it keeps for the next transition (only for a run it still holds whose
+// checkpoint is stored whole).
+func (s *Store) written(id string, r *state.Run, rw *row, epoch int64, doc []byte, whole bool) {
+	switch {
+	case rw.claim:
+		s.claimed(id, epoch)
+	case r.Status != state.StatusRunning:
+		s.released(id)
+	}
+	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me && whole {
+		s.keepDoc(id, epoch, doc, r) // the next transition can take one round trip
+	} else {
+		s.dropDoc(id)
+	}
+}
+
 func pendingCols(r *state.Run) (step []byte, deadline *time.Time) {
 	if r.Status == state.StatusWaiting && r.Pending != nil {
 		step = []byte(r.Pending.Step)
@@ -348,22 +379,20 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	if rw.claim {
 		epoch++
 	}
-	newDoc, summary, err := state.EncodeDocument(r)
+	set, args, newDoc, err := runWrite(id, r, rw.nextHolder)
 	if err != nil {
 		return fail(err)
 	}
-	step, deadline := pendingCols(r)
-	setCP := ""
-	args := []any{id, r.Status, int64(r.Seq), step, deadline, epoch, rw.nextHolder, newDoc, summary, r.Updated, zeroNil(r.Finished)}
+	set += `, epoch = $11`
+	args = append(args, epoch)
 	var sp splitCP
 	if rw.checkpoint {
 		sp = splitCheckpoint(r.Checkpoint, s.splitAbove)
-		setCP = `, checkpoint = $12, steps_at = $13`
+		set += `, checkpoint = $12, steps_at = $13`
 		args = append(args, sp.stored, sp.at)
 	}
 	w := &pgx.Batch{}
-	w.Queue(`UPDATE vmcp_runs SET status = $2, seq = $3, pending_step = $4, deadline = $5, epoch = $6,
-		holder = $7, doc = $8, summary = $9, updated_at = $10, finished_at = $11`+setCP+` WHERE id = $1`, args...)
+	w.Queue(`UPDATE vmcp_runs SET `+set+` WHERE id = $1`, args...)
 	after := known // the step rows' sums after the commit (nil: unknown)
 	if rw.checkpoint {
 		// Queued after the run's row: a refused transition (fenced) never
@@ -373,21 +402,11 @@ func (s *Store) modify(ctx context.Context, op, id string, mode int, full bool, 
 	if err := tx.commit(ctx, w); err != nil {
 		return nil, mapErr(fmt.Errorf("%s run %s: %w", op, id, err))
 	}
-	switch {
-	case rw.claim:
-		s.claimed(id, epoch)
-	case r.Status != state.StatusRunning:
-		s.released(id)
-	}
 	stepsAt := cp.at // the run's step rows after the commit
 	if rw.checkpoint {
 		stepsAt = sp.at
 	}
-	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me && stepsAt == nil {
-		s.keepDoc(id, epoch, newDoc, r) // the next transition can take one round trip
-	} else {
-		s.dropDoc(id)
-	}
+	s.written(id, r, rw, epoch, newDoc, stepsAt == nil)
 	if r.Status == state.StatusRunning && rw.nextHolder != nil && *rw.nextHolder == s.me {
 		if !rw.checkpoint && full && cp.at != nil {
 			after = sums(cp.ids, cp.vals) // the rows read whole under the lock, hashed after it
