@@ -3,7 +3,6 @@ package backends
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strconv"
 )
 
@@ -91,8 +90,8 @@ func (cm *callMeta) asMap() map[string]any {
 }
 
 // appendJSON appends the merged _meta object to b: the bytes json.Marshal
-// makes of asMap() (keys sorted bytewise, keys and values HTML-escaped,
-// Marshalers' output compacted), without building the map.
+// makes of asMap(); in the common case (vmcp's own keys only) written
+// directly, without building the map.
 func (cm *callMeta) appendJSON(b []byte) ([]byte, error) {
 	// The common case: nothing but vmcp's own keys, which sort as
 	// progressToken < traceparent < tracestate (baggage, rare, goes the
@@ -136,24 +135,9 @@ func (cm *callMeta) appendJSON(b []byte) ([]byte, error) {
 		}
 		return append(b, '}'), nil
 	}
-	m := cm.asMap()
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	mb, err := json.Marshal(cm.asMap())
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(keys)
-	b = append(b, '{')
-	for i, k := range keys {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		kb, _ := json.Marshal(k)
-		b = append(append(b, kb...), ':')
-		vb, err := json.Marshal(m[k])
-		if err != nil {
-			return nil, err
-		}
-		b = append(b, vb...)
-	}
-	return append(b, '}'), nil
+	return append(b, mb...), nil
 }
