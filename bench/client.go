@@ -228,6 +228,22 @@ func (s *rawSession) call(ctx context.Context, method string, params any) (json.
 	return res, err
 }
 
+// request is a POST of body on the session (its id and protocol version
+// once it has one).
+func (s *rawSession) request(ctx context.Context, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if s.sid != "" {
+		req.Header.Set("Mcp-Session-Id", s.sid)
+		req.Header.Set("Mcp-Protocol-Version", eraLegacy)
+	}
+	return req, nil
+}
+
 func (s *rawSession) post(ctx context.Context, method string, params any, isRequest bool) (http.Header, json.RawMessage, error) {
 	msg := map[string]any{"jsonrpc": "2.0", "method": method}
 	var id int64
@@ -242,15 +258,9 @@ func (s *rawSession) post(ctx context.Context, method string, params any, isRequ
 	if err != nil {
 		return nil, nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	req, err := s.request(ctx, body)
 	if err != nil {
 		return nil, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	if s.sid != "" {
-		req.Header.Set("Mcp-Session-Id", s.sid)
-		req.Header.Set("Mcp-Protocol-Version", eraLegacy)
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
@@ -400,14 +410,10 @@ func (s *rawSession) postRaw(ctx context.Context, method string, params any) ([]
 		msg["params"] = params
 	}
 	body, _ := json.Marshal(msg)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	req, err := s.request(ctx, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Session-Id", s.sid)
-	req.Header.Set("Mcp-Protocol-Version", eraLegacy)
 	resp, err := s.hc.Do(req)
 	if err != nil {
 		return nil, err

@@ -236,14 +236,10 @@ func wireCall(ctx context.Context, url, tool string) (wireResponse, error) {
 	}
 	defer s.Close()
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":%q,"arguments":{"msg":"wire","sleep_ms":0}}}`, tool)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req, err := s.request(ctx, []byte(body))
 	if err != nil {
 		return w, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Session-Id", s.sid)
-	req.Header.Set("Mcp-Protocol-Version", eraLegacy)
 	resp, err := s.hc.Do(req)
 	if err != nil {
 		return w, err
