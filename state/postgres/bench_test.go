@@ -19,39 +19,38 @@ import (
 	"github.com/vmcp-dev/vmcp/state/statetest"
 )
 
-// BenchmarkDriver is the driver benchmark (statetest.BenchTransitions) on
-// PostgreSQL, to compare with the same benchmark on bbolt in state.
-func BenchmarkDriver(b *testing.B) {
-	dsn := statetest.PostgresDSN(b)
-	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1}
-	s, err := postgres.Open(b.Context(), dsn, o)
+// benchStore opens a store on a schema of the benchmark's own (o's
+// Schema and SweepInterval are set), dropped with it at the end.
+func benchStore(b *testing.B, o *postgres.Options) *postgres.Store {
+	b.Helper()
+	o.Schema, o.SweepInterval = statetest.SchemaName(b), -1
+	s, err := postgres.Open(b.Context(), statetest.PostgresDSN(b), o)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() {
-		_, _ = s.Pool().Exec(b.Context(), `DROP SCHEMA `+o.Schema+` CASCADE`)
+	b.Cleanup(func() {
+		_, _ = s.Pool().Exec(context.Background(), `DROP SCHEMA `+o.Schema+` CASCADE`)
 		s.Close()
-	}()
+	})
+	return s
+}
+
+// BenchmarkDriver is the driver benchmark (statetest.BenchTransitions) on
+// PostgreSQL, to compare with the same benchmark on bbolt in state.
+func BenchmarkDriver(b *testing.B) {
+	s := benchStore(b, &postgres.Options{})
 	statetest.BenchTransitions(b, s)
 }
 
 // BenchmarkList100k is a page of 50 runs by owner and status among
 // 100,000 stored runs (10 owners, 4 statuses), first page and the next.
 func BenchmarkList100k(b *testing.B) {
-	dsn := statetest.PostgresDSN(b)
-	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1, StatementTimeout: time.Minute}
-	s, err := postgres.Open(b.Context(), dsn, o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_, _ = s.Pool().Exec(context.Background(), `DROP SCHEMA `+o.Schema+` CASCADE`)
-		s.Close()
-	}()
+	o := &postgres.Options{StatementTimeout: time.Minute}
+	s, dsn := benchStore(b, o), statetest.PostgresDSN(b)
 	ctx := b.Context()
 	start := time.Now()
 	// Running runs are held by s, a live replica: nothing to recover.
-	_, err = s.Pool().Exec(ctx, `INSERT INTO vmcp_runs (id, owner, workflow, status, holder, doc, summary, created_at, updated_at)
+	_, err := s.Pool().Exec(ctx, `INSERT INTO vmcp_runs (id, owner, workflow, status, holder, doc, summary, created_at, updated_at)
 		SELECT 'r_' || i, convert_to('owner' || (i % 10), 'UTF8'), convert_to('deploy', 'UTF8'),
 		  (ARRAY['running','waiting','completed','failed'])[i % 4 + 1],
 		  CASE WHEN i % 4 = 0 THEN $1 END,
@@ -247,16 +246,7 @@ func benchDeadlines(b *testing.B, batched bool) {
 // inside the steps object, which the driver stores whole in the run's row,
 // as every checkpoint was stored before migration 4.
 func BenchmarkPauseAfterSteps(b *testing.B) {
-	dsn := statetest.PostgresDSN(b)
-	o := &postgres.Options{Schema: statetest.SchemaName(b), SweepInterval: -1}
-	s, err := postgres.Open(b.Context(), dsn, o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_, _ = s.Pool().Exec(b.Context(), `DROP SCHEMA `+o.Schema+` CASCADE`)
-		s.Close()
-	}()
+	s := benchStore(b, &postgres.Options{})
 	steps := map[string]string{}
 	for i := range 10 {
 		steps[fmt.Sprintf("step_%02d", i)] = statetest.StepState(i, 3<<10)
