@@ -461,12 +461,19 @@ func (c tracedCaller) CallTool(ctx context.Context, call *steps.Call) (*steps.Re
 }
 
 // backendTraceContext is the trace context backend tools/calls carry in
-// their _meta when traces are on: the CLIENT span tracedCaller started,
-// as telemetry.InjectMeta would write it (nil when traces are off: the
-// caller's _meta passes as given).
+// their _meta: when traces are on, the CLIENT span tracedCaller started,
+// as telemetry.InjectMeta would write it; when they are off, the
+// client's own, which a plain call passes on (plainCallMeta), and none
+// for any other call (the caller's _meta passes as given).
 func (g *Gateway) backendTraceContext() func(context.Context) (backends.TraceContext, bool) {
 	if !g.tel.Tracing() {
-		return nil
+		return func(ctx context.Context) (tc backends.TraceContext, ok bool) {
+			pt, ok := ctx.Value(passedTraceKey{}).(*passedTrace)
+			if !ok {
+				return tc, false
+			}
+			return backends.TraceContext{Parent: pt.parent, HasParent: true, State: pt.state}, true
+		}
 	}
 	tel := g.tel
 	return func(ctx context.Context) (tc backends.TraceContext, ok bool) {

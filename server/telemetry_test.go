@@ -289,6 +289,8 @@ func TestTraceContextPassesThroughWithoutTelemetry(t *testing.T) {
 		{"trace context", map[string]any{"traceparent": tp, "tracestate": "k=v", "baggage": "user=alice", "other": "x"},
 			map[string]any{"traceparent": tp, "tracestate": "k=v"}},
 		{"traceparent alone", map[string]any{"traceparent": tp}, map[string]any{"traceparent": tp}},
+		{"later version, extra fields", map[string]any{"traceparent": "01" + tp[2:] + "-extra", "tracestate": "k=v"},
+			map[string]any{"traceparent": "01" + tp[2:] + "-extra", "tracestate": "k=v"}},
 		{"malformed traceparent", map[string]any{"traceparent": "00-zz-00f067aa0ba902b7-01", "tracestate": "k=v"}, map[string]any{}},
 		{"all-zero trace id", map[string]any{"traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, map[string]any{}},
 		{"not a string", map[string]any{"traceparent": 7}, map[string]any{}},

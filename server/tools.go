@@ -108,39 +108,60 @@ func (g *Gateway) toolHandler(name string) mcpserver.ToolHandlerFunc {
 }
 
 // plainCallMeta is the caller's _meta a plain tool call sends its backend
-// (nil: none): the progress token, and, when vmcp does not trace, the
-// client's W3C trace context (traceparent, with its tracestate), so a
-// trace goes on through a gateway that records none of its own. When vmcp
+// (nil: none), and the context to call with: the progress token, and,
+// when vmcp does not trace, the client's W3C trace context (traceparent,
+// with its tracestate), so a trace goes on through a gateway that records
+// none of its own. A version-00 traceparent (55 bytes, the only kind
+// there is today) rides in the context and the backends package writes
+// it into the request as it writes vmcp's own span's (passedTrace), with
+// no map; a longer one of a later version goes in the map. When vmcp
 // traces, its CLIENT span's context is sent instead (backends, meta.go).
 // Nothing else of the client's _meta: baggage and other keys may be meant
 // for vmcp only, and backends may be untrusted.
-func (g *Gateway) plainCallMeta(m *mcp.Meta) map[string]any {
+func (g *Gateway) plainCallMeta(ctx context.Context, m *mcp.Meta) (context.Context, map[string]any) {
 	if m == nil {
-		return nil
+		return ctx, nil
 	}
 	var meta map[string]any
 	if m.ProgressToken != nil {
 		meta = map[string]any{"progressToken": m.ProgressToken}
 	}
 	if g.tel.Tracing() {
-		return meta
+		return ctx, meta
 	}
-	if tp, ok := m.AdditionalFields["traceparent"].(string); ok && telemetry.ValidTraceParent(tp) {
-		if meta == nil {
-			meta = map[string]any{}
-		}
-		meta["traceparent"] = tp
-		if ts, ok := m.AdditionalFields["tracestate"].(string); ok && ts != "" {
-			meta["tracestate"] = ts
-		}
+	tp, ok := m.AdditionalFields["traceparent"].(string)
+	if !ok || !telemetry.ValidTraceParent(tp) {
+		return ctx, meta
 	}
-	return meta
+	ts, _ := m.AdditionalFields["tracestate"].(string)
+	if len(tp) == len(passedTrace{}.parent) {
+		pt := &passedTrace{state: ts}
+		copy(pt.parent[:], tp)
+		return context.WithValue(ctx, passedTraceKey{}, pt), meta
+	}
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["traceparent"] = tp
+	if ts != "" {
+		meta["tracestate"] = ts
+	}
+	return ctx, meta
 }
+
+// passedTrace is a client's trace context a plain call passes to its
+// backend when vmcp does not trace (plainCallMeta).
+type passedTrace struct {
+	parent [55]byte
+	state  string
+}
+
+type passedTraceKey struct{}
 
 // callPlain runs a backend tool's one-node plan and passes its result
 // through.
 func (g *Gateway) callPlain(ctx context.Context, te *toolEntry, req mcp.CallToolRequest, args json.RawMessage) (*mcp.CallToolResult, error) {
-	meta := g.plainCallMeta(req.Params.Meta)
+	ctx, meta := g.plainCallMeta(ctx, req.Params.Meta)
 	start := time.Now()
 	out, err := g.eng.Run(ctx, te.plan, args, &engine.RunOptions{Meta: meta})
 	g.noteToolCalled(ctx, te.name, te.backend, args, out, err, start)

@@ -373,7 +373,8 @@ func TestLeanSpanLimitsAndFallbacks(t *testing.T) {
 
 // remoteParent reads a traceparent and tracestate as
 // propagation.TraceContext does: the same span context (or none) for
-// valid, malformed and mutated headers.
+// valid, malformed and mutated headers; ValidTraceParent accepts the
+// traceparents the propagator accepts.
 func TestRemoteParentMatchesPropagator(t *testing.T) {
 	base := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	cases := []string{base, "", "00", "zz-" + base[3:], "ff" + base[2:], "01" + base[2:] + "-extra", "01" + base[2:],
@@ -398,6 +399,9 @@ func TestRemoteParentMatchesPropagator(t *testing.T) {
 		want := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), c))
 		if got := remoteParent(tp, ts); !got.Equal(want) {
 			t.Fatalf("traceparent %q tracestate %q: got %v, propagator %v", tp, ts, got, want)
+		}
+		if ValidTraceParent(tp) != want.IsValid() {
+			t.Fatalf("ValidTraceParent(%q) = %v, the propagator's span context valid: %v", tp, !want.IsValid(), want.IsValid())
 		}
 	}
 }

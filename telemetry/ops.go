@@ -364,11 +364,9 @@ func (t *T) ExtractMeta(ctx context.Context, meta map[string]any) context.Contex
 }
 
 // ValidTraceParent reports whether s is a W3C traceparent header value
-// the OpenTelemetry propagator accepts (a valid, remote span context).
-func ValidTraceParent(s string) bool {
-	ctx := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": s})
-	return trace.SpanContextFromContext(ctx).IsValid()
-}
+// the OpenTelemetry propagator accepts (a valid, remote span context),
+// read by the propagator's rules without its context (remoteParent).
+func ValidTraceParent(s string) bool { return remoteParent(s, "").IsValid() }
 
 // recording reports whether the operation's span records (lean spans
 // exist only when sampled).
