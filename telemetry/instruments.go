@@ -35,6 +35,8 @@ type instruments struct {
 	circuitChanges  metric.Int64Counter
 
 	sets labelSets
+	// rec records the request path's operation durations (deferred.go).
+	rec *deferred
 }
 
 func newInstruments(m metric.Meter) (*instruments, error) {
@@ -95,10 +97,15 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every collection runs the callbacks before it reads the
+	// aggregations: the deferred durations are recorded first.
+	in.rec = newDeferred(&in.sets, deferDelay)
 	if _, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		in.rec.drain()
 		in.sets.observeFlights(o, inFlight)
 		return nil
 	}, inFlight); err != nil {
+		_ = in.rec.close(context.Background())
 		return nil, err
 	}
 	return &in, nil

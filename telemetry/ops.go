@@ -312,12 +312,13 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 		op.span.End()
 	}
 	if op.hist != nil {
-		// The span's context (still in ctx) makes the exemplar.
+		// The span's context (still in ctx) makes the exemplar; the
+		// record itself is deferred (deferred.go).
 		op.labels.errType = errType
 		if now.IsZero() {
 			now = time.Now()
 		}
-		op.hist.Record(ctx, now.Sub(op.start).Seconds(), op.t.m.sets.get(op.labels)...)
+		op.t.m.rec.add(ctx, pendingRecord{hist: op.hist, v: now.Sub(op.start).Seconds(), labels: op.labels, sc: trace.SpanContextFromContext(ctx)})
 		if op.flight != nil {
 			op.flight.n.Add(-1)
 		}

@@ -297,6 +297,7 @@ func (t *T) buildMetrics(ctx context.Context, cfg Config, opts *Options, res *re
 	if err != nil {
 		return err
 	}
+	t.closers = append(t.closers, m.rec.close) // before mp.Shutdown: closers run last first
 	t.m = m
 	return nil
 }
