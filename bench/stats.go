@@ -184,3 +184,42 @@ func linearFit(xs, ys []float64) (a, b float64) {
 
 // us is a duration in microseconds.
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// runPaired runs two operations call by call on one goroutine, a then b
+// and b then a in turn, for dur after warm untimed pairs: each side's
+// latencies come from the same moments, so the machine's drift (other
+// load, frequency, the scheduler) falls on both alike. The first error
+// stops the run and is kept in both loads.
+func runPaired(ctx context.Context, warm int, dur time.Duration, a, b func(ctx context.Context) error) (load, load) {
+	var la, lb load
+	step := func(op func(context.Context) error, l *load, timed bool) bool {
+		t0 := time.Now()
+		if err := op(ctx); err != nil {
+			la.Err, lb.Err = err, err
+			return false
+		}
+		if timed {
+			l.Lat = append(l.Lat, time.Since(t0))
+		}
+		return true
+	}
+	for range warm {
+		if !step(a, &la, false) || !step(b, &lb, false) {
+			return la, lb
+		}
+	}
+	t0 := time.Now()
+	for i := 0; ctx.Err() == nil && time.Since(t0) < dur; i++ {
+		first, fl, second, sl := a, &la, b, &lb
+		if i%2 == 1 {
+			first, fl, second, sl = b, &lb, a, &la
+		}
+		if !step(first, fl, true) || !step(second, sl, true) {
+			break
+		}
+	}
+	la.Elapsed, lb.Elapsed = time.Since(t0), time.Since(t0)
+	slices.Sort(la.Lat)
+	slices.Sort(lb.Lat)
+	return la, lb
+}
