@@ -9,8 +9,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// deferred takes the request path's operation durations (Op.End: the
-// SERVER and CLIENT histograms) off the request path. End appends the
+// deferred takes the request path's operation durations (Op.End and
+// ServerOperation: the SERVER and CLIENT histograms) off the request path. End appends the
 // measurement to a buffer under a mutex; a goroutine records the buffer
 // into the SDK's histograms a little later, in one pass.
 //

@@ -347,7 +347,7 @@ func (t *T) ServerOperation(ctx context.Context, r Request, start time.Time, err
 	}
 	if t.m != nil {
 		k := labelKey{server: true, method: r.Method, protocol: r.Protocol, transport: r.Transport, errType: errType}
-		t.m.serverDur.Record(ctx, time.Since(start).Seconds(), t.m.sets.get(k)...)
+		t.m.rec.add(ctx, pendingRecord{hist: t.m.serverDur, v: time.Since(start).Seconds(), labels: k, sc: trace.SpanContextFromContext(ctx)})
 	}
 }
 
