@@ -95,20 +95,16 @@ func (d *deferred) add(ctx context.Context, r pendingRecord) {
 // most one wake-up per delay however busy the gateway.
 func (d *deferred) loop() {
 	defer close(d.done)
-	t := time.NewTimer(time.Hour)
-	t.Stop()
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-d.wake:
 		}
-		t.Reset(d.delay)
 		select {
 		case <-d.stop:
-			t.Stop()
 			return
-		case <-t.C:
+		case <-time.After(d.delay):
 		}
 		d.drain()
 	}
