@@ -210,7 +210,7 @@ func BenchmarkProxiedCall(b *testing.B) {
 // benchClient is an initialized mcp-go client: on a session of the given
 // version, or negotiated ("": 2026-07-28, stateless).
 func benchClient(b *testing.B, u, version string) *client.Client {
-	tr, err := transport.NewStreamableHTTP(u)
+	tr, err := transport.NewStreamableHTTP(u, transport.WithHTTPLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
