@@ -274,15 +274,29 @@ func (g *Gateway) toolTarget(tool string) string {
 
 // traceToolCall wraps a tool handler in its own SERVER span (telemetry
 // on): for the tools/call that vmcp serves without mcp-go (toolscall.go),
-// where mcp-go's tracer (mcpTracer) does not run.
-func (g *Gateway) traceToolCall(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+// where mcp-go's tracer (mcpTracer) does not run. tr describes the
+// request: fastCall knows all of it (fastServerRequest), so nothing is
+// looked up in the request's context, whose chain is long and cold here.
+func (g *Gateway) traceToolCall(next mcpserver.ToolHandlerFunc, tr telemetry.Request) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		ctx, op := g.tel.StartServer(ctx, g.serverRequest(ctx, string(mcp.MethodToolsCall), req.Params.Name, "", req.Params.Meta))
+		ctx, op := g.tel.StartServer(ctx, tr)
 		res, err := next(ctx, req)
 		et, msg := resultError(res, err)
 		op.End(ctx, et, msg)
 		return res, err
 	}
+}
+
+// fastServerRequest is what serverRequest says of a tools/call fastCall
+// serves: an advertised backend tool, over HTTP from client (the peer
+// httpContext put in the context), on a 2025-11-25 session.
+func (g *Gateway) fastServerRequest(tool, client, session string, meta *mcp.Meta) telemetry.Request {
+	r := telemetry.Request{Method: string(mcp.MethodToolsCall), Tool: tool, Transport: "tcp", Client: client,
+		Session: session, Protocol: g.tel.SessionProtocol(session)}
+	if meta != nil {
+		r.Meta = meta.AdditionalFields
+	}
+	return r
 }
 
 // transportKey marks requests that arrived over HTTP.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/google/go-cmp/cmp"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -586,14 +588,15 @@ func TestTelemetryKeepsLeanPaths(t *testing.T) {
 		t.Fatalf("the fast path served %d calls, want 1 (telemetry on must not take mcp-go's path)", n)
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	if len(calls) != 1 {
-		t.Fatalf("the backend saw %d tools/call", len(calls))
+	seen := slices.Clone(calls)
+	mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("the backend saw %d tools/call", len(seen))
 	}
-	if id, _ := calls[0]["id"].(float64); id < 1<<40 {
-		t.Fatalf("backend tools/call id %v: not the raw path's (≥ 2^40)", calls[0]["id"])
+	if id, _ := seen[0]["id"].(float64); id < 1<<40 {
+		t.Fatalf("backend tools/call id %v: not the raw path's (≥ 2^40)", seen[0]["id"])
 	}
-	params, _ := calls[0]["params"].(map[string]any)
+	params, _ := seen[0]["params"].(map[string]any)
 	meta, _ := params["_meta"].(map[string]any)
 	tp, _ := meta["traceparent"].(string)
 	cli := spanNamed(rec.Ended(), "tools/call echo", trace.SpanKindClient)
@@ -606,5 +609,37 @@ func TestTelemetryKeepsLeanPaths(t *testing.T) {
 	}
 	if cli[0].Parent().SpanID() != srv[0].SpanContext().SpanID() {
 		t.Fatal("the CLIENT span's parent is not the SERVER span")
+	}
+
+	// The fast path describes the request as mcp-go's path does: the same
+	// call from a client that declared elicitation (mcp-go serves it) has
+	// a SERVER span with the same attributes, its own session id aside.
+	mc := sessionClient(t, url, "", client.WithElicitationHandler(okAccepter{}))
+	before = g.tl.callsServed.Load()
+	if res := callMeta(t, mc, "echo_echo", `{"message":"hi"}`, nil); res.IsError {
+		t.Fatalf("echo: %s", text(res))
+	}
+	if n := g.tl.callsServed.Load() - before; n != 0 {
+		t.Fatalf("the fast path served the call of a client that declared elicitation")
+	}
+	srv = spanNamed(rec.Ended(), "tools/call echo_echo", trace.SpanKindServer)
+	if len(srv) != 2 {
+		t.Fatalf("%d SERVER spans, want 2", len(srv))
+	}
+	attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
+		out := map[string]string{}
+		for _, kv := range s.Attributes() {
+			out[string(kv.Key)] = kv.Value.Emit()
+		}
+		return out
+	}
+	fast, slow := attrs(srv[0]), attrs(srv[1])
+	if fast[string(telemetry.KeySessionID)] == "" || fast[string(telemetry.KeySessionID)] == slow[string(telemetry.KeySessionID)] {
+		t.Fatalf("session ids: fast %q, mcp-go %q", fast[string(telemetry.KeySessionID)], slow[string(telemetry.KeySessionID)])
+	}
+	delete(fast, string(telemetry.KeySessionID))
+	delete(slow, string(telemetry.KeySessionID))
+	if diff := cmp.Diff(slow, fast); diff != "" {
+		t.Fatalf("SERVER span attributes, fast path vs mcp-go's (-mcp-go +fast):\n%s", diff)
 	}
 }

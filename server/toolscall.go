@@ -231,7 +231,7 @@ func (g *Gateway) fastCall(w http.ResponseWriter, r *http.Request, ls *liveSessi
 	req.Params.Name, req.Params.RawArguments, req.Params.Meta = name, args, meta
 	handler := g.toolHandler(name)
 	if g.tel != nil {
-		handler = g.traceToolCall(handler)
+		handler = g.traceToolCall(handler, g.fastServerRequest(name, clientAddr(ctx), ls.session.SessionID(), meta))
 	}
 	res, err := func() (res *mcp.CallToolResult, err error) {
 		defer func() { // mcp-go's WithRecovery

@@ -182,11 +182,6 @@ func (b *batcher) export(ctx context.Context) error {
 			ectx, cancel := context.WithTimeout(ctx, b.timeout)
 			err = errors.Join(err, b.exportBatch(ectx, batch[:n]))
 			cancel()
-			for _, q := range batch[:n] {
-				if q.l != nil {
-					q.l.release() // exported: its pool may reuse it
-				}
-			}
 			clear(batch[:n]) // the spans are garbage now
 			batch = batch[n:]
 		}

@@ -7,8 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Lean spans.
@@ -24,49 +24,56 @@ import (
 // When spans are exported with vmcp's own OTLP encoder (otlp.go) through
 // vmcp's batcher and nothing else consumes them, the SERVER span of a
 // request and the CLIENT span of a call (StartServer, StartCall,
-// Op.End) are not SDK spans but leanSpans: a pooled struct holding what
-// the encoder writes, filled without the SDK's span machinery (its
-// config building, locking, attribute dedup on read, span-processor
-// fan-out and per-span allocations). The encoder writes a leanSpan to the
-// bytes it writes for the equivalent SDK span (TestLeanSpanMatchesSDK).
+// Op.End) are not SDK spans but leanSpans: a struct holding what the
+// encoder writes, filled without the SDK's span machinery (its config
+// building, locking, attribute dedup on read, span-processor fan-out and
+// per-span allocations). The encoder writes a leanSpan to the bytes it
+// writes for the equivalent SDK span (TestLeanSpanMatchesSDK).
+//
+// The request path does as little as it can: it draws the ids, takes
+// the times and keeps what describes the request or call (the Request or
+// Call, by value). The span's name and its attributes are built from
+// those when the batcher encodes the span, off the request path: on the
+// path, between a request's decoding and its backend round trip, every
+// piece of code and memory telemetry touches is cold, and costs several
+// times what it does in a loop (measured: BenchmarkTelemetryPaired in
+// server).
 //
 // What stays as the SDK does it:
 //   - Sampling: the decision of the configured ParentBased(
 //     TraceIDRatioBased(ratio)) sampler (leanSampler.sample), ids from the
 //     same generator (math/rand/v2, as the SDK's default), the trace
 //     state and flags of the parent carried over.
-//   - Context: ctx carries the span's SpanContext
-//     (trace.ContextWithSpanContext), so child SDK spans, _meta
-//     injection, exemplars and log correlation see its ids. The span in
-//     ctx is not recording: nothing in vmcp asks ctx's span to record
-//     (every attribute goes through the Op).
-//   - Limits: attributes beyond the span attribute count limit the SDK
-//     reads from the environment (OTEL_[SPAN_]ATTRIBUTE_COUNT_LIMIT,
-//     default 128) are dropped and counted; a configured value length
-//     limit (OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT) turns lean spans off
-//     (the SDK truncates; these spans never need it by default).
+//   - Context: ctx carries the span's SpanContext (a ctxSpan, allocated
+//     with the Op), so child SDK spans, _meta injection, exemplars and
+//     log correlation see its ids. The span in ctx is not recording:
+//     nothing in vmcp asks ctx's span to record (every attribute goes
+//     through the Op).
+//   - Attributes: the start attributes, then those set later in the order
+//     they were set, a key set again taking the new value in place.
+//     Attributes beyond the span attribute count limit the SDK reads from
+//     the environment (OTEL_[SPAN_]ATTRIBUTE_COUNT_LIMIT, default 128) are
+//     dropped and counted; a configured value length limit
+//     (OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT) turns lean spans off (the
+//     SDK truncates; these spans never need it by default).
 //
-// A leanSpan returns to its pool only after the batcher exported (or
-// dropped) it; Op forgets it at End.
+// A leanSpan is allocated only for a sampled span and is garbage once
+// the batcher exported (or dropped) it; Op forgets it at End.
 type leanSpan struct {
 	tr         *leanTracer
 	sc, parent trace.SpanContext
-	name       string
 	kind       trace.SpanKind
 	start, end time.Time
 	status     sdktrace.Status
-	attrs      []attribute.KeyValue
-	dropped    int
-	slots      [12]attribute.KeyValue
-	// state guards the pool: leanFree, leanLive, leanQueued.
-	state atomic.Int32
+	// method and target make the name: "{method} {target}", or method.
+	method, target string
+	// server: the span describes req (a SERVER span), else call.
+	server bool
+	req    Request
+	call   Call
+	// extra are the attributes set after the start, in order.
+	extra []attribute.KeyValue
 }
-
-const (
-	leanFree int32 = iota
-	leanLive
-	leanQueued
-)
 
 // leanTracer is what lean spans share: the resource and scope the SDK
 // gives vmcp's spans, the sampler, the limits and the batcher.
@@ -76,8 +83,6 @@ type leanTracer struct {
 	sampler    leanSampler
 	countLimit int // < 0: unlimited
 	b          *batcher
-	pool       sync.Pool
-	misuse     atomic.Int64 // pooled spans found live or queued (must stay 0)
 }
 
 // leanSampler is ParentBased(TraceIDRatioBased(ratio)) with the SDK's
@@ -168,20 +173,19 @@ func newLeanTracer(res *resource.Resource, ratio float64, b *batcher) (*leanTrac
 	if !isRO {
 		return nil, false
 	}
-	lt := &leanTracer{res: ro.Resource(), scope: ro.InstrumentationScope(), sampler: newLeanSampler(ratio), countLimit: count, b: b}
-	lt.pool.New = func() any { return &leanSpan{tr: lt} }
-	return lt, true
+	return &leanTracer{res: ro.Resource(), scope: ro.InstrumentationScope(), sampler: newLeanSampler(ratio), countLimit: count, b: b}, true
 }
 
-// start begins a span named name of kind under ctx's span context: the
-// context to pass on and the span (nil when not sampled).
-func (lt *leanTracer) start(ctx context.Context, name string, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
-	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), name, kind, now)
+// start begins a span of kind under ctx's span context: the context to
+// pass on (carrying cs, which start fills) and the span (nil when not
+// sampled).
+func (lt *leanTracer) start(ctx context.Context, cs *ctxSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), cs, kind, now)
 }
 
 // startUnder is start with the parent psc (ctx's, or the remote parent of
 // a request's _meta, which then need not be put in a context first).
-func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, name string, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs *ctxSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
 	var scc trace.SpanContextConfig
 	if psc.TraceID().IsValid() {
 		scc.TraceID, scc.SpanID = psc.TraceID(), newSpanID()
@@ -195,45 +199,58 @@ func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, nam
 	} else {
 		scc.TraceFlags = psc.TraceFlags() &^ trace.FlagsSampled
 	}
-	sc := trace.NewSpanContext(scc)
-	ctx = trace.ContextWithSpanContext(ctx, sc)
+	cs.sc = trace.NewSpanContext(scc)
+	ctx = trace.ContextWithSpan(ctx, cs)
 	if !sampled {
 		return ctx, nil
 	}
-	l := lt.pool.Get().(*leanSpan)
-	if !l.state.CompareAndSwap(leanFree, leanLive) {
-		// A span handed back while still live or queued (a bug): leave
-		// it alone, count it (tests require 0) and use a new one.
-		lt.misuse.Add(1)
-		l = &leanSpan{tr: lt}
-		l.state.Store(leanLive)
-	}
-	l.sc, l.parent, l.name, l.kind, l.start = sc, psc, name, kind, now
-	l.attrs = l.slots[:0]
-	return ctx, l
+	return ctx, &leanSpan{tr: lt, sc: cs.sc, parent: psc, kind: kind, start: now}
 }
 
-// setAttributes sets kv as the SDK does: a key already set takes the new
-// value; a new key beyond the count limit is dropped and counted.
+// setAttributes records kv as set after the start (SetAttributes,
+// SetTarget, End's error.type); attributes applies them.
 func (l *leanSpan) setAttributes(kv ...attribute.KeyValue) {
-next:
-	for _, a := range kv {
+	l.extra = append(l.extra, kv...)
+}
+
+// attributes are the span's attributes as the SDK holds them, appended to
+// kv, and the count of those dropped: the start attributes, then the
+// extra ones in order, each set as the SDK sets it (a key already set
+// takes the new value; a new key beyond the count limit, or an invalid
+// one, is dropped and counted).
+func (l *leanSpan) attributes(kv []attribute.KeyValue) ([]attribute.KeyValue, int) {
+	var start [10]attribute.KeyValue
+	first := start[:0]
+	if l.server {
+		first = appendServerAttrs(first, l.req)
+	} else {
+		first = appendCallAttrs(first, l.call)
+	}
+	dropped := 0
+	set := func(a attribute.KeyValue) {
 		if !a.Valid() {
-			l.dropped++ // as the SDK: dropped and counted
-			continue
+			dropped++ // as the SDK: dropped and counted
+			return
 		}
-		for i := range l.attrs {
-			if l.attrs[i].Key == a.Key {
-				l.attrs[i] = a
-				continue next
+		for i := range kv {
+			if kv[i].Key == a.Key {
+				kv[i] = a
+				return
 			}
 		}
-		if lim := l.tr.countLimit; lim >= 0 && len(l.attrs) >= lim {
-			l.dropped++
-			continue
+		if lim := l.tr.countLimit; lim >= 0 && len(kv) >= lim {
+			dropped++
+			return
 		}
-		l.attrs = append(l.attrs, a)
+		kv = append(kv, a)
 	}
+	for _, a := range first {
+		set(a)
+	}
+	for _, a := range l.extra {
+		set(a)
+	}
+	return kv, dropped
 }
 
 // setStatus is the SDK's rule: Unset < Error < Ok; a description only
@@ -249,23 +266,32 @@ func (l *leanSpan) setStatus(code codes.Code, desc string) {
 	l.status = st
 }
 
-// finish ends the span at now and queues it for export.
+// finish ends the span at now and queues it for export (a full queue
+// drops it, counted).
 func (l *leanSpan) finish(now time.Time) {
 	l.end = now
-	l.state.Store(leanQueued)
-	if !l.tr.b.enqueueLean(l) {
-		l.release()
-	}
+	l.tr.b.enqueueLean(l)
 }
 
-// release returns the span to its pool (after export or a drop).
-func (l *leanSpan) release() {
-	clear(l.attrs) // the used slots (or a grown slice): they hold strings
-	l.sc, l.parent, l.name, l.kind = trace.SpanContext{}, trace.SpanContext{}, "", 0
-	l.start, l.end, l.status, l.attrs, l.dropped = time.Time{}, time.Time{}, sdktrace.Status{}, nil, 0
-	l.state.Store(leanFree)
-	l.tr.pool.Put(l)
+// ctxSpan is the span an operation puts in its context: its span
+// context, not recording (what trace.ContextWithSpanContext puts there,
+// allocated with the Op instead of on its own).
+type ctxSpan struct {
+	embedded.Span
+	sc trace.SpanContext
 }
+
+func (*ctxSpan) End(...trace.SpanEndOption)            {}
+func (*ctxSpan) AddEvent(string, ...trace.EventOption) {}
+func (*ctxSpan) AddLink(trace.Link)                    {}
+func (*ctxSpan) IsRecording() bool                     { return false }
+func (*ctxSpan) RecordError(error, ...trace.EventOption) {
+}
+func (s *ctxSpan) SpanContext() trace.SpanContext     { return s.sc }
+func (*ctxSpan) SetStatus(codes.Code, string)         {}
+func (*ctxSpan) SetName(string)                       {}
+func (*ctxSpan) SetAttributes(...attribute.KeyValue)  {}
+func (*ctxSpan) TracerProvider() trace.TracerProvider { return noop.NewTracerProvider() }
 
 // tracerName is the instrumentation scope of vmcp's spans.
 const tracerName = "github.com/vmcp-dev/vmcp"

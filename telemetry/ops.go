@@ -56,6 +56,7 @@ type Op struct {
 	t      *T
 	span   trace.Span
 	lean   *leanSpan // instead of span (lean.go); nil once ended
+	cs     ctxSpan   // with lean spans: the span context ctx carries
 	start  time.Time
 	hist   metric.Float64Histogram
 	labels labelKey
@@ -93,15 +94,14 @@ func (op *Op) SetTarget(tool, prompt string) {
 		return
 	}
 	if op.recording() {
-		method := op.method.Value.AsString()
-		name, kv := op.t.spanName(method, prompt), []attribute.KeyValue{KeyPromptName.String(prompt)}
+		target, kv := prompt, []attribute.KeyValue{KeyPromptName.String(prompt)}
 		if tool != "" {
-			name, kv = op.t.spanName(method, tool), []attribute.KeyValue{KeyToolName.String(tool), KeyOperationName.String("execute_tool")}
+			target, kv = tool, []attribute.KeyValue{KeyToolName.String(tool), KeyOperationName.String("execute_tool")}
 		}
 		if l := op.lean; l != nil {
-			l.name = name
+			l.target = target
 		} else {
-			op.span.SetName(name)
+			op.span.SetName(op.t.spanName(op.method.Value.AsString(), target))
 		}
 		op.SetAttributes(kv...)
 	}
@@ -147,29 +147,38 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 		target = r.Prompt
 	}
 	if t.lean != nil {
-		psc := trace.SpanContextFromContext(ctx)
+		// The parent: the _meta's trace context, else ctx's (mcp-go's
+		// metaPropagator put it there). ctx is looked up only then: on
+		// the request path its chain is long and cold.
+		var psc trace.SpanContext
 		if tp, ok := r.Meta["traceparent"]; ok {
 			if t.baggage { // baggage goes in ctx too: the propagator
 				ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
-				psc = trace.SpanContextFromContext(ctx)
-			} else if sc := remoteParent(metaString(tp), metaString(r.Meta["tracestate"])); sc.IsValid() {
-				psc = sc // what Extract would put in ctx, without the context
+			} else {
+				psc = remoteParent(metaString(tp), metaString(r.Meta["tracestate"])) // what Extract would put in ctx, without the context
 			}
 		}
-		ctx, op.lean = t.lean.startUnder(ctx, psc, t.spanName(r.Method, target), trace.SpanKindServer, op.start)
+		if !psc.IsValid() {
+			psc = trace.SpanContextFromContext(ctx)
+		}
+		// Name and attributes are built at export, from r (lean.go).
+		if ctx, op.lean = t.lean.startUnder(ctx, psc, &op.cs, trace.SpanKindServer, op.start); op.lean != nil {
+			op.lean.method, op.lean.target, op.lean.server, op.lean.req = r.Method, target, true, r
+			op.lean.req.Meta = nil
+		}
 	} else if t.tracer != nil {
 		if _, ok := r.Meta["traceparent"]; ok {
 			ctx = t.prop.Extract(ctx, MetaCarrier(r.Meta))
 		}
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(r.Method, target), serverKind)
-	}
-	// Attributes only for a recorded span (the sampler reads none), from
-	// a pooled slice (the span copies them).
-	if op.recording() {
-		p := attrPool.Get().(*[]attribute.KeyValue)
-		kv := t.appendServerAttrs((*p)[:0], r)
-		op.SetAttributes(kv...)
-		putAttrs(p, kv)
+		// Attributes only for a recorded span (the sampler reads none),
+		// from a pooled slice (the span copies them).
+		if op.span.IsRecording() {
+			p := attrPool.Get().(*[]attribute.KeyValue)
+			kv := appendServerAttrs((*p)[:0], r)
+			op.span.SetAttributes(kv...)
+			putAttrs(p, kv)
+		}
 	}
 	if t.m != nil {
 		op.hist = t.m.serverDur
@@ -196,12 +205,12 @@ func putAttrs(p *[]attribute.KeyValue, kv []attribute.KeyValue) {
 }
 
 // serverAttrs are a SERVER span's attributes.
-func (t *T) serverAttrs(r Request) []attribute.KeyValue {
-	return t.appendServerAttrs(make([]attribute.KeyValue, 0, 10), r)
+func serverAttrs(r Request) []attribute.KeyValue {
+	return appendServerAttrs(make([]attribute.KeyValue, 0, 10), r)
 }
 
-// appendServerAttrs appends a SERVER span's attributes to kv.
-func (t *T) appendServerAttrs(kv []attribute.KeyValue, r Request) []attribute.KeyValue {
+// appendServerAttrs appends a SERVER span's start attributes to kv.
+func appendServerAttrs(kv []attribute.KeyValue, r Request) []attribute.KeyValue {
 	kv = append(kv, KeyMethod.String(r.Method))
 	if r.Tool != "" {
 		kv = append(kv, KeyToolName.String(r.Tool), KeyOperationName.String("execute_tool"))
@@ -248,30 +257,18 @@ func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	}
 	switch {
 	case t.lean != nil:
-		ctx, op.lean = t.lean.start(ctx, t.spanName(c.Method, target), trace.SpanKindClient, op.start)
+		// Name and attributes are built at export, from c (lean.go).
+		if ctx, op.lean = t.lean.start(ctx, &op.cs, trace.SpanKindClient, op.start); op.lean != nil {
+			op.lean.method, op.lean.target, op.lean.call = c.Method, target, c
+		}
 	case t.tracer != nil:
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
-	}
-	if op.recording() {
-		p := attrPool.Get().(*[]attribute.KeyValue)
-		kv := append((*p)[:0], op.method)
-		if c.Tool != "" {
-			kv = append(kv, KeyToolName.String(c.Tool), KeyOperationName.String("execute_tool"))
+		if op.span.IsRecording() {
+			p := attrPool.Get().(*[]attribute.KeyValue)
+			kv := appendCallAttrs((*p)[:0], c)
+			op.span.SetAttributes(kv...)
+			putAttrs(p, kv)
 		}
-		if c.Backend != "" {
-			kv = append(kv, KeyBackend.String(c.Backend))
-		}
-		if c.Step != "" {
-			kv = append(kv, KeyStepID.String(c.Step))
-		}
-		if c.Attempt > 0 {
-			kv = append(kv, KeyStepAttempt.Int(c.Attempt))
-		}
-		if c.Server != "" {
-			kv = append(kv, KeyServerAddress.String(c.Server))
-		}
-		op.SetAttributes(kv...)
-		putAttrs(p, kv)
 	}
 	if t.m != nil {
 		op.hist = t.m.clientDur
@@ -281,6 +278,27 @@ func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 		}
 	}
 	return ctx, op
+}
+
+// appendCallAttrs appends a CLIENT span's start attributes to kv.
+func appendCallAttrs(kv []attribute.KeyValue, c Call) []attribute.KeyValue {
+	kv = append(kv, KeyMethod.String(c.Method))
+	if c.Tool != "" {
+		kv = append(kv, KeyToolName.String(c.Tool), KeyOperationName.String("execute_tool"))
+	}
+	if c.Backend != "" {
+		kv = append(kv, KeyBackend.String(c.Backend))
+	}
+	if c.Step != "" {
+		kv = append(kv, KeyStepID.String(c.Step))
+	}
+	if c.Attempt > 0 {
+		kv = append(kv, KeyStepAttempt.Int(c.Attempt))
+	}
+	if c.Server != "" {
+		kv = append(kv, KeyServerAddress.String(c.Server))
+	}
+	return kv
 }
 
 // End finishes the operation. errType is "" on success, else the
@@ -318,11 +336,23 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 		if now.IsZero() {
 			now = time.Now()
 		}
-		op.t.m.rec.add(ctx, pendingRecord{hist: op.hist, v: now.Sub(op.start).Seconds(), labels: op.labels, sc: trace.SpanContextFromContext(ctx)})
+		op.t.m.rec.add(ctx, pendingRecord{hist: op.hist, v: now.Sub(op.start).Seconds(), labels: op.labels, sc: op.spanContext(ctx)})
 		if op.flight != nil {
 			op.flight.n.Add(-1)
 		}
 	}
+}
+
+// spanContext is the operation's span context (ctx's when it has no
+// span of its own: the client's, with traces off).
+func (op *Op) spanContext(ctx context.Context) trace.SpanContext {
+	switch {
+	case op.cs.sc.IsValid():
+		return op.cs.sc
+	case op.span != nil:
+		return op.span.SpanContext()
+	}
+	return trace.SpanContextFromContext(ctx)
 }
 
 // ServerOperation records a request served outside mcp-go (the
@@ -338,7 +368,7 @@ func (t *T) ServerOperation(ctx context.Context, r Request, start time.Time, err
 		}
 		var span trace.Span
 		ctx, span = t.tracer.Start(ctx, r.Method, serverKind, trace.WithTimestamp(start),
-			trace.WithAttributes(t.serverAttrs(r)...))
+			trace.WithAttributes(serverAttrs(r)...))
 		if errType != "" {
 			span.SetAttributes(KeyErrorType.String(errType))
 			span.SetStatus(codes.Error, errType)

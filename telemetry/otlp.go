@@ -452,7 +452,7 @@ func appendScopeSpans(b []byte, g *spanGroup) []byte {
 func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 	var sp, start int
 	b, sp = begin(b, fSSSpans)
-	b = appendSpanHead(b, s.SpanContext(), s.Parent(), s.Name(), s.SpanKind(), s.StartTime(), s.EndTime(), s.Attributes(), s.DroppedAttributes())
+	b = appendSpanHead(b, s.SpanContext(), s.Parent(), s.Name(), "", s.SpanKind(), s.StartTime(), s.EndTime(), s.Attributes(), s.DroppedAttributes())
 	for _, ev := range s.Events() {
 		b, start = begin(b, fSpanEvents)
 		b = appendFixed64(b, fEventTime, unixNano(ev.Time))
@@ -487,15 +487,18 @@ func appendSpan(b []byte, s sdktrace.ReadOnlySpan) []byte {
 // an SDK span, in the same order (a lean span has no events or links).
 func appendLeanSpan(b []byte, s *leanSpan) []byte {
 	var sp int
+	var buf [16]attribute.KeyValue
+	attrs, dropped := s.attributes(buf[:0])
 	b, sp = begin(b, fSSSpans)
-	b = appendSpanHead(b, s.sc, s.parent, s.name, s.kind, s.start, s.end, s.attrs, s.dropped)
+	b = appendSpanHead(b, s.sc, s.parent, s.method, s.target, s.kind, s.start, s.end, attrs, dropped)
 	b = appendSpanTail(b, s.status, s.sc, s.parent)
 	return end(b, sp)
 }
 
 // appendSpanHead writes a span's fields from its ids to its dropped
-// attributes count, in field order (events and links follow).
-func appendSpanHead(b []byte, sc, parent trace.SpanContext, name string, kind trace.SpanKind, startT, endT time.Time, attrs []attribute.KeyValue, dropped int) []byte {
+// attributes count, in field order (events and links follow). The name
+// is "{name} {target}", or name when target is "".
+func appendSpanHead(b []byte, sc, parent trace.SpanContext, name, target string, kind trace.SpanKind, startT, endT time.Time, attrs []attribute.KeyValue, dropped int) []byte {
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b = protowire.AppendTag(b, fSpanTraceID, protowire.BytesType)
 	b = protowire.AppendBytes(b, tid[:])
@@ -508,7 +511,13 @@ func appendSpanHead(b []byte, sc, parent trace.SpanContext, name string, kind tr
 		b = protowire.AppendTag(b, fSpanParentSpanID, protowire.BytesType)
 		b = protowire.AppendBytes(b, psid[:])
 	}
-	b = appendString(b, fSpanName, name)
+	if target == "" {
+		b = appendString(b, fSpanName, name)
+	} else {
+		b = protowire.AppendTag(b, fSpanName, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(len(name)+1+len(target)))
+		b = append(append(append(b, name...), ' '), target...)
+	}
 	if k := spanKindNumber(kind); k != 0 {
 		b = protowire.AppendTag(b, fSpanKind, protowire.VarintType)
 		b = protowire.AppendVarint(b, k)
