@@ -57,8 +57,9 @@ import (
 //     (OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT) turns lean spans off (the
 //     SDK truncates; these spans never need it by default).
 //
-// A leanSpan is allocated only for a sampled span and is garbage once
-// the batcher exported (or dropped) it; Op forgets it at End.
+// A leanSpan is part of its Op (one allocation), used only when the span
+// is sampled; the batcher holds it until it exported (or dropped) it,
+// and the Op forgets it at End.
 type leanSpan struct {
 	tr         *leanTracer
 	sc, parent trace.SpanContext
@@ -177,15 +178,15 @@ func newLeanTracer(res *resource.Resource, ratio float64, b *batcher) (*leanTrac
 }
 
 // start begins a span of kind under ctx's span context: the context to
-// pass on (carrying cs, which start fills) and the span (nil when not
-// sampled).
-func (lt *leanTracer) start(ctx context.Context, cs *ctxSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
-	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), cs, kind, now)
+// pass on (carrying cs, which start fills) and the span, l filled (nil
+// when not sampled). cs and l are the Op's own (one allocation).
+func (lt *leanTracer) start(ctx context.Context, cs *ctxSpan, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), cs, l, kind, now)
 }
 
 // startUnder is start with the parent psc (ctx's, or the remote parent of
 // a request's _meta, which then need not be put in a context first).
-func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs *ctxSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs *ctxSpan, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
 	var scc trace.SpanContextConfig
 	if psc.TraceID().IsValid() {
 		scc.TraceID, scc.SpanID = psc.TraceID(), newSpanID()
@@ -204,7 +205,8 @@ func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs 
 	if !sampled {
 		return ctx, nil
 	}
-	return ctx, &leanSpan{tr: lt, sc: cs.sc, parent: psc, kind: kind, start: now}
+	l.tr, l.sc, l.parent, l.kind, l.start = lt, cs.sc, psc, kind, now
+	return ctx, l
 }
 
 // setAttributes records kv as set after the start (SetAttributes,

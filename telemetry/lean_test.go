@@ -200,7 +200,7 @@ func TestLeanSamplingMatchesSDK(t *testing.T) {
 			}
 			// Span context: the parent's trace, flags and trace state.
 			var cs ctxSpan
-			lctx, l := lt.start(ctx, &cs, trace.SpanKindServer, time.Time{})
+			lctx, l := lt.start(ctx, &cs, new(leanSpan), trace.SpanKindServer, time.Time{})
 			sc := trace.SpanContextFromContext(lctx)
 			if !sc.Equal(cs.sc) || trace.SpanFromContext(lctx).IsRecording() {
 				t.Fatalf("context span %v, recording %v; want %v, not recording", sc, trace.SpanFromContext(lctx).IsRecording(), cs.sc)

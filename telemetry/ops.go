@@ -55,8 +55,9 @@ type Call struct {
 type Op struct {
 	t      *T
 	span   trace.Span
-	lean   *leanSpan // instead of span (lean.go); nil once ended
-	cs     ctxSpan   // with lean spans: the span context ctx carries
+	lean   *leanSpan // instead of span (lean.go), when sampled; nil once ended
+	cs     *ctxSpan  // with lean spans: the span context ctx carries
+	ls     *leanSpan // with lean spans: the span, if sampled (leanOp)
 	start  time.Time
 	hist   metric.Float64Histogram
 	labels labelKey
@@ -65,6 +66,24 @@ type Op struct {
 	flight *flight // server operations: the in-flight count to decrement
 	// errType and errMsg are a failure noted before End (Fail).
 	errType, errMsg string
+}
+
+// leanOp is an Op with its context span and lean span, in one
+// allocation (with lean spans; other Ops are plain).
+type leanOp struct {
+	Op
+	cs ctxSpan
+	ls leanSpan
+}
+
+// newOp is a new Op of t: a leanOp's when t uses lean spans.
+func (t *T) newOp(start time.Time, method string) *Op {
+	if t.lean == nil {
+		return &Op{t: t, start: start, method: KeyMethod.String(method)}
+	}
+	lo := &leanOp{Op: Op{t: t, start: start, method: KeyMethod.String(method)}}
+	lo.Op.cs, lo.Op.ls = &lo.cs, &lo.ls
+	return &lo.Op
 }
 
 type opKey struct{}
@@ -141,7 +160,8 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 	if t == nil || (t.tracer == nil && t.m == nil) {
 		return ctx, nil
 	}
-	op := &Op{t: t, start: time.Now(), server: true, method: KeyMethod.String(r.Method)}
+	op := t.newOp(time.Now(), r.Method)
+	op.server = true
 	target := r.Tool
 	if r.Prompt != "" {
 		target = r.Prompt
@@ -162,7 +182,7 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 			psc = trace.SpanContextFromContext(ctx)
 		}
 		// Name and attributes are built at export, from r (lean.go).
-		if ctx, op.lean = t.lean.startUnder(ctx, psc, &op.cs, trace.SpanKindServer, op.start); op.lean != nil {
+		if ctx, op.lean = t.lean.startUnder(ctx, psc, op.cs, op.ls, trace.SpanKindServer, op.start); op.lean != nil {
 			op.lean.method, op.lean.target, op.lean.server, op.lean.req = r.Method, target, true, r
 			op.lean.req.Meta = nil
 		}
@@ -250,7 +270,7 @@ func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	if t == nil || (t.tracer == nil && t.m == nil) {
 		return ctx, nil
 	}
-	op := &Op{t: t, start: time.Now(), method: KeyMethod.String(c.Method)}
+	op := t.newOp(time.Now(), c.Method)
 	target := c.Tool
 	if target == "" {
 		target = c.Step
@@ -258,7 +278,7 @@ func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	switch {
 	case t.lean != nil:
 		// Name and attributes are built at export, from c (lean.go).
-		if ctx, op.lean = t.lean.start(ctx, &op.cs, trace.SpanKindClient, op.start); op.lean != nil {
+		if ctx, op.lean = t.lean.start(ctx, op.cs, op.ls, trace.SpanKindClient, op.start); op.lean != nil {
 			op.lean.method, op.lean.target, op.lean.call = c.Method, target, c
 		}
 	case t.tracer != nil:
@@ -347,7 +367,7 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 // span of its own: the client's, with traces off).
 func (op *Op) spanContext(ctx context.Context) trace.SpanContext {
 	switch {
-	case op.cs.sc.IsValid():
+	case op.cs != nil && op.cs.sc.IsValid():
 		return op.cs.sc
 	case op.span != nil:
 		return op.span.SpanContext()
