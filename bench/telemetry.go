@@ -86,65 +86,99 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		}
 	}
 
-	// c=1, paired.
+	// c=1, paired, with the gateways on a CPU of their own (affinity.go);
+	// the traced client once more with every process on every CPU, as
+	// information.
 	type paired struct {
 		off, on      Cell    // all rounds' calls pooled
 		added        float64 // pooled p50 on − off
 		roundAdded   []float64
 		vmcpCPU, cpu [2]float64 // vmcp's and all three processes' CPU per call, off and on
 	}
+	pl, err := newPlacement()
+	if err != nil {
+		return fmt.Errorf("CPU placement: %w", err)
+	}
+	gateways, others := []int{off.Pid(), on.Pid()}, []int{os.Getpid(), b.echoSrv.Pid()}
+	defer func() { _ = pl.restore(append(gateways, others...)...) }()
 	c1 := map[string]*paired{}
-	for _, v := range variants {
-		so, err := dialN(ctx, 1, off.URL, eraLegacy)
-		if err != nil {
-			return fmt.Errorf("telemetry off session: %w", err)
+	for _, pinned := range []bool{true, false} {
+		if !pinned && !pl.ok {
+			break // one CPU: the first pass was the unpinned one
 		}
-		sn, err := dialN(ctx, 1, on.URL, eraLegacy)
-		if err != nil {
-			closeAll(so)
-			return fmt.Errorf("telemetry on session: %w", err)
+		if pinned && pl.ok {
+			if err := pl.pin(gateways, others); err != nil {
+				return fmt.Errorf("CPU placement: %w", err)
+			}
+		} else if err := pl.restore(append(gateways, others...)...); err != nil {
+			return fmt.Errorf("CPU placement: %w", err)
 		}
-		p := &paired{}
-		var all [2]load
-		seq := 0
-		for r := range rounds {
-			lo, ln := runPaired(ctx, warm, d, op(v, so[0], 0, &seq), op(v, sn[0], 0, &seq))
-			for i, l := range []load{lo, ln} {
-				side := []string{"off", "on"}[i]
-				b.rep.addCell(cell(sc, fmt.Sprintf("telemetry %s, %s, c=1 paired round %d", side, v.what, r+1),
-					map[string]any{"telemetry": side, "concurrency": 1, "round": r + 1, "client_meta": v.meta, "paired": true}, l))
-				all[i].Lat = append(all[i].Lat, l.Lat...)
-				all[i].Elapsed += l.Elapsed
-				if l.Err != nil {
-					all[i].Err = l.Err
+		where := "gateways on CPU " + fmtCPUs(pl.gw) + ", bench and backend on " + fmtCPUs(pl.rest)
+		if !pinned || !pl.ok {
+			where = "every process on every CPU"
+		}
+		for _, v := range variants {
+			if !pinned && !v.meta {
+				continue // the unpinned pass: the traced client only
+			}
+			key := v.key
+			if !pinned {
+				key = "shared"
+			}
+			so, err := dialN(ctx, 1, off.URL, eraLegacy)
+			if err != nil {
+				return fmt.Errorf("telemetry off session: %w", err)
+			}
+			sn, err := dialN(ctx, 1, on.URL, eraLegacy)
+			if err != nil {
+				closeAll(so)
+				return fmt.Errorf("telemetry on session: %w", err)
+			}
+			p := &paired{}
+			var all [2]load
+			seq := 0
+			for r := range rounds {
+				lo, ln := runPaired(ctx, warm, d, op(v, so[0], 0, &seq), op(v, sn[0], 0, &seq))
+				for i, l := range []load{lo, ln} {
+					side := []string{"off", "on"}[i]
+					b.rep.addCell(cell(sc, fmt.Sprintf("telemetry %s, %s, c=1 paired round %d (%s)", side, v.what, r+1, where),
+						map[string]any{"telemetry": side, "concurrency": 1, "round": r + 1, "client_meta": v.meta, "paired": true, "pinned": pinned && pl.ok}, l))
+					all[i].Lat = append(all[i].Lat, l.Lat...)
+					all[i].Elapsed += l.Elapsed
+					if l.Err != nil {
+						all[i].Err = l.Err
+					}
+				}
+				if lo.Err == nil && ln.Err == nil {
+					p.roundAdded = append(p.roundAdded, us(ln.P(0.5))-us(lo.P(0.5)))
 				}
 			}
-			if lo.Err == nil && ln.Err == nil {
-				p.roundAdded = append(p.roundAdded, us(ln.P(0.5))-us(lo.P(0.5)))
+			// CPU per call of each side, measured apart (one side at a
+			// time, one client): the pairs interleave the two processes.
+			for i, vp := range []*vmcpProc{off, on} {
+				s := []*session{so[0], sn[0]}[i]
+				cpu := startCPU(vp.Pid(), b.echoSrv.Pid(), os.Getpid())
+				l := runLoad(ctx, 1, 0, d/2, 0, 0, func(ctx context.Context, _ int) error { return op(v, s, 0, &seq)(ctx) })
+				per := cpu.perOp(l.N())
+				p.vmcpCPU[i], p.cpu[i] = per[0], per[0]+per[1]+per[2]
 			}
+			closeAll(so)
+			closeAll(sn)
+			for i := range all {
+				slices.Sort(all[i].Lat)
+			}
+			tags := func(side string) map[string]any {
+				return map[string]any{"telemetry": side, "concurrency": 1, "client_meta": v.meta, "paired": true, "pinned": pinned && pl.ok}
+			}
+			p.off = cell(sc, "telemetry off, "+v.what+", c=1 paired, all rounds ("+where+")", tags("off"), all[0])
+			p.on = cell(sc, "telemetry on, "+v.what+", c=1 paired, all rounds ("+where+")", tags("on"), all[1])
+			p.off.Extra = map[string]float64{"vmcp_cpu_us_per_call": p.vmcpCPU[0], "total_cpu_us_per_call": p.cpu[0]}
+			p.on.Extra = map[string]float64{"vmcp_cpu_us_per_call": p.vmcpCPU[1], "total_cpu_us_per_call": p.cpu[1]}
+			b.rep.addCell(p.off)
+			b.rep.addCell(p.on)
+			p.added = p.on.P50US - p.off.P50US
+			c1[key] = p
 		}
-		// CPU per call of each side, measured apart (one side at a time,
-		// one client): the pairs interleave the two processes.
-		for i, vp := range []*vmcpProc{off, on} {
-			s := []*session{so[0], sn[0]}[i]
-			cpu := startCPU(vp.Pid(), b.echoSrv.Pid(), os.Getpid())
-			l := runLoad(ctx, 1, 0, d/2, 0, 0, func(ctx context.Context, _ int) error { return op(v, s, 0, &seq)(ctx) })
-			per := cpu.perOp(l.N())
-			p.vmcpCPU[i], p.cpu[i] = per[0], per[0]+per[1]+per[2]
-		}
-		closeAll(so)
-		closeAll(sn)
-		for i := range all {
-			slices.Sort(all[i].Lat)
-		}
-		p.off = cell(sc, "telemetry off, "+v.what+", c=1 paired, all rounds", map[string]any{"telemetry": "off", "concurrency": 1, "client_meta": v.meta, "paired": true}, all[0])
-		p.on = cell(sc, "telemetry on, "+v.what+", c=1 paired, all rounds", map[string]any{"telemetry": "on", "concurrency": 1, "client_meta": v.meta, "paired": true}, all[1])
-		p.off.Extra = map[string]float64{"vmcp_cpu_us_per_call": p.vmcpCPU[0], "total_cpu_us_per_call": p.cpu[0]}
-		p.on.Extra = map[string]float64{"vmcp_cpu_us_per_call": p.vmcpCPU[1], "total_cpu_us_per_call": p.cpu[1]}
-		b.rep.addCell(p.off)
-		b.rep.addCell(p.on)
-		p.added = p.on.P50US - p.off.P50US
-		c1[v.key] = p
 	}
 
 	// c=32, cells alternating off/on.
@@ -163,7 +197,7 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 	// Many short cells rather than a few long ones: the rounds' ratios
 	// are what is judged, and the machine drifts less within a short
 	// pair. The sessions stay open across rounds (warm after the first).
-	rounds32 := b.n(4, 12)
+	rounds32 := b.n(4, 20)
 	d32 := b.dur(400*time.Millisecond, time.Second)
 	for _, v := range variants {
 		sess := map[string][]*session{}
@@ -229,10 +263,15 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 
 	// Targets: vmcp's own cost (the traced client).
 	if p := c1["tp"]; p.off.Valid && p.on.Valid {
-		b.rep.target("telemetry", "added p50 per proxied call, tracing 100 % + metrics (c=1; client sends a traceparent, so the backend's work is the same on both sides)", "≤ 15 µs",
+		b.rep.target("telemetry", "added p50 per proxied call, tracing 100 % + metrics (c=1; client sends a traceparent, so the backend's work is the same on both sides; gateways on a CPU of their own)", "≤ 15 µs",
 			fmtUS(p.added)+fmt.Sprintf(" (%s → %s, %d calls each side, paired; vmcp CPU/call %s → %s)", fmtUS(p.off.P50US), fmtUS(p.on.P50US), p.off.N,
 				fmtUS(p.vmcpCPU[0]), fmtUS(p.vmcpCPU[1])), ptr(p.added <= 15),
 			"rounds: "+fmtList(p.roundAdded, fmtUS))
+	}
+	if p := c1["shared"]; pl.ok && p != nil && p.off.Valid && p.on.Valid {
+		b.rep.target("telemetry", "added p50 per proxied call (c=1, client sends a traceparent), every process on every CPU: placement varies between rounds", "—",
+			fmtUS(p.added)+fmt.Sprintf(" (%s → %s, %d calls each side, paired)", fmtUS(p.off.P50US), fmtUS(p.on.P50US), p.off.N), nil,
+			"rounds: "+fmtList(p.roundAdded, fmtUS)+"; each round's wake-ups cross CPUs or not as the scheduler placed the processes, which moves a round by tens of µs either way")
 	}
 	if ld := c32["tp"]; ld.off.Valid && ld.on.Valid && len(ld.ratios) > 0 {
 		b.rep.ratio("throughput telemetry on ÷ off at c=32", ld.ratio, fmt.Sprintf("median of %d rounds; median cells %.0f ÷ %.0f calls/s", len(ld.ratios), ld.on.OpsPerS, ld.off.OpsPerS))
@@ -263,14 +302,23 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 	}
 
 	var rows [][]string
+	c1row := func(what, conc string, p *paired) {
+		if p == nil || !p.off.Valid || !p.on.Valid {
+			rows = append(rows, []string{what, conc, "INVALID", "", "", "", "", ""})
+			return
+		}
+		rows = append(rows, []string{what, conc, fmtUS(p.off.P50US) + " / " + fmtUS(p.off.P99US), fmtUS(p.on.P50US) + " / " + fmtUS(p.on.P99US),
+			fmtUS(p.added) + " (rounds " + fmtList(p.roundAdded, fmtUS) + ")", fmt.Sprintf("%.0f / %.0f", p.off.OpsPerS, p.on.OpsPerS),
+			fmtUS(p.vmcpCPU[0]) + " → " + fmtUS(p.vmcpCPU[1]), fmtUS(p.cpu[0]) + " → " + fmtUS(p.cpu[1])})
+	}
+	pinnedWhat := "1 (paired, gateways on their own CPU)"
+	if !pl.ok {
+		pinnedWhat = "1 (paired)"
+	}
 	for _, v := range variants {
-		p := c1[v.key]
-		if !p.off.Valid || !p.on.Valid {
-			rows = append(rows, []string{v.what, "1 (paired)", "INVALID", "", "", "", "", ""})
-		} else {
-			rows = append(rows, []string{v.what, "1 (paired)", fmtUS(p.off.P50US) + " / " + fmtUS(p.off.P99US), fmtUS(p.on.P50US) + " / " + fmtUS(p.on.P99US),
-				fmtUS(p.added) + " (rounds " + fmtList(p.roundAdded, fmtUS) + ")", fmt.Sprintf("%.0f / %.0f", p.off.OpsPerS, p.on.OpsPerS),
-				fmtUS(p.vmcpCPU[0]) + " → " + fmtUS(p.vmcpCPU[1]), fmtUS(p.cpu[0]) + " → " + fmtUS(p.cpu[1])})
+		c1row(v.what, pinnedWhat, c1[v.key])
+		if v.meta && pl.ok {
+			c1row(v.what, "1 (paired, every process on every CPU)", c1["shared"])
 		}
 		ld := c32[v.key]
 		if !ld.off.Valid || !ld.on.Valid {
@@ -297,6 +345,10 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		"every call makes a SERVER and a CLIENT span and two histogram records). mcp-go client, 2025-11-25 sessions. "+
 		"**c=1** is paired: one client calls the two processes in turn (off then on, then on then off), %d rounds of %s after %d untimed pairs; "+
 		"added p50 is the p50 of all the on calls minus that of all the off calls, which came from the same moments, so the machine's drift falls on both alike. "+
+		"For the target the two gateways run on a CPU of their own (%s) and the bench process and the echo backend on the others (%s), set with sched_setaffinity on every thread: "+
+		"a call at c=1 crosses processes four times, and each wake-up lands on the same CPU or on the other one (an inter-processor interrupt, tens of µs on this VM) "+
+		"as the scheduler placed the processes, which differs from round to round; unpinned, rounds of the same two builds moved between about 1 and 33 µs. "+
+		"The traced client is measured unpinned too (every process on every CPU), as information. "+
 		"CPU per call at c=1 is measured apart, one side at a time. "+
 		"**c=32** alternates cells of %s (%d rounds, on first every other round, each side's 32 sessions open throughout, %d untimed calls per session before each cell); the ratio is the median of the rounds' own on ÷ off, "+
 		"the table's latencies and calls/s are each side's median cell. CPU per call is each process's user + system time over the cell divided by its calls "+
@@ -304,7 +356,7 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		"The targets are judged with the client that sends a `traceparent`: with telemetry off vmcp passes it to the backend as given, with telemetry on it replaces it "+
 		"with its CLIENT span's, so the backend decodes one `_meta` on both sides and on − off is what telemetry costs in vmcp. "+
 		"With a client that sends no `_meta`, telemetry on also makes the backend decode a `_meta` it did not get before; that row is vmcp's cost plus the backend's, "+
-		"and the backend's part is measured on its own above.\n", rounds, d, warm, d32, rounds32, warm/4)
+		"and the backend's part is measured on its own above.\n", rounds, d, warm, fmtCPUs(pl.gw), fmtCPUs(pl.rest), d32, rounds32, warm/4)
 	b.rep.addSection(sc, "Scenario: telemetry overhead (on vs off)", body)
 	return nil
 }
