@@ -289,7 +289,8 @@ func (g *Gateway) traceToolCall(next mcpserver.ToolHandlerFunc, tr telemetry.Req
 
 // fastServerRequest is what serverRequest says of a tools/call fastCall
 // serves: an advertised backend tool, over HTTP from client (the peer
-// httpContext put in the context), on a 2025-11-25 session.
+// httpContext put in the context), on a session-era (pre-2026-07-28)
+// session.
 func (g *Gateway) fastServerRequest(tool, client, session string, meta *mcp.Meta) telemetry.Request {
 	r := telemetry.Request{Method: string(mcp.MethodToolsCall), Tool: tool, Transport: "tcp", Client: client,
 		Session: session, Protocol: g.tel.SessionProtocol(session)}

@@ -283,17 +283,16 @@ type ctxSpan struct {
 	sc trace.SpanContext
 }
 
-func (*ctxSpan) End(...trace.SpanEndOption)            {}
-func (*ctxSpan) AddEvent(string, ...trace.EventOption) {}
-func (*ctxSpan) AddLink(trace.Link)                    {}
-func (*ctxSpan) IsRecording() bool                     { return false }
-func (*ctxSpan) RecordError(error, ...trace.EventOption) {
-}
-func (s *ctxSpan) SpanContext() trace.SpanContext     { return s.sc }
-func (*ctxSpan) SetStatus(codes.Code, string)         {}
-func (*ctxSpan) SetName(string)                       {}
-func (*ctxSpan) SetAttributes(...attribute.KeyValue)  {}
-func (*ctxSpan) TracerProvider() trace.TracerProvider { return noop.NewTracerProvider() }
+func (*ctxSpan) End(...trace.SpanEndOption)              {}
+func (*ctxSpan) AddEvent(string, ...trace.EventOption)   {}
+func (*ctxSpan) AddLink(trace.Link)                      {}
+func (*ctxSpan) IsRecording() bool                       { return false }
+func (*ctxSpan) RecordError(error, ...trace.EventOption) {}
+func (s *ctxSpan) SpanContext() trace.SpanContext        { return s.sc }
+func (*ctxSpan) SetStatus(codes.Code, string)            {}
+func (*ctxSpan) SetName(string)                          {}
+func (*ctxSpan) SetAttributes(...attribute.KeyValue)     {}
+func (*ctxSpan) TracerProvider() trace.TracerProvider    { return noop.NewTracerProvider() }
 
 // tracerName is the instrumentation scope of vmcp's spans.
 const tracerName = "github.com/vmcp-dev/vmcp"
