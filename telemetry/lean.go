@@ -57,23 +57,53 @@ import (
 //     (OTEL_[SPAN_]ATTRIBUTE_VALUE_LENGTH_LIMIT) turns lean spans off (the
 //     SDK truncates; these spans never need it by default).
 //
-// A leanSpan is part of its Op (one allocation), used only when the span
-// is sampled; the batcher holds it until it exported (or dropped) it,
-// and the Op forgets it at End.
+// A leanSpan is part of its Op (one allocation); its span context is set
+// for every operation, the rest only when the span is sampled. The
+// batcher holds a sampled span until it exported (or dropped) it, and
+// the Op forgets it at End.
 type leanSpan struct {
-	tr         *leanTracer
-	sc, parent trace.SpanContext
-	kind       trace.SpanKind
-	start, end time.Time
+	// cs holds the span context, and is what ctx carries (the
+	// trace.Span of a non-recording span).
+	cs     ctxSpan
+	tr     *leanTracer
+	parent trace.SpanID // invalid: a root span
+	remote bool         // the parent came from the client
+	server bool         // a SERVER span (desc is a Request's), else CLIENT
+	kind   trace.SpanKind
+	// start and end are Unix nanoseconds.
+	start, end int64
 	status     sdktrace.Status
 	// method and target make the name: "{method} {target}", or method.
 	method, target string
-	// server: the span describes req (a SERVER span), else call.
-	server bool
-	req    Request
-	call   Call
+	desc           spanDesc
 	// extra are the attributes set after the start, in order.
 	extra []attribute.KeyValue
+}
+
+// spanDesc is what a lean span's start attributes are built from at
+// export: a Request's fields (Tool, Prompt, Protocol, Session, Transport,
+// Client; ID) or a Call's (Tool, Backend, Step, Server; Attempt), without
+// keeping both structs in every span.
+type spanDesc struct {
+	s       [6]string
+	id      any
+	attempt int
+}
+
+func requestDesc(r Request) spanDesc {
+	return spanDesc{s: [6]string{r.Tool, r.Prompt, r.Protocol, r.Session, r.Transport, r.Client}, id: r.ID}
+}
+
+func (d *spanDesc) request(method string) Request {
+	return Request{Method: method, Tool: d.s[0], Prompt: d.s[1], Protocol: d.s[2], Session: d.s[3], Transport: d.s[4], Client: d.s[5], ID: d.id}
+}
+
+func callDesc(c Call) spanDesc {
+	return spanDesc{s: [6]string{c.Tool, c.Backend, c.Step, c.Server}, attempt: c.Attempt}
+}
+
+func (d *spanDesc) call(method string) Call {
+	return Call{Method: method, Tool: d.s[0], Backend: d.s[1], Step: d.s[2], Server: d.s[3], Attempt: d.attempt}
 }
 
 // leanTracer is what lean spans share: the resource and scope the SDK
@@ -178,15 +208,16 @@ func newLeanTracer(res *resource.Resource, ratio float64, b *batcher) (*leanTrac
 }
 
 // start begins a span of kind under ctx's span context: the context to
-// pass on (carrying cs, which start fills) and the span, l filled (nil
-// when not sampled). cs and l are the Op's own (one allocation).
-func (lt *leanTracer) start(ctx context.Context, cs *ctxSpan, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
-	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), cs, l, kind, now)
+// pass on, carrying l's span context (which start sets), and l filled as
+// the span (nil when not sampled). l is its Op's (one allocation,
+// leanOp).
+func (lt *leanTracer) start(ctx context.Context, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+	return lt.startUnder(ctx, trace.SpanContextFromContext(ctx), l, kind, now)
 }
 
 // startUnder is start with the parent psc (ctx's, or the remote parent of
 // a request's _meta, which then need not be put in a context first).
-func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs *ctxSpan, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
+func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, l *leanSpan, kind trace.SpanKind, now time.Time) (context.Context, *leanSpan) {
 	var scc trace.SpanContextConfig
 	if psc.TraceID().IsValid() {
 		scc.TraceID, scc.SpanID = psc.TraceID(), newSpanID()
@@ -200,13 +231,19 @@ func (lt *leanTracer) startUnder(ctx context.Context, psc trace.SpanContext, cs 
 	} else {
 		scc.TraceFlags = psc.TraceFlags() &^ trace.FlagsSampled
 	}
-	cs.sc = trace.NewSpanContext(scc)
-	ctx = trace.ContextWithSpan(ctx, cs)
+	l.cs.sc = trace.NewSpanContext(scc)
+	ctx = trace.ContextWithSpan(ctx, &l.cs)
 	if !sampled {
 		return ctx, nil
 	}
-	l.tr, l.sc, l.parent, l.kind, l.start = lt, cs.sc, psc, kind, now
+	l.tr, l.parent, l.remote, l.kind, l.start = lt, psc.SpanID(), psc.IsRemote(), kind, now.UnixNano()
 	return ctx, l
+}
+
+// parentContext is the parent as the encoder reads it: its span id and
+// whether it is remote.
+func (l *leanSpan) parentContext() trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: l.cs.sc.TraceID(), SpanID: l.parent, Remote: l.remote})
 }
 
 // setAttributes records kv as set after the start (SetAttributes,
@@ -224,9 +261,9 @@ func (l *leanSpan) attributes(kv []attribute.KeyValue) ([]attribute.KeyValue, in
 	var start [10]attribute.KeyValue
 	first := start[:0]
 	if l.server {
-		first = appendServerAttrs(first, l.req)
+		first = appendServerAttrs(first, l.desc.request(l.method))
 	} else {
-		first = appendCallAttrs(first, l.call)
+		first = appendCallAttrs(first, l.desc.call(l.method))
 	}
 	dropped := 0
 	set := func(a attribute.KeyValue) {
@@ -271,13 +308,13 @@ func (l *leanSpan) setStatus(code codes.Code, desc string) {
 // finish ends the span at now and queues it for export (a full queue
 // drops it, counted).
 func (l *leanSpan) finish(now time.Time) {
-	l.end = now
+	l.end = now.UnixNano()
 	l.tr.b.enqueueLean(l)
 }
 
 // ctxSpan is the span an operation puts in its context: its span
 // context, not recording (what trace.ContextWithSpanContext puts there,
-// allocated with the Op instead of on its own).
+// allocated with the Op, in its leanSpan, instead of on its own).
 type ctxSpan struct {
 	embedded.Span
 	sc trace.SpanContext

@@ -199,11 +199,11 @@ func TestLeanSamplingMatchesSDK(t *testing.T) {
 				continue
 			}
 			// Span context: the parent's trace, flags and trace state.
-			var cs ctxSpan
-			lctx, l := lt.start(ctx, &cs, new(leanSpan), trace.SpanKindServer, time.Time{})
+			ls := new(leanSpan)
+			lctx, l := lt.start(ctx, ls, trace.SpanKindServer, time.Time{})
 			sc := trace.SpanContextFromContext(lctx)
-			if !sc.Equal(cs.sc) || trace.SpanFromContext(lctx).IsRecording() {
-				t.Fatalf("context span %v, recording %v; want %v, not recording", sc, trace.SpanFromContext(lctx).IsRecording(), cs.sc)
+			if !sc.Equal(ls.cs.sc) || trace.SpanFromContext(lctx).IsRecording() {
+				t.Fatalf("context span %v, recording %v; want %v, not recording", sc, trace.SpanFromContext(lctx).IsRecording(), ls.cs.sc)
 			}
 			wantFlags := psc.TraceFlags() &^ trace.FlagsSampled
 			if want {

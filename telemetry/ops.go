@@ -56,8 +56,7 @@ type Op struct {
 	t      *T
 	span   trace.Span
 	lean   *leanSpan // instead of span (lean.go), when sampled; nil once ended
-	cs     *ctxSpan  // with lean spans: the span context ctx carries
-	ls     *leanSpan // with lean spans: the span, if sampled (leanOp)
+	ls     *leanSpan // with lean spans: the span (leanOp); its span context is ctx's
 	start  time.Time
 	hist   metric.Float64Histogram
 	labels labelKey
@@ -68,11 +67,10 @@ type Op struct {
 	errType, errMsg string
 }
 
-// leanOp is an Op with its context span and lean span, in one
-// allocation (with lean spans; other Ops are plain).
+// leanOp is an Op with its lean span (which holds the context span), in
+// one allocation (with lean spans; other Ops are plain).
 type leanOp struct {
 	Op
-	cs ctxSpan
 	ls leanSpan
 }
 
@@ -82,7 +80,7 @@ func (t *T) newOp(start time.Time, method string) *Op {
 		return &Op{t: t, start: start, method: KeyMethod.String(method)}
 	}
 	lo := &leanOp{Op: Op{t: t, start: start, method: KeyMethod.String(method)}}
-	lo.Op.cs, lo.Op.ls = &lo.cs, &lo.ls
+	lo.Op.ls = &lo.ls
 	return &lo.Op
 }
 
@@ -182,9 +180,8 @@ func (t *T) StartServer(ctx context.Context, r Request) (context.Context, *Op) {
 			psc = trace.SpanContextFromContext(ctx)
 		}
 		// Name and attributes are built at export, from r (lean.go).
-		if ctx, op.lean = t.lean.startUnder(ctx, psc, op.cs, op.ls, trace.SpanKindServer, op.start); op.lean != nil {
-			op.lean.method, op.lean.target, op.lean.server, op.lean.req = r.Method, target, true, r
-			op.lean.req.Meta = nil
+		if ctx, op.lean = t.lean.startUnder(ctx, psc, op.ls, trace.SpanKindServer, op.start); op.lean != nil {
+			op.lean.method, op.lean.target, op.lean.server, op.lean.desc = r.Method, target, true, requestDesc(r)
 		}
 	} else if t.tracer != nil {
 		if _, ok := r.Meta["traceparent"]; ok {
@@ -278,8 +275,8 @@ func (t *T) StartCall(ctx context.Context, c Call) (context.Context, *Op) {
 	switch {
 	case t.lean != nil:
 		// Name and attributes are built at export, from c (lean.go).
-		if ctx, op.lean = t.lean.start(ctx, op.cs, op.ls, trace.SpanKindClient, op.start); op.lean != nil {
-			op.lean.method, op.lean.target, op.lean.call = c.Method, target, c
+		if ctx, op.lean = t.lean.start(ctx, op.ls, trace.SpanKindClient, op.start); op.lean != nil {
+			op.lean.method, op.lean.target, op.lean.desc = c.Method, target, callDesc(c)
 		}
 	case t.tracer != nil:
 		ctx, op.span = t.tracer.Start(ctx, t.spanName(c.Method, target), clientKind)
@@ -367,8 +364,8 @@ func (op *Op) End(ctx context.Context, errType, msg string) {
 // span of its own: the client's, with traces off).
 func (op *Op) spanContext(ctx context.Context) trace.SpanContext {
 	switch {
-	case op.cs != nil && op.cs.sc.IsValid():
-		return op.cs.sc
+	case op.ls != nil && op.ls.cs.sc.IsValid():
+		return op.ls.cs.sc
 	case op.span != nil:
 		return op.span.SpanContext()
 	}

@@ -490,8 +490,9 @@ func appendLeanSpan(b []byte, s *leanSpan) []byte {
 	var buf [16]attribute.KeyValue
 	attrs, dropped := s.attributes(buf[:0])
 	b, sp = begin(b, fSSSpans)
-	b = appendSpanHead(b, s.sc, s.parent, s.method, s.target, s.kind, s.start, s.end, attrs, dropped)
-	b = appendSpanTail(b, s.status, s.sc, s.parent)
+	parent := s.parentContext()
+	b = appendSpanHead(b, s.cs.sc, parent, s.method, s.target, s.kind, time.Unix(0, s.start), time.Unix(0, s.end), attrs, dropped)
+	b = appendSpanTail(b, s.status, s.cs.sc, parent)
 	return end(b, sp)
 }
 
