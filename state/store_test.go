@@ -1143,3 +1143,47 @@ func TestPredecodedDocumentIsCheckedInTheCommit(t *testing.T) {
 		t.Error("predecoded a missing run")
 	}
 }
+
+// The deadline sweep asks once a second whether a question is due; when
+// none is (no deadline, or only later ones), ClaimDue commits nothing: a
+// commit would sync the file twice for nothing. When one is due it
+// commits as before.
+func TestClaimDueCommitsOnlyWhenDue(t *testing.T) {
+	s, _ := newTest(t)
+	ctx := t.Context()
+	txid := func() int {
+		var id int
+		if err := s.db.View(func(tx *bbolt.Tx) error { id = tx.ID(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	answer := json.RawMessage(`{"action":"cancel","timeout":true}`)
+	claim := func(now time.Time) int {
+		t.Helper()
+		before := txid()
+		runs, err := s.ClaimDue(ctx, now, 10, answer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if commits := txid() - before; (commits > 0) != (len(runs) > 0) {
+			t.Fatalf("claimed %d runs in %d commits", len(runs), commits)
+		}
+		return len(runs)
+	}
+	if n := claim(time.Now()); n != 0 {
+		t.Fatalf("claimed %d with no deadline at all", n)
+	}
+	r := mustCreate(t, s, newRun("alice", "deploy"))
+	q := question("approve")
+	q.Deadline = time.Now().Add(time.Hour)
+	if _, err := s.Pause(ctx, r.ID, json.RawMessage(`{"version":1}`), q); err != nil {
+		t.Fatal(err)
+	}
+	if n := claim(time.Now()); n != 0 {
+		t.Fatalf("claimed %d before the deadline", n)
+	}
+	if n := claim(q.Deadline.Add(time.Second)); n != 1 {
+		t.Fatalf("claimed %d after the deadline, want 1", n)
+	}
+}

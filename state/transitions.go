@@ -470,6 +470,11 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, max int, answer jso
 		max = maxPageSize
 	}
 	end := ts(now)
+	// Nothing due (the sweep's usual answer, once a second): no write
+	// transaction, whose commit would sync the file for nothing.
+	if at, ok, err := s.NextDeadline(ctx); err != nil || !ok || at.After(now) {
+		return nil, err
+	}
 	var out []*Run
 	err := s.write(ctx, func(tx *bbolt.Tx) error {
 		out = nil
