@@ -340,6 +340,10 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 	} else {
 		body += "\nThe echo backend's own cost of a `_meta` could not be measured: `" + oneLine(bmErr.Error()) + "`.\n"
 	}
+	gwCPUs, restCPUs := fmtCPUs(pl.gw), fmtCPUs(pl.rest)
+	if !pl.ok {
+		gwCPUs, restCPUs = "none: one CPU, nothing pinned", "the same CPU"
+	}
 	body += fmt.Sprintf("\nTwo `vmcp serve` processes in front of the same echo backend, same run: telemetry off, and telemetry on "+
 		"(`traces: {exporter: otlp, sampling_ratio: 1}` to an OTLP/HTTP receiver in the bench process that discards, `metrics: {prometheus: {enabled: true}}`; "+
 		"every call makes a SERVER and a CLIENT span and two histogram records). mcp-go client, 2025-11-25 sessions. "+
@@ -356,7 +360,7 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		"The targets are judged with the client that sends a `traceparent`: with telemetry off vmcp passes it to the backend as given, with telemetry on it replaces it "+
 		"with its CLIENT span's, so the backend decodes one `_meta` on both sides and on − off is what telemetry costs in vmcp. "+
 		"With a client that sends no `_meta`, telemetry on also makes the backend decode a `_meta` it did not get before; that row is vmcp's cost plus the backend's, "+
-		"and the backend's part is measured on its own above.\n", rounds, d, warm, fmtCPUs(pl.gw), fmtCPUs(pl.rest), d32, rounds32, warm/4)
+		"and the backend's part is measured on its own above.\n", rounds, d, warm, gwCPUs, restCPUs, d32, rounds32, warm/4)
 	b.rep.addSection(sc, "Scenario: telemetry overhead (on vs off)", body)
 	return nil
 }
