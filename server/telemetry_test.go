@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -642,4 +643,81 @@ func TestTelemetryKeepsLeanPaths(t *testing.T) {
 	if diff := cmp.Diff(slow, fast); diff != "" {
 		t.Fatalf("SERVER span attributes, fast path vs mcp-go's (-mcp-go +fast):\n%s", diff)
 	}
+}
+
+// Sessions are tracked whatever telemetry is on, not only with metrics:
+// with only the audit log, a session's end is audited (session.closed
+// was skipped, as if the session never started); with only traces, a
+// session-era request's SERVER span carries the session's negotiated
+// mcp.protocol.version, as it does when metrics are on too.
+func TestSessionsTrackedWithoutMetrics(t *testing.T) {
+	cfg, ds := dsl.LoadConfig("s.yaml", []byte("name: s\nbackends:\n  - {name: echo, builtin: echo}\n"), func(string) (string, bool) { return "", false })
+	if len(ds) > 0 {
+		t.Fatal(ds)
+	}
+	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	echo.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
+	start := func(tel *telemetry.T) string {
+		g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db"), Telemetry: tel, InProcess: map[string]*mcpserver.MCPServer{"echo": echo}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(g.Handler())
+		t.Cleanup(func() {
+			srv.Close()
+			_ = g.Close()
+		})
+		return srv.URL
+	}
+
+	t.Run("audit only", func(t *testing.T) {
+		audit := &syncBuffer{}
+		tel, err := telemetry.New(t.Context(), telemetry.Config{}, &telemetry.Options{AuditWriter: audit, Getenv: func(string) string { return "" }})
+		if err != nil || tel == nil {
+			t.Fatalf("audit-only telemetry: %v, %v", tel, err)
+		}
+		t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+		url := start(tel)
+		c := sessionClient(t, url, "")
+		endSession(t, url, "", c)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			counts := map[string]int{}
+			for _, l := range audit.lines() {
+				counts[l["event"].(string)]++
+			}
+			if counts[telemetry.AuditSessionCreated] == 1 && counts[telemetry.AuditSessionClosed] == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("audit events %v, want one session.created and one session.closed\n%s", counts, audit.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	t.Run("traces only", func(t *testing.T) {
+		tel, rec := recordedTelemetry(t)
+		url := start(tel)
+		c := sessionClient(t, url, "")
+		if res := callMeta(t, c, "echo_echo", `{"message":"hi"}`, nil); res.IsError {
+			t.Fatalf("echo: %s", text(res))
+		}
+		srv := spanNamed(rec.Ended(), "tools/call echo_echo", trace.SpanKindServer)
+		if len(srv) != 1 {
+			t.Fatalf("%d SERVER spans, want 1", len(srv))
+		}
+		var got string
+		for _, kv := range srv[0].Attributes() {
+			if kv.Key == telemetry.KeyProtocolVersion {
+				got = kv.Value.AsString()
+			}
+		}
+		if got != mcp.ProtocolVersion20251125 {
+			t.Fatalf("SERVER span mcp.protocol.version %q, want %q", got, mcp.ProtocolVersion20251125)
+		}
+	})
 }

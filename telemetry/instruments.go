@@ -249,7 +249,7 @@ type session struct {
 // SessionNegotiated remembers the protocol version a session's
 // initialize settled on (before the session is registered).
 func (t *T) SessionNegotiated(id, protocol string) {
-	if t == nil || t.m == nil || id == "" {
+	if !t.tracksSessions() || id == "" {
 		return
 	}
 	t.sessions.Store(id, &session{protocol: protocol})
@@ -258,7 +258,7 @@ func (t *T) SessionNegotiated(id, protocol string) {
 // SessionProtocol is the negotiated version of an open session ("" if
 // unknown): the mcp_protocol_version of its requests.
 func (t *T) SessionProtocol(id string) string {
-	if t == nil || t.m == nil {
+	if !t.tracksSessions() {
 		return ""
 	}
 	if v, ok := t.sessions.Load(id); ok {
@@ -269,7 +269,7 @@ func (t *T) SessionProtocol(id string) string {
 
 // SessionStarted counts an open session.
 func (t *T) SessionStarted(ctx context.Context, id, transport string) {
-	if t == nil || t.m == nil {
+	if !t.tracksSessions() {
 		return
 	}
 	s := &session{start: time.Now(), transport: transport}
@@ -277,18 +277,29 @@ func (t *T) SessionStarted(ctx context.Context, id, transport string) {
 		s.protocol = v.(*session).protocol
 	}
 	t.sessions.Store(id, s)
-	t.m.sessionsActive.Add(ctx, 1, attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(transport)))
+	if t.m != nil {
+		t.m.sessionsActive.Add(ctx, 1, attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(transport)))
+	}
 }
+
+// tracksSessions reports whether open sessions are kept: whenever
+// telemetry is on (a nil T is off). Their protocol is a span attribute
+// and a metric label of their requests, their lifetimes are metrics, and
+// their end is audited (session.closed) once per session that started.
+func (t *T) tracksSessions() bool { return t != nil }
 
 // SessionEnded records a session's length; false for a session it did not
 // see start.
 func (t *T) SessionEnded(ctx context.Context, id string) bool {
-	if t == nil || t.m == nil {
+	if !t.tracksSessions() {
 		return false
 	}
 	v, ok := t.sessions.LoadAndDelete(id)
 	if !ok || v.(*session).start.IsZero() {
 		return false
+	}
+	if t.m == nil {
+		return true
 	}
 	s := v.(*session)
 	set := attrs(KeyProtocolVersion.String(s.protocol), KeyTransport.String(s.transport))
