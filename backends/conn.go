@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -342,6 +343,10 @@ func (c *Conn) initTimeout() time.Duration {
 // streamable HTTP the HTTP client it uses.
 func (c *Conn) transport() (transport.Interface, *http.Client, error) {
 	s := c.spec
+	// mcp-go's transports log through the gateway's logger (their own
+	// default is slog.Default), naming the backend; their Info lines
+	// ("listening to server forever", …) are chatter, logged at Debug.
+	log := slog.New(infoAsDebug{c.m.log.Handler()}).With("backend", s.Name)
 	switch {
 	case s.InProcess != nil:
 		return transport.NewInProcessTransportWithOptions(s.InProcess,
@@ -368,17 +373,18 @@ func (c *Conn) transport() (transport.Interface, *http.Client, error) {
 				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 				return cmd, nil
 			}),
-			transport.WithCommandStderrWriter(&stderrLog{c: c}))
+			transport.WithCommandStderrWriter(&stderrLog{c: c}),
+			transport.WithCommandLogger(log))
 		if _, err := exec.LookPath(s.Command[0]); err != nil {
 			return nil, nil, fmt.Errorf("command %q not found: %w", s.Command[0], err)
 		}
 		return &cmdTransport{Interface: tr, cmd: &cmd}, nil, nil
 	case s.Transport == "sse":
-		tr, err := transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()))
+		tr, err := transport.NewSSE(s.URL, transport.WithHeaders(s.Headers), transport.WithHTTPClient(c.httpClient()), transport.WithSSELogger(log))
 		return tr, nil, err
 	default:
 		hc := c.httpClient()
-		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(hc)}
+		opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(s.Headers), transport.WithHTTPBasicClient(hc), transport.WithHTTPLogger(log)}
 		if s.ProtocolVersion == "" || s.ProtocolVersion < "2026-07-28" {
 			// Keep the standalone GET stream open: it is how a
 			// 2025-11-25 server tells vmcp its lists changed. (mcp-go
@@ -1013,4 +1019,29 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// infoAsDebug logs Info records at Debug (Warn and Error as they are).
+type infoAsDebug struct{ slog.Handler }
+
+func (h infoAsDebug) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return h.Handler.Enabled(ctx, l)
+}
+
+func (h infoAsDebug) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h infoAsDebug) WithAttrs(as []slog.Attr) slog.Handler {
+	return infoAsDebug{h.Handler.WithAttrs(as)}
+}
+
+func (h infoAsDebug) WithGroup(name string) slog.Handler {
+	return infoAsDebug{h.Handler.WithGroup(name)}
 }
