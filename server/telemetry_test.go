@@ -651,26 +651,17 @@ func TestTelemetryKeepsLeanPaths(t *testing.T) {
 // session-era request's SERVER span carries the session's negotiated
 // mcp.protocol.version, as it does when metrics are on too.
 func TestSessionsTrackedWithoutMetrics(t *testing.T) {
-	cfg, ds := dsl.LoadConfig("s.yaml", []byte("name: s\nbackends:\n  - {name: echo, builtin: echo}\n"), func(string) (string, bool) { return "", false })
+	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
+	echo.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
+	be := httptest.NewServer(mcpserver.NewStreamableHTTPServer(echo))
+	t.Cleanup(be.Close)
+	cfg, ds := dsl.LoadConfig("s.yaml", []byte("name: s\nbackends:\n  - {name: echo, url: "+be.URL+"/mcp}\n"), func(string) (string, bool) { return "", false })
 	if len(ds) > 0 {
 		t.Fatal(ds)
 	}
-	echo := mcpserver.NewMCPServer("echo", "1.0.0", mcpserver.WithToolCapabilities(true))
-	echo.AddTool(mcp.NewTool("echo", mcp.WithString("message")), echoHandler)
 	start := func(tel *telemetry.T) string {
-		g, err := New(cfg, &Options{StatePath: filepath.Join(t.TempDir(), "state.db"), Telemetry: tel, InProcess: map[string]*mcpserver.MCPServer{"echo": echo}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		srv := httptest.NewServer(g.Handler())
-		t.Cleanup(func() {
-			srv.Close()
-			_ = g.Close()
-		})
-		return srv.URL
+		_, url := startObserved(t, cfg, filepath.Join(t.TempDir(), "state.db"), tel)
+		return url
 	}
 
 	t.Run("audit only", func(t *testing.T) {
