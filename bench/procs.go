@@ -259,3 +259,54 @@ func procStatus(pid int, field string) (int64, error) {
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
+
+// machineTicks reads the machine's line of /proc/stat: the ticks all CPUs
+// spent in every state, and those the hypervisor ran another guest on
+// them instead of this one (steal).
+func machineTicks() (steal, total int64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	// cpu user nice system idle iowait irq softirq steal guest guest_nice:
+	// guest time is counted in user as well.
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, s := range f[1:9] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: field %d: %w", i+1, err)
+		}
+		total += v
+		if i == 7 {
+			steal = v
+		}
+	}
+	return steal, total, nil
+}
+
+// stealMeter measures the share of the machine's CPU time stolen by the
+// hypervisor over a window: on a shared VM, what moves a cell's
+// throughput that no process here spent.
+type stealMeter struct {
+	steal, total int64
+	ok           bool
+}
+
+func startSteal() stealMeter {
+	s, t, err := machineTicks()
+	return stealMeter{s, t, err == nil}
+}
+
+// frac is the stolen share since start, 0 to 1; ok is false when
+// /proc/stat could not be read or no tick passed.
+func (m stealMeter) frac() (float64, bool) {
+	s, t, err := machineTicks()
+	if !m.ok || err != nil || t <= m.total {
+		return 0, false
+	}
+	return float64(s-m.steal) / float64(t-m.total), true
+}

@@ -223,3 +223,37 @@ func runPaired(ctx context.Context, warm int, dur time.Duration, a, b func(ctx c
 	slices.Sort(lb.Lat)
 	return la, lb
 }
+
+// medianCI is a distribution-free confidence interval for the median of
+// xs, which it sorts: the order statistics x(k) and x(n+1−k) for the
+// largest k with P(Binomial(n, ½) < k) ≤ (1 − level)/2, so the interval
+// holds the median with probability at least level whatever the
+// distribution. ok is false when n is too small for the level (below 6
+// samples at 95 %).
+func medianCI(xs []float64, level float64) (lo, hi float64, ok bool) {
+	n := len(xs)
+	if n == 0 {
+		return 0, 0, false
+	}
+	slices.Sort(xs)
+	tail := (1 - level) / 2
+	// cdf is P(X ≤ i) for X ~ Binomial(n, ½), summed in log space.
+	lc := func(i int) float64 {
+		a, _ := math.Lgamma(float64(n + 1))
+		b, _ := math.Lgamma(float64(i + 1))
+		c, _ := math.Lgamma(float64(n - i + 1))
+		return a - b - c - float64(n)*math.Ln2
+	}
+	k, cdf := 0, 0.0 // k: the largest with P(X < k) = P(X ≤ k−1) ≤ tail
+	for i := 0; i < n; i++ {
+		cdf += math.Exp(lc(i))
+		if cdf > tail {
+			break
+		}
+		k = i + 1
+	}
+	if k == 0 {
+		return xs[0], xs[n-1], false
+	}
+	return xs[k-1], xs[n-k], true
+}
