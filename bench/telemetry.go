@@ -203,25 +203,28 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 	// scatter comes from the host: other guests' steal and cache use move
 	// every process's CPU per call together. The median of 20 rounds then
 	// moves by ±0.03 between runs, as much as telemetry's own cost; 100
-	// rounds halve that. The traced client's rounds are judged. Beside
-	// them, the same method compares the off gateway with a second,
-	// identical one (A/A): what the method gives when there is no
-	// difference, in the same run. The other client's rounds are
-	// information, and fewer.
+	// rounds halve that. The traced client's rounds are judged. In the
+	// same rounds, the same method compares the off gateway with a
+	// second, identical one (A/A): what the method gives when there is no
+	// difference. The other client's rounds are information, and fewer.
 	d32 := b.dur(300*time.Millisecond, 500*time.Millisecond)
-	comparisons := []struct {
-		key    string
+	// Each group's rounds run one cell per side. With three sides the off
+	// gateway's cell is in the middle (on, off, off again; then the other
+	// way round), so both comparisons are of neighbouring cells and each
+	// side goes first as often as second; the A/A side shares the rounds,
+	// and so the history, of the sides it controls for.
+	offAgain := sideProc{"off again", off2}
+	groups := []struct {
 		v      variant
-		b      sideProc // compared with off
+		sides  []sideProc // [0] is off, the reference
+		keys   []string   // c32's key for sides[i] ÷ sides[0]
 		rounds int
 	}{
-		{"tp", variants[0], sideProc{"on", on}, b.n(4, 100)},
-		{"aa", variants[0], sideProc{"off again", off2}, b.n(4, 40)},
-		{"", variants[1], sideProc{"on", on}, b.n(4, 20)},
+		{variants[0], []sideProc{{"off", off}, {"on", on}, offAgain}, []string{"", "tp", "aa"}, b.n(4, 100)},
+		{variants[1], []sideProc{{"off", off}, {"on", on}}, []string{"", ""}, b.n(4, 20)},
 	}
-	for _, cmp := range comparisons {
-		v := cmp.v
-		sides := []sideProc{{"off", off}, cmp.b}
+	for _, g := range groups {
+		v, sides := g.v, g.sides
 		sess := make([][]*session, len(sides))
 		for i, s := range sides {
 			ss, err := dialN(ctx, conc, s.v.URL, eraLegacy)
@@ -233,13 +236,17 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 			}
 			sess[i] = ss
 		}
+		order := []int{0, 1}
+		if len(sides) == 3 {
+			order = []int{1, 0, 2}
+		}
 		all := make([][]Cell, len(sides))
 		seq := make([]int, conc)
-		for r := range cmp.rounds {
-			for j := range sides {
-				i := j
-				if r%2 == 1 { // the other side first every other round: drift cancels
-					i = len(sides) - 1 - j
+		for r := range g.rounds {
+			for j := range order {
+				i := order[j]
+				if r%2 == 1 { // the other way round every other round: drift cancels
+					i = order[len(order)-1-j]
 				}
 				s, ss := sides[i], sess[i]
 				// vmcp, the echo backend, and this process (the mcp-go
@@ -251,10 +258,10 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 				})
 				per := cpu.perOp(l.N() + conc*(warm/4))
 				tags := map[string]any{"telemetry": s.name, "concurrency": conc, "round": r + 1, "client_meta": v.meta}
-				if cmp.key == "aa" {
-					tags["telemetry"], tags["aa"] = "off", true
+				if s == offAgain { // telemetry off: side names the gateway
+					tags["telemetry"], tags["side"] = "off", s.name
 				}
-				c := cell(sc, fmt.Sprintf("telemetry %s, %s, c=%d round %d%s", s.name, v.what, conc, r+1, map[bool]string{true: " (A/A)"}[cmp.key == "aa"]), tags, l)
+				c := cell(sc, fmt.Sprintf("telemetry %s, %s, c=%d round %d", s.name, v.what, conc, r+1), tags, l)
 				c.Extra = map[string]float64{"vmcp_cpu_us_per_call": per[0], "backend_cpu_us_per_call": per[1], "bench_cpu_us_per_call": per[2],
 					"total_cpu_us_per_call": per[0] + per[1] + per[2]}
 				if f, ok := steal.frac(); ok {
@@ -266,7 +273,9 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		for _, ss := range sess {
 			closeAll(ss)
 		}
-		c32[cmp.key] = compareLoaded(all[0], all[1])
+		for i := 1; i < len(sides); i++ {
+			c32[g.keys[i]] = compareLoaded(all[0], all[i])
+		}
 	}
 
 	bm, bmErr := backendMetaCost(b.n(2000, 10000))
@@ -379,12 +388,12 @@ func (b *bench) telemetryOverhead(ctx context.Context) error {
 		"and the table's latencies and calls/s are each side's median cell. "+
 		"One round's ratio scatters widely on a shared VM, with or without telemetry: other guests' steal and cache use move every process's CPU per call together, "+
 		"so the rounds are many and short, and each cell records the share of the machine's CPU time the hypervisor stole (`steal_pct` in the JSON). "+
-		"The A/A row runs the same method, %d rounds, between the telemetry-off gateway and a second one started from the same config: how far the method strays when there is no difference. CPU per call is each process's user + system time over the cell divided by its calls "+
+		"The A/A row compares the telemetry-off gateway with a second one started from the same config, in the same rounds as the traced client's on ÷ off (each round runs on, off, off again, then the other way round, so both ratios are of neighbouring cells): how far the method strays when there is no difference. CPU per call is each process's user + system time over the cell divided by its calls "+
 		"(the echo backend and the bench process, clients and receiver, are shared by both sides but only one side runs at a time).\n\n"+
 		"The targets are judged with the client that sends a `traceparent`: with telemetry off vmcp passes it to the backend as given, with telemetry on it replaces it "+
 		"with its CLIENT span's, so the backend decodes one `_meta` on both sides and on − off is what telemetry costs in vmcp. "+
 		"With a client that sends no `_meta`, telemetry on also makes the backend decode a `_meta` it did not get before; that row is vmcp's cost plus the backend's, "+
-		"and the backend's part is measured on its own above.\n", rounds, d, warm, gwCPUs, restCPUs, d32, b.n(4, 100), b.n(4, 20), warm/4, b.n(4, 40))
+		"and the backend's part is measured on its own above.\n", rounds, d, warm, gwCPUs, restCPUs, d32, b.n(4, 100), b.n(4, 20), warm/4)
 	b.rep.addSection(sc, "Scenario: telemetry overhead (on vs off)", body)
 	return nil
 }
