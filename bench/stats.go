@@ -237,7 +237,8 @@ func medianCI(xs []float64, level float64) (lo, hi float64, ok bool) {
 	}
 	slices.Sort(xs)
 	tail := (1 - level) / 2
-	// cdf is P(X ≤ i) for X ~ Binomial(n, ½), summed in log space.
+	// lc(i) is log P(X = i) for X ~ Binomial(n, ½); cdf sums them up to
+	// P(X ≤ i).
 	lc := func(i int) float64 {
 		a, _ := math.Lgamma(float64(n + 1))
 		b, _ := math.Lgamma(float64(i + 1))
